@@ -1,0 +1,1 @@
+"""A local AI photo editor: SAM selections and Stable Diffusion inpainting."""

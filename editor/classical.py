@@ -1,0 +1,99 @@
+"""Classical fallbacks that need no model weights: GrabCut selection and OpenCV inpainting."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from editor import masks
+from editor.prompts import Prompts
+
+GRABCUT_SIDE = 640  # GrabCut runs on a copy this size at most; its mask is scaled back
+GRABCUT_ITERATIONS = 5
+POINT_RADIUS_FRACTION = 0.01  # a click marks a small disc as certain, not a single pixel
+INPAINT_MAX_PIXELS = 1_000_000  # larger holes are filled on a smaller copy (Telea is slow)
+
+
+def grabcut(image: np.ndarray, prompts: Prompts) -> np.ndarray:
+    """Select the object the prompts point at; returns an `HxW uint8` mask (255 = selected).
+
+    A box bounds the object; without one, a box around the positive points with a generous
+    margin does. Positive clicks are certain foreground, negative clicks certain background.
+    Only the pieces connected to a positive click (or inside the box) are kept.
+    """
+    height, width = image.shape[:2]
+    scale = min(1.0, GRABCUT_SIDE / max(height, width))
+    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else image
+    sh, sw = small.shape[:2]
+    trimap = _trimap(prompts, sw, sh, scale)
+    if (trimap == cv2.GC_FGD).any() or (trimap == cv2.GC_PR_FGD).any():
+        if min(sh, sw) >= 2 and (trimap != cv2.GC_BGD).sum() < trimap.size:
+            bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), trimap, None, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    selected = np.where((trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
+    selected = _keep_prompted_pieces(selected, prompts, scale)
+    if scale < 1:
+        selected = cv2.resize(selected, (width, height), interpolation=cv2.INTER_LINEAR)
+    return masks.binary(selected)
+
+
+def _trimap(prompts: Prompts, width: int, height: int, scale: float) -> np.ndarray:
+    trimap = np.full((height, width), cv2.GC_BGD, np.uint8)
+    x0, y0, x1, y1 = _object_region(prompts, width, height, scale)
+    trimap[y0:y1, x0:x1] = cv2.GC_PR_FGD if prompts.box is not None else cv2.GC_PR_BGD
+    radius = max(1, int(round(max(width, height) * POINT_RADIUS_FRACTION)))
+    for (x, y), label in zip(prompts.points, prompts.labels):
+        value = cv2.GC_FGD if label == 1 else cv2.GC_BGD
+        cv2.circle(trimap, (int(x * scale), int(y * scale)), radius, int(value), -1)
+    return trimap
+
+
+def _object_region(prompts: Prompts, width: int, height: int, scale: float) -> tuple[int, int, int, int]:
+    if prompts.box is not None:
+        bx0, by0, bx1, by1 = (v * scale for v in prompts.box)
+    else:
+        xs = [x * scale for (x, _), label in zip(prompts.points, prompts.labels) if label == 1]
+        ys = [y * scale for (_, y), label in zip(prompts.points, prompts.labels) if label == 1]
+        margin = 0.25 * max(width, height)
+        bx0, by0, bx1, by1 = min(xs) - margin, min(ys) - margin, max(xs) + margin, max(ys) + margin
+    return (max(0, int(bx0)), max(0, int(by0)), min(width, int(np.ceil(bx1))), min(height, int(np.ceil(by1))))
+
+
+def _keep_prompted_pieces(selected: np.ndarray, prompts: Prompts, scale: float) -> np.ndarray:
+    count, labels = cv2.connectedComponents((selected > 0).astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return selected
+    keep = np.zeros(count, dtype=bool)
+    for (x, y), label in zip(prompts.points, prompts.labels):
+        if label == 1:
+            keep[labels[min(int(y * scale), labels.shape[0] - 1), min(int(x * scale), labels.shape[1] - 1)]] = True
+    if prompts.box is not None and not keep[1:].any():
+        keep[:] = True
+    keep[0] = False
+    return np.where(keep[labels], 255, 0).astype(np.uint8)
+
+
+def inpaint(image: np.ndarray, mask: np.ndarray, radius: int = 5) -> np.ndarray:
+    """Fill the masked pixels from their surroundings (Telea); pixels outside stay exact.
+
+    Large images are filled on a smaller copy; the fill is smooth, so scaling it up
+    loses nothing, and only the masked pixels take it.
+    """
+    height, width = mask.shape
+    hole = masks.binary(mask)
+    if not hole.any():
+        return image.copy()
+    scale = min(1.0, (INPAINT_MAX_PIXELS / (height * width)) ** 0.5)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        small_hole = cv2.resize(hole, size, interpolation=cv2.INTER_AREA)
+        small_hole = np.where(small_hole > 0, 255, 0).astype(np.uint8)
+        filled = cv2.resize(_telea(small_image, small_hole, radius), (width, height), interpolation=cv2.INTER_LINEAR)
+    else:
+        filled = _telea(image, hole, radius)
+    return np.where(hole[:, :, None] > 0, filled, image)
+
+
+def _telea(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(cv2.inpaint(bgr, hole, radius, cv2.INPAINT_TELEA), cv2.COLOR_BGR2RGB)

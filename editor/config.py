@@ -1,0 +1,196 @@
+"""Typed, validated settings loaded from config.yaml plus `--set key=value` overrides.
+
+Only entry points (the CLI, app.py) call `load_config`; everything else receives these objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from editor.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+SamModelType = Literal["auto", "vit_b", "vit_l", "vit_h"]
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    checkpoint: str = "auto"  # "auto" looks in models_dir; a path must exist
+    model_type: SamModelType = "auto"  # "auto" reads it from the checkpoint's shapes
+    embedding_cache: int = 8  # image embeddings kept (LRU), one per image version
+
+
+@dataclass(frozen=True)
+class InpaintConfig:
+    model: str = "auto"  # auto | sdxl | sd2 | HUB_ID | LOCAL_DIR
+    cpu_offload: bool = True  # CUDA only: keep idle sub-models in RAM
+    vae_tiling: bool = True  # decode large images tile by tile
+    memory_budget_gb: float = 24.0  # loaded pipelines beyond this are released, oldest first
+    steps: int = 30
+    guidance: float = 7.5
+    strength: float = 0.99
+    num_images: int = 1
+    negative_prompt: str = "blurry, low quality, distorted, watermark, text"
+
+
+@dataclass(frozen=True)
+class CompositeConfig:
+    context: float = 0.5  # context around the mask, as a fraction of the mask's box size
+    min_context_px: int = 32  # at least this much context on each side
+    grow: int = 8  # pixels the mask is grown before pasting back
+    feather: int = 8  # pixels of soft edge outside the grown mask
+    match_color: bool = True  # match the new region's colour to its surroundings
+
+
+@dataclass(frozen=True)
+class EraseConfig:
+    prompt: str = "empty background, seamless continuation of the surroundings, natural texture"
+    negative_prompt: str = (
+        "object, person, animal, text, watermark, logo, frame, new item, artifact, blurry"
+    )
+    strength: float = 0.85  # below 1.0 keeps the classical pre-fill's structure
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    concurrency: int = 1  # model calls at once (one per GPU)
+    max_upload_mb: int = 100
+
+
+@dataclass(frozen=True)
+class Config:
+    device: Device = "auto"
+    models_dir: str = "checkpoints"
+    auto_download: bool = False  # fetch missing weights on first use
+    max_image_pixels: int = 50_000_000  # refuse larger images before decoding them
+    sam: SamConfig = field(default_factory=SamConfig)
+    inpaint: InpaintConfig = field(default_factory=InpaintConfig)
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+    erase: EraseConfig = field(default_factory=EraseConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+
+_POSITIVE = {
+    "sam.embedding_cache", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
+    "max_image_pixels", "server.port", "server.concurrency", "server.max_upload_mb",
+}
+_NON_NEGATIVE = {
+    "inpaint.guidance", "composite.context", "composite.min_context_px",
+    "composite.grow", "composite.feather",
+}
+_UNIT_INTERVAL = {"inpaint.strength", "erase.strength"}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read `path` (YAML; None means defaults only) and apply `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+    return _build(Config, raw, prefix="")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ConfigError(f"config file {path} is not valid YAML{line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{'.'.join(parents[: i + 1])}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.')}' must be a section of keys")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
+    values = {}
+    for name in fields:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw[name], f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(f"{prefix}{name}", hint, raw[name])
+    return cls(**values)
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' must be one of {'|'.join(choices)}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be a whole number, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        value = float(value)
+    elif hint is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"config key '{key}' must be text, got {value!r}")
+        value = str(value)
+    _check_range(key, value)
+    return value
+
+
+def _check_range(key: str, value: Any) -> None:
+    if key in _POSITIVE and value <= 0:
+        raise ConfigError(f"config key '{key}' must be greater than 0, got {value!r}")
+    if key in _NON_NEGATIVE and value < 0:
+        raise ConfigError(f"config key '{key}' must not be negative, got {value!r}")
+    if key in _UNIT_INTERVAL and not 0 < value <= 1:
+        raise ConfigError(f"config key '{key}' must be in (0, 1], got {value!r}")

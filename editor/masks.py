@@ -1,0 +1,120 @@
+"""Mask operations on `HxW uint8` masks (255 = selected). Pure numpy and OpenCV."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from editor.errors import SelectionError
+
+
+def binary(mask: np.ndarray) -> np.ndarray:
+    """A bool mask, or a soft 0..255 one cut at half, as a strict 0/255 uint8 mask."""
+    mask = np.asarray(mask)
+    selected = mask if mask.dtype == bool else mask > 127
+    return np.where(selected, 255, 0).astype(np.uint8)
+
+
+def is_empty(mask: np.ndarray) -> bool:
+    return not np.any(mask)
+
+
+def require_selection(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The mask as 0/255, checked against the image's `(H, W)`; refuse an empty one."""
+    if mask.ndim != 2 or mask.shape != shape:
+        raise SelectionError(
+            f"the mask is {_size(mask.shape)} but the image is {_size(shape)}"
+        )
+    mask = binary(mask)
+    if is_empty(mask):
+        raise SelectionError("the selection is empty: click the object you mean first")
+    return mask
+
+
+def invert(mask: np.ndarray) -> np.ndarray:
+    return np.where(mask > 0, 0, 255).astype(np.uint8)
+
+
+def union(*masks: np.ndarray) -> np.ndarray:
+    return np.where(np.logical_or.reduce([m > 0 for m in masks]), 255, 0).astype(np.uint8)
+
+
+def subtract(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    return np.where((mask > 0) & ~(other > 0), 255, 0).astype(np.uint8)
+
+
+def intersect(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    return np.where((mask > 0) & (other > 0), 255, 0).astype(np.uint8)
+
+
+def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Every pixel within `pixels` (Euclidean) of the mask; negative values shrink."""
+    if pixels == 0:
+        return binary(mask)
+    if pixels < 0:
+        return shrink(mask, -pixels)
+    outside = np.where(mask > 0, 0, 255).astype(np.uint8)
+    if not outside.any():
+        return binary(mask)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.where(distance <= pixels, 255, 0).astype(np.uint8)
+
+
+def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Pixels of the mask at least `pixels` + 1 away from everything outside it."""
+    if pixels <= 0:
+        return grow(mask, -pixels)
+    return invert(grow(invert(mask), pixels))
+
+
+def feather(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """A soft edge: 255 inside, falling linearly to 0 over `pixels` outside the mask.
+
+    The ramp is bounded: nothing farther than `pixels` from the mask is touched, so the
+    region a feathered paste can change is exactly `grow(mask, pixels)`.
+    """
+    if pixels <= 0:
+        return binary(mask)
+    outside = np.where(mask > 0, 0, 255).astype(np.uint8)
+    if not outside.any() or not (mask > 0).any():
+        return binary(mask)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    ramp = np.where(distance <= pixels, 1.0 - distance / (pixels + 1), 0.0)
+    return np.rint(ramp * 255).astype(np.uint8)
+
+
+def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
+    """Fill enclosed gaps (not reachable from the border); only those up to `max_area` when given."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((mask == 0).astype(np.uint8), connectivity=4)
+    height, width = mask.shape
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    enclosed = (x > 0) & (y > 0) & (x + w < width) & (y + h < height)
+    if max_area is not None:
+        enclosed &= area <= max_area
+    enclosed[0] = False  # label 0 is the selection itself
+    return np.where((mask > 0) | enclosed[labels], 255, 0).astype(np.uint8)
+
+
+def remove_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop separate pieces of the selection smaller than `min_area` pixels."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
+    keep = np.zeros(count, dtype=bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
+    return np.where(keep[labels], 255, 0).astype(np.uint8)
+
+
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) with x1, y1 exclusive, or None for an empty mask."""
+    rows = np.flatnonzero(np.any(mask > 0, axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(np.any(mask > 0, axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def refine(mask: np.ndarray, grow_px: int = 0, feather_px: int = 0) -> np.ndarray:
+    """The selection a person adjusted with the grow and feather sliders."""
+    return feather(grow(mask, grow_px), feather_px)
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}" if len(shape) >= 2 else str(shape)

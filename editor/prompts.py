@@ -1,0 +1,79 @@
+"""Selection prompts: what a person clicked, in original-image pixel coordinates."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from editor.errors import SelectionError
+
+Point = tuple[float, float]
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Positive and negative points, in click order, plus an optional box (x1, y1, x2, y2)."""
+
+    points: tuple[Point, ...] = ()
+    labels: tuple[int, ...] = ()  # 1 = positive (object), 0 = negative (not the object)
+    box: Box | None = None
+
+    def add_point(self, x: float, y: float, positive: bool = True) -> Prompts:
+        return Prompts(self.points + ((x, y),), self.labels + (int(positive),), self.box)
+
+    def with_box(self, box: Box | None) -> Prompts:
+        return Prompts(self.points, self.labels, box)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.points and self.box is None
+
+    def validated(self, width: int, height: int) -> Prompts:
+        """Check the prompts fit a `width`x`height` image; corners of the box are put in order."""
+        if len(self.points) != len(self.labels):
+            raise SelectionError("every point needs a label (positive or negative)")
+        for x, y in self.points:
+            if not (0 <= x < width and 0 <= y < height):
+                raise SelectionError(f"point ({x:g}, {y:g}) is outside the {width}x{height} image")
+        box = self.box
+        if box is not None:
+            x1, x2 = sorted((box[0], box[2]))
+            y1, y2 = sorted((box[1], box[3]))
+            if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+                raise SelectionError(f"box {box} is outside the {width}x{height} image")
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                raise SelectionError("the box is empty: drag a larger rectangle")
+            box = (x1, y1, x2, y2)
+        if box is None and 1 not in self.labels:
+            raise SelectionError("add at least one positive point or a box to select something")
+        return Prompts(self.points, self.labels, box)
+
+
+@dataclass(frozen=True)
+class SelectionPart:
+    """One object of a selection: its prompts and whether it adds to or subtracts from the rest."""
+
+    prompts: Prompts = field(default_factory=Prompts)
+    subtract: bool = False
+
+
+def parse_point(text: str) -> Point:
+    """'X,Y' from the command line."""
+    values = _parse_numbers(text, 2, "point", "X,Y")
+    return values[0], values[1]
+
+
+def parse_box(text: str) -> Box:
+    """'X1,Y1,X2,Y2' from the command line."""
+    values = _parse_numbers(text, 4, "box", "X1,Y1,X2,Y2")
+    return values[0], values[1], values[2], values[3]
+
+
+def _parse_numbers(text: str, count: int, what: str, form: str) -> list[float]:
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != count or any(v != v for v in values):
+        raise SelectionError(f"{what} must be {form} in pixels, got {text!r}")
+    return values

@@ -1,0 +1,429 @@
+"""Tests for editor.weights against a throwaway HTTP server on 127.0.0.1 (never the internet)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from editor import weights
+from editor.errors import EditorError
+
+PAYLOAD = bytes((i * 31 + i // 251) % 256 for i in range(300_000))
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+CHUNK = 16 * 1024
+
+
+@dataclass
+class ServerState:
+    payload: bytes = PAYLOAD
+    cut_after: int | None = None  # one-shot: drop the connection after this many body bytes
+    ignore_range: bool = False  # answer 200 with the whole body, like servers without Range support
+    status: int | None = None  # force an error status
+    requests: list[dict[str, str | None]] = field(default_factory=list)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        state.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        if state.status is not None:
+            self.send_error(state.status)
+            return
+        body, start, size = state.payload, 0, len(state.payload)
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if match and not state.ignore_range:
+            start = int(match.group(1))
+            if start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        else:
+            self.send_response(200)
+        body = body[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if state.cut_after is not None:
+            body, state.cut_after = body[: state.cut_after], None
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.close_connection = True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: ServerState
+
+
+@dataclass
+class Served:
+    url: str
+    state: ServerState
+
+
+@pytest.fixture(autouse=True)
+def _online(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.state = ServerState()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield Served(f"http://127.0.0.1:{server.server_address[1]}/sam_vit_b_01ec64.pth", server.state)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _download(url: str, dest: Path, sha256: str | None = PAYLOAD_SHA) -> Path:
+    return weights.download_file(url, dest, sha256, timeout=5, chunk_size=CHUNK, show_progress=False)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _single_line(exc: pytest.ExceptionInfo[EditorError]) -> str:
+    message = str(exc.value)
+    assert message and "\n" not in message
+    return message
+
+
+# --------------------------------------------------------------------------- download_file
+
+
+def test_full_download_is_exact_and_verified(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "models" / "sam_vit_b_01ec64.pth"
+    assert _download(served.url, dest) == dest
+    assert dest.read_bytes() == PAYLOAD
+    assert weights.verify_sha256(dest, PAYLOAD_SHA)
+    assert weights.file_sha256(dest) == PAYLOAD_SHA
+    assert not dest.with_suffix(".pth.part").exists()
+    assert served.state.requests == [{"path": "/sam_vit_b_01ec64.pth", "range": None}]
+
+
+def test_interrupted_download_resumes_with_range(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "sam_vit_b_01ec64.pth"
+    part = tmp_path / "sam_vit_b_01ec64.pth.part"
+    served.state.cut_after = 100_000
+    with pytest.raises(EditorError) as exc:
+        _download(served.url, dest)
+    assert served.url in _single_line(exc)
+    assert not dest.exists()
+    assert part.exists()
+    kept = part.stat().st_size
+    assert 0 < kept < len(PAYLOAD)
+    assert part.read_bytes() == PAYLOAD[:kept]
+
+    _download(served.url, dest)
+    assert served.state.requests[-1]["range"] == f"bytes={kept}-"
+    assert dest.read_bytes() == PAYLOAD
+    assert not part.exists()
+
+
+def test_server_ignoring_range_restarts_from_zero(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "sam_vit_b_01ec64.pth"
+    dest.with_suffix(".pth.part").write_bytes(PAYLOAD[:50_000])
+    served.state.ignore_range = True
+    _download(served.url, dest)
+    assert served.state.requests[-1]["range"] == "bytes=50000-"
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_complete_part_answered_416_is_finished(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "sam_vit_b_01ec64.pth"
+    dest.with_suffix(".pth.part").write_bytes(PAYLOAD)
+    _download(served.url, dest)
+    assert served.state.requests[-1]["range"] == f"bytes={len(PAYLOAD)}-"
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_oversized_part_is_discarded(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "sam_vit_b_01ec64.pth"
+    dest.with_suffix(".pth.part").write_bytes(PAYLOAD + b"junk")
+    _download(served.url, dest)
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_wrong_checksum_raises_and_leaves_nothing(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "sam_vit_b_01ec64.pth"
+    with pytest.raises(EditorError) as exc:
+        _download(served.url, dest, sha256="0" * 64)
+    message = _single_line(exc)
+    assert message.startswith("checksum mismatch for sam_vit_b_01ec64.pth: expected 000")
+    assert PAYLOAD_SHA in message
+    assert not dest.exists()
+    assert not dest.with_suffix(".pth.part").exists()
+
+
+def test_existing_verified_file_needs_no_request(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "sam_vit_b_01ec64.pth"
+    dest.write_bytes(PAYLOAD)
+    assert _download(served.url, dest) == dest
+    assert served.state.requests == []
+
+
+def test_existing_corrupt_file_is_replaced(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "sam_vit_b_01ec64.pth"
+    dest.write_bytes(b"not a checkpoint")
+    _download(served.url, dest)
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_offline_raises_without_request(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EditorError) as exc:
+        _download(served.url, tmp_path / "sam_vit_b_01ec64.pth")
+    assert _single_line(exc) == f"HF_HUB_OFFLINE=1 is set: not downloading {served.url}"
+    assert served.state.requests == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("TRUE", True), ("yes", True), ("On", True), ("0", False), ("", False), ("no", False)],
+)
+def test_offline_values(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert weights.offline() is expected
+
+
+def test_unreachable_port_fails_fast(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/sam_vit_b_01ec64.pth"
+    started = time.monotonic()
+    with pytest.raises(EditorError) as exc:
+        _download(url, tmp_path / "sam_vit_b_01ec64.pth")
+    assert time.monotonic() - started < 3
+    assert url in _single_line(exc)
+
+
+def test_http_error_is_one_line(served: Served, tmp_path: Path) -> None:
+    served.state.status = 404
+    with pytest.raises(EditorError) as exc:
+        _download(served.url, tmp_path / "sam_vit_b_01ec64.pth")
+    message = _single_line(exc)
+    assert served.url in message and "404" in message
+
+
+# --------------------------------------------------------------------------- SAM
+
+
+def test_sam_table() -> None:
+    assert set(weights.SAM_CHECKPOINTS) == {"vit_h", "vit_l", "vit_b"}
+    for model_type, checkpoint in weights.SAM_CHECKPOINTS.items():
+        assert checkpoint.model_type == model_type
+        assert checkpoint.url.endswith("/" + checkpoint.filename)
+        assert re.fullmatch(r"[0-9a-f]{64}", checkpoint.sha256)
+    assert weights.sam_checkpoint_path("vit_b", Path("m")) == Path("m/sam_vit_b_01ec64.pth")
+
+
+def test_fetch_sam_unknown_type(tmp_path: Path) -> None:
+    with pytest.raises(EditorError) as exc:
+        weights.fetch_sam("vit_x", tmp_path)
+    message = _single_line(exc)
+    assert "vit_x" in message and all(name in message for name in ("vit_h", "vit_l", "vit_b"))
+    with pytest.raises(EditorError):
+        weights.sam_checkpoint_path("vit_x", tmp_path)
+
+
+def test_fetch_sam_downloads_into_models_dir(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = weights.SamCheckpoint("vit_b", "sam_vit_b_01ec64.pth", served.url, PAYLOAD_SHA)
+    monkeypatch.setitem(weights.SAM_CHECKPOINTS, "vit_b", local)
+    models_dir = tmp_path / "new" / "models"
+    path = weights.fetch_sam("vit_b", models_dir, show_progress=False)
+    assert path == models_dir / "sam_vit_b_01ec64.pth"
+    assert path.read_bytes() == PAYLOAD
+
+
+# --------------------------------------------------------------------------- inpainting / Hub
+
+
+def test_presets() -> None:
+    sdxl, sd2 = weights.INPAINT_PRESETS["sdxl"], weights.INPAINT_PRESETS["sd2"]
+    assert (sdxl.native_size, sdxl.variant, sdxl.vae_repo_id) == (1024, "fp16", "madebyollin/sdxl-vae-fp16-fix")
+    assert (sd2.repo_id, sd2.native_size, sd2.variant, sd2.vae_repo_id) == (
+        "sd2-community/stable-diffusion-2-inpainting",
+        512,
+        None,
+        None,
+    )
+
+
+REPO_FILES = [
+    "model_index.json",
+    "512-inpainting-ema.ckpt",
+    "512-inpainting-ema.safetensors",
+    "README.md",
+    "scheduler/scheduler_config.json",
+    "tokenizer/merges.txt",
+    "tokenizer/vocab.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet/diffusion_pytorch_model.fp16.safetensors",
+    "unet/diffusion_pytorch_model.bin",
+    "text_encoder/model.safetensors",
+    "text_encoder/model.fp16.safetensors",
+]
+
+
+def _selected(patterns: tuple[list[str], list[str]]) -> set[str]:
+    from huggingface_hub.utils import filter_repo_objects
+
+    allow, ignore = patterns
+    return set(filter_repo_objects(REPO_FILES, allow_patterns=allow, ignore_patterns=ignore or None))
+
+
+def test_hub_patterns_with_variant() -> None:
+    allow, ignore = weights.hub_allow_patterns(weights.INPAINT_PRESETS["sdxl"])
+    assert allow == ["model_index.json", "*/*.json", "*/*.txt", "*/*.fp16.safetensors"]
+    assert _selected((allow, ignore)) == {
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/merges.txt",
+        "tokenizer/vocab.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "text_encoder/model.fp16.safetensors",
+    }
+
+
+def test_hub_patterns_without_variant() -> None:
+    assert _selected(weights.hub_allow_patterns(weights.INPAINT_PRESETS["sd2"])) == {
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/merges.txt",
+        "tokenizer/vocab.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    }
+    assert weights.hub_allow_patterns(None) == weights.hub_allow_patterns(weights.INPAINT_PRESETS["sd2"])
+    assert list(weights.VAE_ALLOW_PATTERNS) == ["config.json", "diffusion_pytorch_model.safetensors"]
+
+
+def test_fetch_inpaint_local_folder_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def no_network(*args: object, **kwargs: object) -> str:
+        raise AssertionError("snapshot_download must not be called for a local folder")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    (tmp_path / "model_index.json").write_text("{}")
+    assert weights.fetch_inpaint_model(str(tmp_path)) == str(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert weights.fetch_inpaint_model(str(tmp_path)) == str(tmp_path)
+
+
+def test_fetch_inpaint_downloads_repo_and_fix_vae(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    def fake_snapshot(repo_id: str, **kwargs: object) -> str:
+        calls.append((repo_id, kwargs))
+        return f"/cache/{repo_id}"
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    assert weights.fetch_inpaint_model("sdxl", show_progress=False) == (
+        "/cache/diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+    )
+    assert [repo for repo, _ in calls] == [
+        "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+        "madebyollin/sdxl-vae-fp16-fix",
+    ]
+    assert calls[0][1]["allow_patterns"] == weights.hub_allow_patterns(weights.INPAINT_PRESETS["sdxl"])[0]
+    assert calls[1][1]["allow_patterns"] == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert not calls[0][1].get("local_files_only")
+
+    calls.clear()
+    assert weights.fetch_inpaint_model("sd2") == "/cache/sd2-community/stable-diffusion-2-inpainting"
+    assert len(calls) == 1
+
+
+def test_fetch_inpaint_hub_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def failing(repo_id: str, **kwargs: object) -> str:
+        raise RuntimeError("connection refused\nPlease check your internet connection\nand try again")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
+    with pytest.raises(EditorError) as exc:
+        weights.fetch_inpaint_model("someone/some-inpainting-model")
+    message = _single_line(exc)
+    assert "someone/some-inpainting-model" in message and "connection refused" in message
+
+
+def test_fetch_inpaint_rejects_nonsense(tmp_path: Path) -> None:
+    with pytest.raises(EditorError) as exc:
+        weights.fetch_inpaint_model(str(tmp_path / "missing" / "folder"))
+    assert "sdxl" in _single_line(exc)
+
+
+def test_fetch_inpaint_offline_names_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EditorError) as exc:
+        weights.fetch_inpaint_model("sd2", cache_dir=tmp_path)
+    assert "python -m editor download inpaint" in _single_line(exc)
+
+
+def _fake_cache(cache_dir: Path, repo_id: str, marker: str = "model_index.json") -> Path:
+    """Lay out a repo the way huggingface_hub's cache stores it."""
+    repo_dir = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / marker).write_text("{}")
+    return snapshot
+
+
+def test_offline_uses_cached_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    main = _fake_cache(tmp_path, "diffusers/stable-diffusion-xl-1.0-inpainting-0.1")
+    with pytest.raises(EditorError) as exc:  # the fix VAE is still missing
+        weights.fetch_inpaint_model("sdxl", cache_dir=tmp_path)
+    assert "madebyollin/sdxl-vae-fp16-fix" in _single_line(exc)
+    _fake_cache(tmp_path, "madebyollin/sdxl-vae-fp16-fix", marker="config.json")
+    assert weights.fetch_inpaint_model("sdxl", cache_dir=tmp_path) == str(main)
+    assert weights.cached_hub_snapshot("madebyollin/sdxl-vae-fp16-fix", cache_dir=tmp_path) is not None
+
+
+def test_cached_hub_snapshot_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert weights.cached_hub_snapshot("nobody/nothing") is None
+    assert weights.cached_hub_snapshot("nobody/nothing", cache_dir=tmp_path) is None
+
+
+def test_cached_hub_snapshot_needs_a_config(tmp_path: Path) -> None:
+    _fake_cache(tmp_path, "someone/empty", marker="README.md")
+    assert weights.cached_hub_snapshot("someone/empty", cache_dir=tmp_path) is None
+    snapshot = _fake_cache(tmp_path, "someone/model")
+    assert weights.cached_hub_snapshot("someone/model", cache_dir=tmp_path) == snapshot
+

@@ -1,0 +1,268 @@
+"""Tiny random models for the test suite, built offline.
+
+The tests run without network access, so they cannot fetch real SAM or Stable
+Diffusion weights from the Hugging Face hub. Instead, this module builds the
+*real* architectures (segment_anything's SAM, diffusers' SD2 and SDXL
+inpainting pipelines with transformers' CLIP text encoders) at tiny sizes with
+seeded random weights, and saves them to disk in the same formats as the
+released checkpoints. The product's real loading code then loads them, so the
+tests exercise the actual loading and inference paths in a few seconds on a CPU.
+Outputs are deterministic but meaningless (the weights are random).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import string
+from functools import partial
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionXLInpaintPipeline,
+    UNet2DConditionModel,
+)
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
+
+SEED = 0
+
+# SAM: the real image encoder works on 1024 px; the tiny one on 256 px.
+SAM_IMAGE_SIZE = 256
+SAM_PATCH_SIZE = 16
+SAM_EMBED_DIM = 32
+SAM_DECODER_HEADS = 8  # Always 8 in SAM; not recoverable from tensor shapes.
+
+# Text encoders / tokenizer.
+TEXT_HIDDEN = 32
+TEXT_MAX_LENGTH = 77
+BOS_TOKEN = "<|startoftext|>"
+EOS_TOKEN = "<|endoftext|>"
+EXTRA_MERGES = ("t h", "th e</w>", "a n", "an d</w>", "r e", "e d</w>", "a p", "ap p", "l e</w>")
+
+# SDXL: add_time_ids are (original_size, crop_top_left, target_size) = 6 numbers
+# when requires_aesthetics_score=False; each is embedded to ADD_TIME_DIM and
+# concatenated with text_encoder_2's pooled projection.
+SDXL_ADD_TIME_DIM = 8
+SDXL_TIME_IDS = 6
+
+
+# --------------------------------------------------------------------------- SAM
+
+
+def build_tiny_sam() -> Sam:
+    """Return a seeded, randomly initialised SAM at tiny size (256 px input, 32-d)."""
+    torch.manual_seed(SEED)
+    embedding_size = SAM_IMAGE_SIZE // SAM_PATCH_SIZE
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=SAM_IMAGE_SIZE,
+            patch_size=SAM_PATCH_SIZE,
+            embed_dim=SAM_EMBED_DIM,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=4,
+            out_chans=SAM_EMBED_DIM,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=(1,),
+            window_size=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=SAM_EMBED_DIM,
+            image_embedding_size=(embedding_size, embedding_size),
+            input_image_size=(SAM_IMAGE_SIZE, SAM_IMAGE_SIZE),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2,
+                embedding_dim=SAM_EMBED_DIM,
+                mlp_dim=64,
+                num_heads=SAM_DECODER_HEADS,
+            ),
+            transformer_dim=SAM_EMBED_DIM,
+            iou_head_depth=3,
+            iou_head_hidden_dim=SAM_EMBED_DIM,
+        ),
+        # Same normalisation constants as segment_anything/build_sam.py.
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+def make_tiny_sam_checkpoint(path: pathlib.Path) -> pathlib.Path:
+    """Save a tiny SAM's state dict to `path` (like the released .pth files) and return it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(build_tiny_sam().state_dict(), path)
+    return path
+
+
+# --------------------------------------------------------------------- tokenizer
+
+
+def _tiny_vocab() -> dict[str, int]:
+    """Byte-level BPE vocab: letters and digits (inner and word-final), a few merges, specials last."""
+    pieces = list(string.ascii_lowercase + string.digits)
+    tokens = pieces + [p + "</w>" for p in pieces]
+    tokens += ["".join(merge.split()) for merge in EXTRA_MERGES]
+    tokens += [BOS_TOKEN, EOS_TOKEN]  # Real CLIP also puts them at the end.
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def write_clip_tokenizer(folder: pathlib.Path) -> CLIPTokenizer:
+    """Write a tiny vocab.json/merges.txt into `folder` and return the CLIPTokenizer built from them.
+
+    Unknown pieces (punctuation, non-ASCII) map to the unk token, `<|endoftext|>`.
+    """
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_file = folder / "vocab.json"
+    merges_file = folder / "merges.txt"
+    vocab_file.write_text(json.dumps(_tiny_vocab()), encoding="utf-8")
+    merges_file.write_text("#version: 0.2\n" + "\n".join(EXTRA_MERGES) + "\n", encoding="utf-8")
+    # Positional on purpose: transformers 5 silently ignores vocab_file=/merges_file= keywords
+    # here, and without model_max_length it pads to an effectively unbounded length.
+    return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=TEXT_MAX_LENGTH)
+
+
+# ------------------------------------------------------------------ SD building blocks
+
+
+def _text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=TEXT_MAX_LENGTH,
+        projection_dim=TEXT_HIDDEN,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _tiny_vae() -> AutoencoderKL:
+    """Four levels like the real VAE, so the latent scale factor is 8 as in SD/SDXL."""
+    torch.manual_seed(SEED)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+        sample_size=32,
+    )
+
+
+def _tiny_inpaint_unet(cross_attention_dim: int, **extra: object) -> UNet2DConditionModel:
+    """9-channel inpainting UNet: 4 noisy latents + 1 mask + 4 masked-image latents."""
+    torch.manual_seed(SEED)
+    return UNet2DConditionModel(
+        sample_size=32,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=cross_attention_dim,
+        **extra,
+    )
+
+
+def _scheduler() -> EulerDiscreteScheduler:
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+
+
+def _save(pipe: DiffusionPipeline, folder: pathlib.Path) -> pathlib.Path:
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+# ---------------------------------------------------------------- SD pipelines
+
+
+def make_tiny_sd2_inpaint(folder: pathlib.Path) -> pathlib.Path:
+    """Save a tiny random SD2-style StableDiffusionInpaintPipeline to `folder` and return it."""
+    folder = pathlib.Path(folder)
+    tokenizer = write_clip_tokenizer(folder / "tokenizer")
+    torch.manual_seed(SEED)
+    text_encoder = CLIPTextModel(_text_config(tokenizer))
+    pipe = StableDiffusionInpaintPipeline(
+        vae=_tiny_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=_tiny_inpaint_unet(cross_attention_dim=TEXT_HIDDEN),
+        scheduler=_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return _save(pipe, folder)
+
+
+def make_tiny_sdxl_inpaint(folder: pathlib.Path) -> pathlib.Path:
+    """Save a tiny random StableDiffusionXLInpaintPipeline (two text encoders) to `folder` and return it."""
+    folder = pathlib.Path(folder)
+    tokenizer = write_clip_tokenizer(folder / "tokenizer")
+    tokenizer_2 = write_clip_tokenizer(folder / "tokenizer_2")
+    torch.manual_seed(SEED)
+    text_encoder = CLIPTextModel(_text_config(tokenizer))
+    torch.manual_seed(SEED + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2))
+    unet = _tiny_inpaint_unet(
+        # Hidden states of both encoders are concatenated for cross-attention.
+        cross_attention_dim=2 * TEXT_HIDDEN,
+        transformer_layers_per_block=(1, 2),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=SDXL_ADD_TIME_DIM,
+        projection_class_embeddings_input_dim=SDXL_TIME_IDS * SDXL_ADD_TIME_DIM + TEXT_HIDDEN,
+    )
+    pipe = StableDiffusionXLInpaintPipeline(
+        vae=_tiny_vae(),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=_scheduler(),
+        requires_aesthetics_score=False,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+    return _save(pipe, folder)

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from editor.errors import EditorError
+from editor.errors import EditorError, ModelUnavailableError
 
 DOWNLOAD_INPAINT_COMMAND = "python -m editor download inpaint"
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
@@ -152,7 +152,8 @@ def _copy_body(
 ) -> int:
     """Stream the response body into `out`; returns the number of bytes written."""
     written = 0
-    while chunk := response.read(chunk_size):
+    # read1 hands over whatever has arrived, so a timeout mid-chunk loses nothing already received.
+    while chunk := response.read1(chunk_size):
         out.write(chunk)
         written += len(chunk)
         bar.update(len(chunk))
@@ -178,11 +179,11 @@ def _receive(
     try:
         response = _open(url, start, timeout)
     except urllib.error.HTTPError as exc:
+        exc.close()  # the error carries an open response; its code and headers stay readable
         if exc.code != 416 or start == 0:
             raise
         # 416: nothing left after `start`, i.e. the .part is already complete.
         _, total = _content_range(exc.headers)
-        exc.close()
         if total is not None and total != start:
             # The .part is longer than the file (e.g. the file changed upstream): start over.
             part.unlink()
@@ -190,11 +191,17 @@ def _receive(
         return
     with response:
         first, total = _content_range(response.headers)
-        if response.status == 206 and first == start:
-            mode = "ab"
-        else:
-            # Server ignored Range (plain 200) or answered something odd: start over.
-            start, mode = 0, "wb"
+        if response.status == 206 and first != start:
+            if start == 0:
+                raise ConnectionError(f"server sent an unrequested partial response starting at byte {first}")
+            # Resumed at the wrong offset: appending would corrupt the file, so start over.
+            response.close()
+            part.unlink()
+            _receive(url, part, desc, timeout=timeout, chunk_size=chunk_size, show_progress=show_progress)
+            return
+        # A plain 200 means the server ignored Range: overwrite from byte zero.
+        mode = "ab" if response.status == 206 else "wb"
+        start = start if response.status == 206 else 0
         length = response.headers.get("Content-Length")
         if total is None and length is not None:
             total = start + int(length)
@@ -208,13 +215,25 @@ def _receive(
                 unit_divisor=1024,
                 desc=desc,
                 disable=not show_progress,
-                leave=False,
             ) as bar,
         ):
             received = start + _copy_body(response, out, bar, chunk_size)
     # http.client returns b"" rather than raising when the peer closes early.
     if total is not None and received < total:
         raise ConnectionError(f"connection closed after {received} of {total} bytes")
+
+
+def _download_failure(url: str, exc: BaseException, part: Path) -> str:
+    """One-line reason for a failed download, saying whether a resumable .part remains."""
+    if isinstance(exc, urllib.error.HTTPError):
+        reason = f"HTTP {exc.code} {exc.reason}"
+    elif isinstance(exc, urllib.error.URLError):
+        reason = str(exc.reason)
+    else:
+        reason = str(exc) or type(exc).__name__
+    if part.is_file() and part.stat().st_size > 0:
+        reason += " (partial download kept; run again to resume)"
+    return _one_line(f"download of {url} failed: {reason}")
 
 
 def download_file(
@@ -235,19 +254,14 @@ def download_file(
     if dest.is_file() and (sha256 is None or verify_sha256(dest, sha256)):
         return dest
     if offline():
-        raise EditorError(f"HF_HUB_OFFLINE=1 is set: not downloading {url}")
+        raise ModelUnavailableError(f"HF_HUB_OFFLINE=1 is set: not downloading {url}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(dest)
     try:
         _receive(url, part, dest.name, timeout=timeout, chunk_size=chunk_size, show_progress=show_progress)
-    except urllib.error.HTTPError as exc:
-        raise EditorError(_one_line(f"download of {url} failed: HTTP {exc.code} {exc.reason}")) from exc
-    except urllib.error.URLError as exc:
-        raise EditorError(_one_line(f"download of {url} failed: {exc.reason} (partial file kept; run again to resume)")) from exc
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        # OSError covers timeouts and resets; ValueError a malformed URL.
-        reason = _one_line(exc) or type(exc).__name__
-        raise EditorError(_one_line(f"download of {url} failed: {reason} (partial file kept; run again to resume)")) from exc
+        # OSError covers URLError/HTTPError, timeouts and resets; ValueError a malformed URL.
+        raise EditorError(_download_failure(url, exc, part)) from exc
     if sha256 is not None:
         actual = file_sha256(part)
         if actual != sha256.strip().lower():
@@ -318,7 +332,10 @@ class _SilentTqdm(tqdm):
 
 
 def cached_hub_snapshot(repo_id: str, *, cache_dir: Path | None = None) -> Path | None:
-    """The cached snapshot folder of `repo_id` if it is complete locally, else None. Never uses the network."""
+    """The cached snapshot folder of `repo_id` if it is complete locally, else None.
+
+    local_files_only=True keeps huggingface_hub off the network whatever HF_HUB_OFFLINE says.
+    """
     from huggingface_hub import snapshot_download
 
     allow, ignore = _patterns_for_repo(repo_id)
@@ -339,7 +356,13 @@ def cached_hub_snapshot(repo_id: str, *, cache_dir: Path | None = None) -> Path 
     return None
 
 
-def _hub_download(repo_id: str, allow: list[str], ignore: list[str], show_progress: bool, cache_dir: Path | None) -> str:
+def _hub_download(
+    repo_id: str,
+    allow: list[str],
+    ignore: list[str],
+    show_progress: bool,
+    cache_dir: Path | None,
+) -> str:
     """snapshot_download (which resumes by itself) with its exceptions turned into one line."""
     from huggingface_hub import snapshot_download
 
@@ -354,7 +377,9 @@ def _hub_download(repo_id: str, allow: list[str], ignore: list[str], show_progre
             )
         )
     except Exception as exc:  # noqa: BLE001 - hub raises many unrelated types; all are user-facing here
-        raise EditorError(_one_line(f"could not download {repo_id} from the Hugging Face Hub: {_first_line(exc)}")) from exc
+        reason = _first_line(exc)
+        message = f"could not download {repo_id} from the Hugging Face Hub: {reason}"
+        raise EditorError(_one_line(message)) from exc
 
 
 def _hub_repos(model: str) -> list[tuple[str, list[str], list[str]]]:
@@ -363,7 +388,9 @@ def _hub_repos(model: str) -> list[tuple[str, list[str], list[str]]]:
     if preset is None:
         if not _REPO_ID.match(model):
             names = ", ".join(INPAINT_PRESETS)
-            raise EditorError(f"{model!r} is not a preset ({names}), a Hugging Face repo id, or an existing folder")
+            raise EditorError(
+                f"{model!r} is not a preset ({names}), a Hugging Face repo id, or an existing folder"
+            )
         return [(model, *hub_allow_patterns(None))]
     repos = [(preset.repo_id, *hub_allow_patterns(preset))]
     if preset.vae_repo_id:
@@ -377,18 +404,21 @@ def fetch_inpaint_model(model: str, show_progress: bool = True, *, cache_dir: Pa
     A local folder is returned unchanged. Hub repos (plus a preset's fix VAE) are
     fetched into the HF cache; when offline, an already cached copy is used.
     """
-    if Path(model).expanduser().is_dir():
-        return model
+    local = Path(model).expanduser()
+    if local.is_dir():
+        # Unchanged unless "~" needed expanding: diffusers does not expand it.
+        return str(local) if model.startswith("~") else model
     repos = _hub_repos(model)
     if offline():
         paths = []
         for repo_id, _, _ in repos:
             cached = cached_hub_snapshot(repo_id, cache_dir=cache_dir)
             if cached is None:
-                raise EditorError(
-                    f"HF_HUB_OFFLINE=1 is set and {repo_id} is not cached: run `{DOWNLOAD_INPAINT_COMMAND}` with network access first"
+                raise ModelUnavailableError(
+                    f"HF_HUB_OFFLINE=1 is set and {repo_id} is not cached: "
+                    f"run `{DOWNLOAD_INPAINT_COMMAND}` with network access first"
                 )
             paths.append(str(cached))
         return paths[0]
-    paths = [_hub_download(repo_id, allow, ignore, show_progress, cache_dir) for repo_id, allow, ignore in repos]
+    paths = [_hub_download(repo, allow, ignore, show_progress, cache_dir) for repo, allow, ignore in repos]
     return paths[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from editor import weights
-from editor.errors import EditorError
+from editor.errors import EditorError, ModelUnavailableError
 
 PAYLOAD = bytes((i * 31 + i // 251) % 256 for i in range(300_000))
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -28,6 +28,8 @@ class ServerState:
     cut_after: int | None = None  # one-shot: drop the connection after this many body bytes
     ignore_range: bool = False  # answer 200 with the whole body, like servers without Range support
     status: int | None = None  # force an error status
+    range_offset: int = 0  # answer a Range request this many bytes off (a misbehaving server)
+    stall_after: int | None = None  # send this many body bytes, then go silent for a while
     requests: list[dict[str, str | None]] = field(default_factory=list)
 
 
@@ -46,7 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
         body, start, size = state.payload, 0, len(state.payload)
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
         if match and not state.ignore_range:
-            start = int(match.group(1))
+            start = int(match.group(1)) + state.range_offset
             if start >= size:
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{size}")
@@ -62,6 +64,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if state.cut_after is not None:
             body, state.cut_after = body[: state.cut_after], None
+        if state.stall_after is not None:
+            self.wfile.write(body[: state.stall_after])
+            self.wfile.flush()
+            time.sleep(1.5)  # longer than the client's timeout in the test
+            return
         self.wfile.write(body)
         self.wfile.flush()
         self.close_connection = True
@@ -154,6 +161,15 @@ def test_server_ignoring_range_restarts_from_zero(served: Served, tmp_path: Path
     assert dest.read_bytes() == PAYLOAD
 
 
+def test_resume_at_wrong_offset_restarts(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "sam_vit_b_01ec64.pth"
+    dest.with_suffix(".pth.part").write_bytes(PAYLOAD[:50_000])
+    served.state.range_offset = 1000
+    _download(served.url, dest)
+    assert [r["range"] for r in served.state.requests] == ["bytes=50000-", None]
+    assert dest.read_bytes() == PAYLOAD
+
+
 def test_complete_part_answered_416_is_finished(served: Served, tmp_path: Path) -> None:
     dest = tmp_path / "sam_vit_b_01ec64.pth"
     dest.with_suffix(".pth.part").write_bytes(PAYLOAD)
@@ -194,9 +210,11 @@ def test_existing_corrupt_file_is_replaced(served: Served, tmp_path: Path) -> No
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_offline_raises_without_request(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_raises_without_request(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(EditorError) as exc:
+    with pytest.raises(ModelUnavailableError) as exc:
         _download(served.url, tmp_path / "sam_vit_b_01ec64.pth")
     assert _single_line(exc) == f"HF_HUB_OFFLINE=1 is set: not downloading {served.url}"
     assert served.state.requests == []
@@ -219,6 +237,19 @@ def test_unreachable_port_fails_fast(tmp_path: Path) -> None:
         _download(url, tmp_path / "sam_vit_b_01ec64.pth")
     assert time.monotonic() - started < 3
     assert url in _single_line(exc)
+
+
+def test_stalled_server_times_out_and_keeps_part(served: Served, tmp_path: Path) -> None:
+    dest = tmp_path / "sam_vit_b_01ec64.pth"
+    served.state.stall_after = 40_000
+    started = time.monotonic()
+    with pytest.raises(EditorError) as exc:
+        weights.download_file(
+            served.url, dest, PAYLOAD_SHA, timeout=0.3, chunk_size=CHUNK, show_progress=False
+        )
+    assert time.monotonic() - started < 1.5
+    assert "run again to resume" in _single_line(exc)
+    assert dest.with_suffix(".pth.part").stat().st_size == 40_000
 
 
 def test_http_error_is_one_line(served: Served, tmp_path: Path) -> None:
@@ -266,7 +297,9 @@ def test_fetch_sam_downloads_into_models_dir(
 
 def test_presets() -> None:
     sdxl, sd2 = weights.INPAINT_PRESETS["sdxl"], weights.INPAINT_PRESETS["sd2"]
-    assert (sdxl.native_size, sdxl.variant, sdxl.vae_repo_id) == (1024, "fp16", "madebyollin/sdxl-vae-fp16-fix")
+    assert sdxl.repo_id == "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+    assert (sdxl.native_size, sdxl.variant) == (1024, "fp16")
+    assert sdxl.vae_repo_id == "madebyollin/sdxl-vae-fp16-fix"
     assert (sd2.repo_id, sd2.native_size, sd2.variant, sd2.vae_repo_id) == (
         "sd2-community/stable-diffusion-2-inpainting",
         512,
@@ -387,7 +420,7 @@ def test_fetch_inpaint_rejects_nonsense(tmp_path: Path) -> None:
 
 def test_fetch_inpaint_offline_names_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(EditorError) as exc:
+    with pytest.raises(ModelUnavailableError) as exc:
         weights.fetch_inpaint_model("sd2", cache_dir=tmp_path)
     assert "python -m editor download inpaint" in _single_line(exc)
 

@@ -1,0 +1,188 @@
+"""From settings to working backends: which device, which SAM checkpoint, which inpainting model.
+
+`plan_backends` only looks (no model is loaded, nothing is downloaded), so `info` is instant
+and honest; `build_engine` loads what the plan names, fetching missing weights first when
+`auto_download` is on and the network is allowed, and falls back to classical algorithms,
+saying so, when weights are missing.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from editor import weights
+from editor.config import Config
+from editor.engine import DOWNLOAD_HINT, Backends, Engine
+from editor.errors import ConfigError, EditorError
+
+SAM_PREFERENCE = {"cuda": ("vit_h", "vit_l", "vit_b"), "cpu": ("vit_b", "vit_l", "vit_h")}
+SAM_DOWNLOAD_HINT = "python -m editor download sam"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class SamPlan:
+    path: Path | None  # None: no checkpoint here
+    model_type: str  # what the config asks for, or the type to fetch
+    download: bool = False  # fetch it before loading
+
+
+@dataclass(frozen=True)
+class InpaintPlan:
+    name: str  # preset, hub id or folder, as configured
+    path: Path | None  # local diffusers folder; None when missing
+    variant: str | None = None
+    vae_path: Path | None = None
+    native_size: int | None = None
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    device: str
+    sam: SamPlan
+    inpaint: InpaintPlan
+
+
+def resolve_device(setting: str) -> str:
+    import torch
+
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is available here: use device=auto or device=cpu")
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def plan_backends(config: Config) -> Plan:
+    device = resolve_device(config.device)
+    can_fetch = config.auto_download and not weights.offline()
+    return Plan(device, _plan_sam(config, device, can_fetch), _plan_inpaint(config, device, can_fetch))
+
+
+def _plan_sam(config: Config, device: str, can_fetch: bool) -> SamPlan:
+    wanted = config.sam.model_type
+    if config.sam.checkpoint != "auto":
+        path = Path(config.sam.checkpoint).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"sam.checkpoint {config.sam.checkpoint} does not exist")
+        return SamPlan(path, wanted)
+    order = (wanted,) if wanted != "auto" else SAM_PREFERENCE[device]
+    for model_type in order:
+        path = weights.sam_checkpoint_path(model_type, Path(config.models_dir))
+        if path.is_file():
+            return SamPlan(path, model_type)
+    return SamPlan(None, order[0], download=can_fetch)
+
+
+def _plan_inpaint(config: Config, device: str, can_fetch: bool) -> InpaintPlan:
+    name = config.inpaint.model
+    if name == "auto":
+        name = "sdxl" if device == "cuda" else "sd2"
+    preset = weights.INPAINT_PRESETS.get(name)
+    if preset is not None:
+        path = weights.cached_hub_snapshot(preset.repo_id)
+        vae = weights.cached_hub_snapshot(preset.vae_repo_id) if preset.vae_repo_id else None
+        missing = path is None or (preset.vae_repo_id is not None and vae is None)
+        return InpaintPlan(name, None if missing else path, preset.variant, vae, preset.native_size,
+                           download=missing and can_fetch)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "model_index.json").is_file():
+            raise ConfigError(f"inpaint.model {name} is a folder but not a diffusers model (no model_index.json)")
+        return InpaintPlan(name, local)
+    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        raise ConfigError(f"inpaint.model {name} is not sdxl, sd2, a hub id (owner/name) or an existing folder")
+    path = weights.cached_hub_snapshot(name)
+    return InpaintPlan(name, path, download=path is None and can_fetch)
+
+
+def describe(plan: Plan, config: Config) -> Backends:
+    """One line per backend, naming what will really run."""
+    hints = []
+    if plan.sam.path is not None:
+        segmenter = f"sam {_sam_type(plan.sam)} ({plan.sam.path}) on {plan.device}"
+    elif plan.sam.download:
+        segmenter = f"sam {plan.sam.model_type} (downloads on first use)"
+    else:
+        segmenter = "grabcut (no SAM checkpoint)"
+        hints.append(SAM_DOWNLOAD_HINT)
+    if plan.inpaint.path is not None or plan.inpaint.download:
+        inpainter = f"{_inpaint_label(plan.inpaint)} {_precision(plan.device, config)}"
+        if plan.inpaint.path is None:
+            inpainter += " (downloads on first use)"
+        eraser = f"{plan.inpaint.name} over an OpenCV pre-fill"
+    else:
+        inpainter = f"none ({plan.inpaint.name} not downloaded)"
+        eraser = "opencv telea (no inpainting model)"
+        hints.append(DOWNLOAD_HINT)
+    hint = " and ".join(f"`{h}`" for h in hints)
+    return Backends(plan.device, segmenter, inpainter, eraser, f"get the models with {hint}" if hints else "")
+
+
+def build_engine(config: Config, show_progress: bool = True) -> Engine:
+    """Load the planned backends (SAM now, the inpainting pipeline on first use)."""
+    from editor.inpainter import DiffusersInpainter, ModelSource, PipelineCache, PipelineOptions
+    from editor.sam_loader import load_sam
+    from editor.segmenter import GrabCutSegmenter, SamSegmenter
+
+    plan = _fetch_missing(plan_backends(config), config, show_progress)
+    backends = describe(plan, config)
+    if plan.sam.path is not None:
+        model, model_type = load_sam(plan.sam.path, config.sam.model_type, plan.device)
+        segmenter = SamSegmenter(model, backends.segmenter, config.sam.embedding_cache)
+    else:
+        segmenter = GrabCutSegmenter()
+    inpainter = None
+    if plan.inpaint.path is not None:
+        options = PipelineOptions(plan.device, config.inpaint.cpu_offload, config.inpaint.vae_tiling,
+                                  int(config.inpaint.memory_budget_gb * 2**30))
+        source = ModelSource(plan.inpaint.name, plan.inpaint.path, plan.inpaint.variant,
+                             plan.inpaint.vae_path, plan.inpaint.native_size)
+        inpainter = DiffusersInpainter(source, PipelineCache(options), backends.inpainter)
+    return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase)
+
+
+def _fetch_missing(plan: Plan, config: Config, show_progress: bool) -> Plan:
+    """Download what auto_download allows; a failed download leaves the fallback in place."""
+    sam, inpaint = plan.sam, plan.inpaint
+    if sam.download:
+        try:
+            path = weights.fetch_sam(sam.model_type, Path(config.models_dir), show_progress)
+            sam = SamPlan(path, sam.model_type)
+        except EditorError:
+            sam = SamPlan(None, sam.model_type)
+    if inpaint.download:
+        try:
+            weights.fetch_inpaint_model(inpaint.name, show_progress)
+            inpaint = _plan_inpaint(config, plan.device, can_fetch=False)
+        except EditorError:
+            inpaint = InpaintPlan(inpaint.name, None)
+    return Plan(plan.device, sam, inpaint)
+
+
+def _sam_type(sam: SamPlan) -> str:
+    if sam.model_type != "auto":
+        return sam.model_type
+    for known in weights.SAM_CHECKPOINTS.values():
+        if sam.path is not None and sam.path.name == known.filename:
+            return known.model_type
+    from editor.sam_loader import infer_architecture, read_checkpoint
+
+    return infer_architecture(read_checkpoint(sam.path)).model_type  # type: ignore[arg-type]
+
+
+def _inpaint_label(inpaint: InpaintPlan) -> str:
+    preset = weights.INPAINT_PRESETS.get(inpaint.name)
+    if preset is not None:
+        return f"{preset.name} inpainting ({preset.repo_id})"
+    if inpaint.path is not None and Path(inpaint.name).expanduser().is_dir():
+        return f"diffusers inpainting ({inpaint.name})"
+    return f"{inpaint.name} inpainting"
+
+
+def _precision(device: str, config: Config) -> str:
+    if device == "cuda":
+        return "fp16 + CPU offload on cuda" if config.inpaint.cpu_offload else "fp16 on cuda"
+    return "fp32 on cpu"

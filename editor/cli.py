@@ -1,0 +1,207 @@
+"""`python -m editor`: segment, edit, download and info from the command line.
+
+Every failure a person can fix ends in one line on stderr and a non-zero exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from editor.config import Config, load_config
+from editor.errors import EditorError
+from editor.prompts import Prompts, parse_box, parse_point
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse prints usage over several lines
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(_config_path(args.config), args.set)
+        return args.run(args, config)
+    except EditorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, the traceback only when asked for
+        if os.environ.get("EDITOR_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(set EDITOR_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", help=f"settings file (default: {DEFAULT_CONFIG} when present)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set device=cpu (repeatable)")
+    parser = _Parser(prog="python -m editor", description="Local AI photo editor", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    segment = commands.add_parser("segment", parents=[common], help="write the mask of a clicked object")
+    segment.add_argument("image")
+    segment.add_argument("-o", "--output", required=True, help="mask PNG to write")
+    _add_prompt_flags(segment)
+    segment.set_defaults(run=_segment)
+
+    edit = commands.add_parser("edit", parents=[common], help="fill, erase or replace the background")
+    edit.add_argument("image")
+    edit.add_argument("-o", "--output", required=True, help="PNG to write (variations get _2, _3, ...)")
+    edit.add_argument("--mode", required=True, choices=["fill", "erase", "background"])
+    edit.add_argument("--mask", help="mask PNG (255 = selected); instead of point and box prompts")
+    _add_prompt_flags(edit)
+    edit.add_argument("--invert", action="store_true", help="invert the selection first")
+    edit.add_argument("--prompt", default="", help="what to paint (fill) or the new background")
+    edit.add_argument("--negative-prompt")
+    edit.add_argument("--steps", type=int)
+    edit.add_argument("--guidance", type=float)
+    edit.add_argument("--strength", type=float)
+    edit.add_argument("--seed", type=int)
+    edit.add_argument("--num-images", type=int, help="number of variations")
+    edit.set_defaults(run=_edit)
+
+    download = commands.add_parser("download", parents=[common], help="fetch model weights")
+    download.add_argument("what", nargs="?", default="all", choices=["sam", "inpaint", "all"])
+    download.add_argument("--sam-model", choices=["vit_b", "vit_l", "vit_h"])
+    download.add_argument("--inpaint-model", help="sdxl, sd2 or a hub id")
+    download.set_defaults(run=_download)
+
+    info = commands.add_parser("info", parents=[common], help="show the backends that will be used")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def _add_prompt_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--point", action="append", default=[], metavar="X,Y", help="object point (repeatable)")
+    parser.add_argument("--neg-point", action="append", default=[], metavar="X,Y", help="not-the-object point")
+    parser.add_argument("--box", metavar="X1,Y1,X2,Y2", help="box around the object")
+
+
+def _config_path(given: str | None) -> str | None:
+    if given is not None:
+        return given
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
+
+
+def _prompts(args: argparse.Namespace) -> Prompts:
+    prompts = Prompts(box=parse_box(args.box) if args.box else None)
+    for text in args.point:
+        prompts = prompts.add_point(*parse_point(text), positive=True)
+    for text in args.neg_point:
+        prompts = prompts.add_point(*parse_point(text), positive=False)
+    return prompts
+
+
+def _segment(args: argparse.Namespace, config: Config) -> int:
+    from editor.backends import build_engine
+    from editor.imageio import load_image, save_png
+
+    prompts = _prompts(args)
+    if prompts.is_empty:
+        raise EditorError("give at least one --point or a --box")
+    image = load_image(args.image, config.max_image_pixels)
+    engine = build_engine(config)
+    mask = engine.select(image, prompts)
+    save_png(mask, args.output)
+    print(f"wrote {args.output} ({mask.shape[1]}x{mask.shape[0]}, {int((mask > 0).sum())} pixels selected, "
+          f"{engine.backends.segmenter})")
+    return 0
+
+
+def _edit(args: argparse.Namespace, config: Config) -> int:
+    from editor import masks
+    from editor.backends import build_engine
+    from editor.engine import EditOptions
+    from editor.imageio import load_image, load_mask, save_png
+
+    prompts = _prompts(args)
+    if args.mask and not prompts.is_empty:
+        raise EditorError("give either --mask or point/box prompts, not both")
+    if not args.mask and prompts.is_empty:
+        raise EditorError("give a --mask or at least one --point or a --box")
+    if args.mode in ("fill", "background") and not args.prompt.strip():
+        raise EditorError(f"--mode {args.mode} needs --prompt TEXT")
+    image = load_image(args.image, config.max_image_pixels)
+    engine = build_engine(config)
+    if args.mask:
+        mask = load_mask(args.mask, (image.shape[1], image.shape[0]), config.max_image_pixels)
+    else:
+        mask = engine.select(image, prompts)
+    if args.invert:
+        mask = masks.invert(mask)
+    options = EditOptions(args.negative_prompt, args.steps, args.guidance, args.strength, args.seed, args.num_images)
+    with _ProgressBar() as progress:
+        if args.mode == "fill":
+            result = engine.fill(image, mask, args.prompt, options, progress)
+        elif args.mode == "erase":
+            result = engine.erase(image, mask, options, progress)
+        else:
+            result = engine.replace_background(image, mask, args.prompt, options, progress)
+    for index, edited in enumerate(result.images):
+        path = _variation_path(Path(args.output), index)
+        save_png(edited, path, result.metadata)
+        print(f"wrote {path} (seed {result.seed}, {result.metadata['model']})")
+    return 0
+
+
+def _variation_path(output: Path, index: int) -> Path:
+    return output if index == 0 else output.with_name(f"{output.stem}_{index + 1}{output.suffix}")
+
+
+class _ProgressBar:
+    """A tqdm bar fed by the engine's per-step callback."""
+
+    def __enter__(self) -> _ProgressBar:
+        self._bar = None
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=total, desc="generating", unit="step", file=sys.stderr)
+        self._bar.update(done - self._bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _download(args: argparse.Namespace, config: Config) -> int:
+    from editor import weights
+    from editor.backends import SAM_PREFERENCE, resolve_device
+
+    device = resolve_device(config.device)
+    if args.what in ("sam", "all"):
+        model_type = args.sam_model or (config.sam.model_type if config.sam.model_type != "auto" else SAM_PREFERENCE[device][0])
+        path = weights.fetch_sam(model_type, Path(config.models_dir))
+        print(f"sam {model_type}: {path} (sha256 verified)")
+    if args.what in ("inpaint", "all"):
+        model = args.inpaint_model or (config.inpaint.model if config.inpaint.model != "auto" else
+                                       ("sdxl" if device == "cuda" else "sd2"))
+        print(f"inpaint {model}: {weights.fetch_inpaint_model(model)}")
+    return 0
+
+
+def _info(args: argparse.Namespace, config: Config) -> int:
+    from editor.backends import describe, plan_backends
+
+    backends = describe(plan_backends(config), config)
+    print(f"device: {backends.device}")
+    print(f"segmenter: {backends.segmenter}")
+    print(f"inpainter: {backends.inpainter}")
+    print(f"eraser: {backends.eraser}")
+    if backends.hint:
+        print(f"missing: {backends.hint}")
+    return 0

@@ -1,0 +1,227 @@
+"""The editing operations: select, fill, erase, replace background.
+
+Each takes a full-resolution photo (`HxWx3 uint8`) and returns new arrays; inputs are never
+changed. Models see only a crop around the edit at their native size; the result is pasted
+back so that every pixel outside the grown and feathered mask is the input's, bit for bit.
+"""
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from editor import classical, composite, masks
+from editor.config import CompositeConfig, EraseConfig, InpaintConfig
+from editor.errors import EditorError, ModelUnavailableError
+from editor.inpainter import Inpainter, InpaintRequest, Progress
+from editor.prompts import Prompts, SelectionPart
+from editor.segmenter import Segmenter
+
+FALLBACK_NATIVE_SIZE = 512  # the OpenCV fallback's working size for its crop
+DOWNLOAD_HINT = "python -m editor download inpaint"
+
+
+@dataclass(frozen=True)
+class EditOptions:
+    """What a person may set per edit; None takes the configured default."""
+
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    seed: int | None = None  # None: a random seed, reported in the result
+    num_images: int | None = None
+
+
+@dataclass(frozen=True)
+class EditResult:
+    images: list[np.ndarray]  # one per variation, each the input's size
+    mask: np.ndarray  # the mask the edit used (for background: the inverted subject)
+    seed: int
+    metadata: dict[str, str] = field(default_factory=dict)  # written into the PNG
+
+
+@dataclass(frozen=True)
+class Backends:
+    device: str
+    segmenter: str
+    inpainter: str
+    eraser: str
+    hint: str = ""  # what to run to get missing models, when some are missing
+
+
+class Engine:
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        inpainter: Inpainter | None,
+        backends: Backends,
+        inpaint_defaults: InpaintConfig,
+        composite_config: CompositeConfig,
+        erase_config: EraseConfig,
+    ) -> None:
+        self.segmenter = segmenter
+        self.inpainter = inpainter
+        self.backends = backends
+        self.defaults = inpaint_defaults
+        self.composite = composite_config
+        self.erase_config = erase_config
+
+    # --- selection -------------------------------------------------------------------------
+
+    def prepare(self, image: np.ndarray) -> None:
+        """Compute the image's embedding now, so that the first click is fast."""
+        self.segmenter.prepare(image)
+
+    def select(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
+        """The object the prompts point at, as an `HxW uint8` mask (255 = selected)."""
+        height, width = image.shape[:2]
+        return self.segmenter.segment(image, prompts.validated(width, height))
+
+    def select_parts(self, image: np.ndarray, parts: list[SelectionPart]) -> np.ndarray:
+        """Several objects: the union of the added ones, minus the subtracted ones."""
+        selection = np.zeros(image.shape[:2], np.uint8)
+        for part in parts:
+            if part.prompts.is_empty:
+                continue
+            mask = self.select(image, part.prompts)
+            selection = masks.subtract(selection, mask) if part.subtract else masks.union(selection, mask)
+        return selection
+
+    # --- edits -----------------------------------------------------------------------------
+
+    def fill(self, image: np.ndarray, mask: np.ndarray, prompt: str, options: EditOptions = EditOptions(),
+             progress: Progress | None = None, cancel: threading.Event | None = None) -> EditResult:
+        """Paint what `prompt` describes into the selection."""
+        if not prompt.strip():
+            raise EditorError("Fill needs a prompt: describe what should appear in the selection")
+        mask = masks.require_selection(mask, image.shape[:2])
+        request = self._request(prompt, options, self.defaults.negative_prompt, self.defaults.strength)
+        return self._generate("fill", image, mask, request, None, progress, cancel)
+
+    def erase(self, image: np.ndarray, mask: np.ndarray, options: EditOptions = EditOptions(),
+              progress: Progress | None = None, cancel: threading.Event | None = None) -> EditResult:
+        """Remove the selected object and reconstruct what is behind it.
+
+        The hole is first filled classically from its surroundings, so that the model, run
+        below full strength with a background prompt and a negative prompt against objects,
+        continues the background instead of inventing a new object. Without a model, the
+        classical fill is the result.
+        """
+        mask = masks.require_selection(mask, image.shape[:2])
+        request = self._request(self.erase_config.prompt, options, self.erase_config.negative_prompt,
+                                self.erase_config.strength)
+        if self.inpainter is None:
+            return self._classical_erase(image, mask, request)
+        return self._generate("erase", image, mask, request, None, progress, cancel, prefill=True)
+
+    def replace_background(self, image: np.ndarray, subject_mask: np.ndarray, prompt: str,
+                           options: EditOptions = EditOptions(), progress: Progress | None = None,
+                           cancel: threading.Event | None = None) -> EditResult:
+        """Keep the subject exactly and paint a new background from `prompt`."""
+        if not prompt.strip():
+            raise EditorError("Replace background needs a prompt: describe the new background")
+        subject = masks.require_selection(subject_mask, image.shape[:2])
+        background = masks.invert(subject)
+        if masks.is_empty(background):
+            raise EditorError("the subject covers the whole photo: there is no background to replace")
+        request = self._request(prompt, options, self.defaults.negative_prompt, self.defaults.strength)
+        return self._generate("background", image, background, request, subject, progress, cancel)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _request(self, prompt: str, options: EditOptions, negative: str, strength: float) -> InpaintRequest:
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        request = InpaintRequest(
+            prompt=prompt.strip(),
+            negative_prompt=pick(options.negative_prompt, negative),
+            steps=pick(options.steps, self.defaults.steps),
+            guidance=pick(options.guidance, self.defaults.guidance),
+            strength=pick(options.strength, strength),
+            seed=pick(options.seed, secrets.randbelow(2**31)),
+            num_images=pick(options.num_images, self.defaults.num_images),
+        )
+        _check_request(request)
+        return request
+
+    def _generate(self, mode: str, image: np.ndarray, mask: np.ndarray, request: InpaintRequest,
+                  protect: np.ndarray | None, progress: Progress | None, cancel: threading.Event | None,
+                  prefill: bool = False) -> EditResult:
+        if self.inpainter is None:
+            raise ModelUnavailableError(
+                f"{mode} needs an inpainting model and none is on this machine: run `{DOWNLOAD_HINT}` "
+                "or set inpaint.model to a local diffusers folder"
+            )
+        grow_px = 0 if protect is not None else self.composite.grow
+        alpha = composite.paste_alpha(mask, grow_px, self.composite.feather, protect)
+        band = masks.binary(alpha > 0)
+        plan = composite.plan_crop(band, self.inpainter.native_size, self.composite.context, self.composite.min_context_px)
+        crop, crop_band = plan.crop(image), plan.crop(band)
+        if prefill:
+            crop = classical.inpaint(crop, crop_band)
+        work_image = composite.resize_image(crop, plan.work_width, plan.work_height)
+        work_mask = composite.resize_mask(crop_band, plan.work_width, plan.work_height)
+        outputs = _translate_oom(lambda: self.inpainter.inpaint(work_image, work_mask, request, progress, cancel))
+        images = [self._paste(image, out, plan, crop_band, alpha) for out in outputs]
+        return EditResult(images, mask, request.seed, self._metadata(mode, request, self.inpainter.model_name))
+
+    def _paste(self, image: np.ndarray, output: np.ndarray, plan: composite.CropPlan,
+               crop_band: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        width, height = plan.size
+        patch = composite.resize_image(output, width, height)
+        if self.composite.match_color:
+            patch = composite.match_color(patch, plan.crop(image), crop_band, ring_px=max(4, self.composite.feather))
+        return composite.paste_back(image, patch, plan, alpha)
+
+    def _classical_erase(self, image: np.ndarray, mask: np.ndarray, request: InpaintRequest) -> EditResult:
+        alpha = composite.paste_alpha(mask, self.composite.grow, self.composite.feather)
+        band = masks.binary(alpha > 0)
+        plan = composite.plan_crop(band, FALLBACK_NATIVE_SIZE, self.composite.context, self.composite.min_context_px)
+        patch = classical.inpaint(plan.crop(image), plan.crop(band))
+        result = composite.paste_back(image, patch, plan, alpha)
+        metadata = self._metadata("erase", replace(request, steps=0, prompt="", negative_prompt=""), "opencv-telea")
+        return EditResult([result], mask, request.seed, metadata)
+
+    @staticmethod
+    def _metadata(mode: str, request: InpaintRequest, model: str) -> dict[str, str]:
+        return {
+            "mode": mode,
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "seed": str(request.seed),
+            "steps": str(request.steps),
+            "guidance": f"{request.guidance:g}",
+            "strength": f"{request.strength:g}",
+            "model": model,
+            "software": "photo-editor",
+        }
+
+
+def _check_request(request: InpaintRequest) -> None:
+    if not 1 <= request.steps <= 500:
+        raise EditorError(f"steps must be between 1 and 500, got {request.steps}")
+    if not 0 < request.strength <= 1:
+        raise EditorError(f"strength must be in (0, 1], got {request.strength}")
+    if not 0 <= request.guidance <= 50:
+        raise EditorError(f"guidance must be between 0 and 50, got {request.guidance}")
+    if not 1 <= request.num_images <= 8:
+        raise EditorError(f"the number of images must be between 1 and 8, got {request.num_images}")
+    if not 0 <= request.seed < 2**63:
+        raise EditorError(f"seed must be a non-negative whole number, got {request.seed}")
+    if int(request.steps * request.strength) < 1:
+        raise EditorError("steps x strength is below one step: raise the steps or the strength")
+
+
+def _translate_oom(run):  # type: ignore[no-untyped-def]
+    """An out-of-memory error becomes advice, and the session goes on."""
+    import torch
+
+    try:
+        return run()
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise EditorError(
+            "out of GPU memory: make fewer variations, a smaller selection, or set inpaint.cpu_offload=true"
+        ) from None

@@ -39,7 +39,7 @@ def grabcut(image: np.ndarray, prompts: Prompts) -> np.ndarray:
 def _trimap(prompts: Prompts, width: int, height: int, scale: float) -> np.ndarray:
     trimap = np.full((height, width), cv2.GC_BGD, np.uint8)
     x0, y0, x1, y1 = _object_region(prompts, width, height, scale)
-    trimap[y0:y1, x0:x1] = cv2.GC_PR_FGD if prompts.box is not None else cv2.GC_PR_BGD
+    trimap[y0:y1, x0:x1] = cv2.GC_PR_FGD
     radius = max(1, int(round(max(width, height) * POINT_RADIUS_FRACTION)))
     for (x, y), label in zip(prompts.points, prompts.labels):
         value = cv2.GC_FGD if label == 1 else cv2.GC_BGD

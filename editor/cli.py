@@ -41,6 +41,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def quiet_libraries() -> None:
+    """Keep the model libraries' loading bars and info logs out of the person's terminal.
+
+    Their warnings and errors still show; the editor's own progress bar stays.
+    """
+    import warnings
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--config", help=f"settings file (default: {DEFAULT_CONFIG} when present)")
@@ -107,6 +123,7 @@ def _segment(args: argparse.Namespace, config: Config) -> int:
     from editor.backends import build_engine
     from editor.imageio import load_image, save_png
 
+    quiet_libraries()
     prompts = _prompts(args)
     if prompts.is_empty:
         raise EditorError("give at least one --point or a --box")
@@ -125,6 +142,7 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
     from editor.engine import EditOptions
     from editor.imageio import load_image, load_mask, save_png
 
+    quiet_libraries()
     prompts = _prompts(args)
     if args.mask and not prompts.is_empty:
         raise EditorError("give either --mask or point/box prompts, not both")

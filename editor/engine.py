@@ -10,7 +10,10 @@ import secrets
 import threading
 from dataclasses import dataclass, field, replace
 
+from collections.abc import Callable
+
 import numpy as np
+import torch
 
 from editor import classical, composite, masks
 from editor.config import CompositeConfig, EraseConfig, InpaintConfig
@@ -164,14 +167,16 @@ class Engine:
         work_image = composite.resize_image(crop, plan.work_width, plan.work_height)
         work_mask = composite.resize_mask(crop_band, plan.work_width, plan.work_height)
         outputs = _translate_oom(lambda: self.inpainter.inpaint(work_image, work_mask, request, progress, cancel))
-        images = [self._paste(image, out, plan, crop_band, alpha) for out in outputs]
+        # A new background has its own colours: matching it to the subject's edge would be wrong.
+        match = self.composite.match_color and protect is None
+        images = [self._paste(image, out, plan, crop_band, alpha, match) for out in outputs]
         return EditResult(images, mask, request.seed, self._metadata(mode, request, self.inpainter.model_name))
 
     def _paste(self, image: np.ndarray, output: np.ndarray, plan: composite.CropPlan,
-               crop_band: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+               crop_band: np.ndarray, alpha: np.ndarray, match: bool) -> np.ndarray:
         width, height = plan.size
         patch = composite.resize_image(output, width, height)
-        if self.composite.match_color:
+        if match:
             patch = composite.match_color(patch, plan.crop(image), crop_band, ring_px=max(4, self.composite.feather))
         return composite.paste_back(image, patch, plan, alpha)
 
@@ -214,10 +219,8 @@ def _check_request(request: InpaintRequest) -> None:
         raise EditorError("steps x strength is below one step: raise the steps or the strength")
 
 
-def _translate_oom(run):  # type: ignore[no-untyped-def]
+def _translate_oom(run: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
     """An out-of-memory error becomes advice, and the session goes on."""
-    import torch
-
     try:
         return run()
     except torch.cuda.OutOfMemoryError:

@@ -9,6 +9,7 @@ from editor.prompts import Prompts
 
 GRABCUT_SIDE = 640  # GrabCut runs on a copy this size at most; its mask is scaled back
 GRABCUT_ITERATIONS = 5
+GRABCUT_SEED = 0  # GrabCut's GMM start is random (OpenCV's per-thread RNG): seed it, same prompts give the same mask
 POINT_RADIUS_FRACTION = 0.01  # a click marks a small disc as certain, not a single pixel
 INPAINT_MAX_PIXELS = 1_000_000  # larger holes are filled on a smaller copy (Telea is slow)
 
@@ -28,6 +29,7 @@ def grabcut(image: np.ndarray, prompts: Prompts) -> np.ndarray:
     if (trimap == cv2.GC_FGD).any() or (trimap == cv2.GC_PR_FGD).any():
         if min(sh, sw) >= 2 and (trimap != cv2.GC_BGD).sum() < trimap.size:
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.setRNGSeed(GRABCUT_SEED)
             cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), trimap, None, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     selected = np.where((trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
     selected = _keep_prompted_pieces(selected, prompts, scale)

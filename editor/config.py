@@ -5,6 +5,7 @@ Only entry points (the CLI, app.py) call `load_config`; everything else receives
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -179,6 +180,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):  # NaN passes every range check below; inf breaks int()
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
     elif hint is str:
         if value is None or isinstance(value, (dict, list)):
             raise ConfigError(f"config key '{key}' must be text, got {value!r}")

@@ -1,0 +1,360 @@
+"""Selecting objects: SAM loading and its per-image embedding cache, prompts, the GrabCut fallback."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from editor import sam_loader
+from editor.engine import Engine
+from editor.errors import EditorError, SelectionError
+from editor.prompts import Prompts, parse_box, parse_point
+from editor.sam_loader import build_sam, infer_architecture, load_sam, read_checkpoint
+from editor.segmenter import GrabCutSegmenter, SamSegmenter
+
+
+def fresh_segmenter(path: Path, cache_size: int = 8) -> tuple[SamSegmenter, list[int]]:
+    """A segmenter of its own (not the shared engine's) and a live count of image embeddings."""
+    model, _ = load_sam(path, "auto", "cpu")
+    calls = [0]
+
+    def count(module, inputs, output):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+
+    model.image_encoder.register_forward_hook(count)
+    return SamSegmenter(model, "tiny sam", cache_size), calls
+
+
+def random_image(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def disc_mask(height: int = 240, width: int = 320) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    return (xx - 160) ** 2 + (yy - 120) ** 2 < 50**2
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def one_line_editor_error(call) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(EditorError) as info:
+        call()
+    message = str(info.value)
+    assert message and "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+# --- SAM masks and the embedding cache -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("height, width", [(48, 64), (100, 37), (1, 5), (300, 300)])
+def test_sam_mask_has_the_image_size_and_is_0_or_255(tiny_sam_path: Path, height: int, width: int) -> None:
+    segmenter, _ = fresh_segmenter(tiny_sam_path)
+    image = random_image(1, height, width)
+    prompts = Prompts().add_point(width / 2, height / 2).add_point(0, 0, positive=False)
+    for p in (prompts, Prompts(box=(0, 0, width, height)), Prompts(box=(0, 0, width, height)).add_point(0, 0)):
+        mask = segmenter.segment(image, p.validated(width, height))
+        assert mask.shape == (height, width) and mask.dtype == np.uint8
+        assert set(np.unique(mask).tolist()) <= {0, 255}
+
+
+def test_ten_clicks_compute_the_image_embedding_once(tiny_sam_path: Path) -> None:
+    segmenter, calls = fresh_segmenter(tiny_sam_path)
+    image = random_image(2)
+    segmenter.prepare(image)
+    assert calls[0] == 1
+    prompts = Prompts()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        prompts = prompts.add_point(float(rng.uniform(0, 64)), float(rng.uniform(0, 48)), positive=i % 3 != 2)
+        mask = segmenter.segment(image.copy(), prompts.validated(64, 48))  # same content, new array
+        assert mask.shape == (48, 64)
+    assert calls[0] == 1
+
+
+def test_a_new_image_version_gets_a_new_embedding(tiny_sam_path: Path) -> None:
+    segmenter, calls = fresh_segmenter(tiny_sam_path)
+    image = random_image(3)
+    prompts = Prompts().add_point(10, 10)
+    segmenter.segment(image, prompts)
+    edited = image.copy()
+    edited[5, 5] = 255 - edited[5, 5]  # one pixel changed: a new version of the photo
+    segmenter.segment(edited, prompts)
+    assert calls[0] == 2
+    segmenter.segment(image, prompts)  # going back (undo) reuses the cached embedding
+    assert calls[0] == 2
+    segmenter.segment(image[:, :-1].copy(), Prompts().add_point(10, 10))  # another size
+    assert calls[0] == 3
+
+
+def test_embedding_cache_evicts_the_least_recently_used(tiny_sam_path: Path) -> None:
+    segmenter, calls = fresh_segmenter(tiny_sam_path, cache_size=2)
+    a, b, c = random_image(10), random_image(11), random_image(12)
+    for image in (a, b, a, c):  # a is used again before c arrives, so b is the one evicted
+        segmenter.prepare(image)
+    assert calls[0] == 3
+    segmenter.prepare(a)
+    segmenter.prepare(c)
+    assert calls[0] == 3
+    segmenter.prepare(b)
+    assert calls[0] == 4
+
+
+def test_cached_and_fresh_embeddings_give_the_same_mask(tiny_sam_path: Path) -> None:
+    segmenter, _ = fresh_segmenter(tiny_sam_path)
+    image = random_image(4)
+    prompts = Prompts().add_point(20, 30).add_point(40, 10, positive=False)
+    first = segmenter.segment(image, prompts)
+    assert np.array_equal(segmenter.segment(image, prompts), first)
+    other, _ = fresh_segmenter(tiny_sam_path)
+    assert np.array_equal(other.segment(image, prompts), first)
+
+
+def test_concurrent_segmentation_matches_serial(tiny_sam_path: Path) -> None:
+    images = [random_image(20 + i, 40 + 8 * i, 70 - 6 * i) for i in range(6)]
+    prompts = [Prompts().add_point(5 + 3 * i, 7 + 2 * i).add_point(30, 20 + i, positive=False) for i in range(6)]
+    serial_segmenter, _ = fresh_segmenter(tiny_sam_path)
+    serial = [serial_segmenter.segment(img, p) for img, p in zip(images, prompts)]
+
+    shared, calls = fresh_segmenter(tiny_sam_path, cache_size=3)  # small: evictions under load too
+    barrier = threading.Barrier(6)
+
+    def work(i: int) -> list[np.ndarray]:
+        barrier.wait()
+        return [shared.segment(images[(i + k) % 6], prompts[(i + k) % 6]) for k in range(3)]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(work, range(6)))
+    for i, masks in enumerate(results):
+        for k, mask in enumerate(masks):
+            assert np.array_equal(mask, serial[(i + k) % 6])
+    assert calls[0] >= 6
+
+
+# --- loading checkpoints ---------------------------------------------------------------------------
+
+
+def test_vit_b_architecture_is_read_from_its_shapes() -> None:
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(0)
+    state = sam_model_registry["vit_b"]().state_dict()
+    arch = infer_architecture(state)
+    assert arch.model_type == "vit_b"
+    assert (arch.embed_dim, arch.depth, arch.num_heads) == (768, 12, 12)
+    assert arch.global_attn_indexes == (2, 5, 8, 11)
+    assert (arch.window_size, arch.patch_size, arch.img_size, arch.out_chans) == (14, 16, 1024, 256)
+    assert (arch.decoder_depth, arch.decoder_mlp_dim, arch.num_multimask_outputs) == (2, 2048, 3)
+
+
+@pytest.mark.parametrize("model_type, embed_dim, depth, global_blocks", [
+    ("vit_b", 768, 12, (2, 5, 8, 11)),
+    ("vit_l", 1024, 24, (5, 11, 17, 23)),
+    ("vit_h", 1280, 32, (7, 15, 23, 31)),
+])
+def test_every_official_architecture_is_recognised_and_rebuilt(model_type: str, embed_dim: int, depth: int,
+                                                               global_blocks: tuple[int, ...]) -> None:
+    """On PyTorch's meta device (shapes without memory), so the big models cost no time."""
+    from segment_anything import sam_model_registry
+
+    with torch.device("meta"):
+        official = sam_model_registry[model_type]().state_dict()
+        arch = infer_architecture(official)
+        rebuilt = build_sam(arch).state_dict()
+    assert arch.model_type == model_type
+    assert (arch.embed_dim, arch.depth, arch.global_attn_indexes) == (embed_dim, depth, global_blocks)
+    assert {k: tuple(v.shape) for k, v in rebuilt.items()} == {k: tuple(v.shape) for k, v in official.items()}
+
+
+def test_tiny_checkpoint_loads_as_custom_with_its_exact_layout(tiny_sam_path: Path) -> None:
+    state = read_checkpoint(tiny_sam_path)
+    arch = infer_architecture(state)
+    assert arch.model_type.startswith("custom")
+    rebuilt = build_sam(arch).state_dict()
+    assert {k: tuple(v.shape) for k, v in rebuilt.items()} == {k: tuple(v.shape) for k, v in state.items()}
+    model, model_type = load_sam(tiny_sam_path, "auto", "cpu")
+    assert model_type.startswith("custom") and not model.training
+    assert torch.equal(model.image_encoder.patch_embed.proj.weight, state["image_encoder.patch_embed.proj.weight"])
+
+
+def test_checkpoint_wrapped_in_a_model_key_and_legacy_format_load(tiny_sam_path: Path, tmp_path: Path) -> None:
+    state = read_checkpoint(tiny_sam_path)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"model": state, "epoch": 3}, wrapped)
+    legacy = tmp_path / "legacy.pth"
+    torch.save(dict(state), legacy, _use_new_zipfile_serialization=False)  # cannot be memory-mapped
+    for path in (wrapped, legacy):
+        model, _ = load_sam(path, "auto", "cpu")
+        assert torch.equal(model.mask_decoder.mask_tokens.weight, state["mask_decoder.mask_tokens.weight"])
+
+
+@pytest.mark.parametrize("model_type", ["vit_b", "vit_l", "vit_h"])
+def test_model_type_mismatch_is_an_error(tiny_sam_path: Path, model_type: str) -> None:
+    message = one_line_editor_error(lambda: load_sam(tiny_sam_path, model_type, "cpu"))
+    assert model_type in message and tiny_sam_path.name in message
+
+
+def test_foreign_corrupt_and_missing_files_are_one_line_errors(tiny_sam_path: Path, tmp_path: Path) -> None:
+    not_sam = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(3, 3)}, not_sam)
+    assert "not a Segment Anything checkpoint" in one_line_editor_error(lambda: load_sam(not_sam, "auto", "cpu"))
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    assert "garbage.pth" in one_line_editor_error(lambda: load_sam(garbage, "auto", "cpu"))
+
+    data = tiny_sam_path.read_bytes()
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(data[: len(data) // 2])
+    assert "truncated.pth" in one_line_editor_error(lambda: load_sam(truncated, "auto", "cpu"))
+
+    text = tmp_path / "readme.pth"
+    text.write_text("download the checkpoint from ...\n" * 10)
+    one_line_editor_error(lambda: load_sam(text, "auto", "cpu"))
+
+    assert "not found" in one_line_editor_error(lambda: load_sam(tmp_path / "absent.pth", "auto", "cpu"))
+
+    list_file = tmp_path / "list.pth"
+    torch.save([torch.zeros(2)], list_file)
+    one_line_editor_error(lambda: load_sam(list_file, "auto", "cpu"))
+
+
+def test_checkpoint_with_missing_or_extra_tensors_is_refused(tiny_sam_path: Path, tmp_path: Path) -> None:
+    state = dict(read_checkpoint(tiny_sam_path))
+    partial = {k: v for k, v in state.items() if not k.startswith("mask_decoder.iou_prediction_head")}
+    path = tmp_path / "partial.pth"
+    torch.save(partial, path)
+    one_line_editor_error(lambda: load_sam(path, "auto", "cpu"))
+    extra = dict(state, **{"image_encoder.extra.weight": torch.zeros(2)})
+    path = tmp_path / "extra.pth"
+    torch.save(extra, path)
+    assert "extra.pth" in one_line_editor_error(lambda: load_sam(path, "auto", "cpu"))
+
+
+def test_checkpoints_are_loaded_safely_onto_the_cpu(tiny_sam_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """map_location puts CUDA-saved tensors on the CPU; weights_only refuses pickled code."""
+    real_load = torch.load
+    seen: list[dict] = []
+
+    def recording_load(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs)
+        if kwargs.get("mmap"):
+            raise RuntimeError("simulated: this file cannot be memory-mapped")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    model, _ = load_sam(tiny_sam_path, "auto", "cpu")
+    assert len(seen) == 2  # the mmap attempt, then the plain fallback
+    for kwargs in seen:
+        assert kwargs.get("map_location") == "cpu"
+        assert kwargs.get("weights_only") is True
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_pickled_code_in_a_checkpoint_is_not_run(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (marker.touch, ())
+
+    path = tmp_path / "evil.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": Evil()}, path)
+    one_line_editor_error(lambda: sam_loader.read_checkpoint(path))
+    assert not marker.exists()
+
+
+# --- prompt validation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompts", [
+    Prompts().add_point(64, 10),  # x == width is outside
+    Prompts().add_point(-1, 10),
+    Prompts().add_point(10, 48),
+    Prompts().add_point(10, 10).add_point(100, 10, positive=False),
+    Prompts(box=(0, 0, 65, 48)),
+    Prompts(box=(-2, 0, 10, 10)),
+])
+def test_prompts_outside_the_image_are_refused(sam_sd2_engine: Engine, prompts: Prompts) -> None:
+    with pytest.raises(SelectionError, match="outside"):
+        sam_sd2_engine.select(random_image(0), prompts)
+
+
+def test_empty_box_and_only_negative_points_are_refused(sam_sd2_engine: Engine, fallback_engine: Engine) -> None:
+    image = random_image(0)
+    for engine in (sam_sd2_engine, fallback_engine):
+        with pytest.raises(SelectionError, match="empty"):
+            engine.select(image, Prompts(box=(10, 10, 10, 30)))
+        with pytest.raises(SelectionError, match="empty"):
+            engine.select(image, Prompts(box=(10, 10, 30, 10.5)))
+        with pytest.raises(SelectionError, match="positive"):
+            engine.select(image, Prompts().add_point(5, 5, positive=False).add_point(9, 9, positive=False))
+        with pytest.raises(SelectionError):
+            engine.select(image, Prompts())
+
+
+def test_swapped_box_corners_are_put_in_order(sam_sd2_engine: Engine) -> None:
+    assert Prompts(box=(50, 40, 10, 5)).validated(64, 48).box == (10, 5, 50, 40)
+    assert Prompts(box=(10, 40, 50, 5)).validated(64, 48).box == (10, 5, 50, 40)
+    image = random_image(6)
+    ordered = sam_sd2_engine.select(image, Prompts(box=(10, 5, 50, 40)))
+    assert np.array_equal(sam_sd2_engine.select(image, Prompts(box=(50, 40, 10, 5))), ordered)
+    assert np.array_equal(sam_sd2_engine.select(image, Prompts(box=(50, 5, 10, 40))), ordered)
+
+
+def test_points_on_the_last_pixel_and_a_full_box_are_inside(sam_sd2_engine: Engine) -> None:
+    image = random_image(7)
+    assert sam_sd2_engine.select(image, Prompts().add_point(63.5, 47.9)).shape == (48, 64)
+    assert sam_sd2_engine.select(image, Prompts(box=(0, 0, 64, 48))).shape == (48, 64)
+
+
+def test_parse_point_and_box() -> None:
+    assert parse_point("12,34.5") == (12.0, 34.5)
+    assert parse_box("1,2,3,4") == (1.0, 2.0, 3.0, 4.0)
+    for bad in ("12", "1,2,3", "a,b", "nan,1", "", "1;2"):
+        with pytest.raises(SelectionError):
+            parse_point(bad)
+    with pytest.raises(SelectionError):
+        parse_box("1,2,3")
+
+
+# --- the GrabCut fallback ---------------------------------------------------------------------------
+
+
+def test_grabcut_click_selects_the_disc(fallback_engine: Engine, photo: np.ndarray) -> None:
+    assert isinstance(fallback_engine.segmenter, GrabCutSegmenter)
+    mask = fallback_engine.select(photo, Prompts().add_point(160, 120))
+    assert mask.shape == photo.shape[:2] and set(np.unique(mask).tolist()) <= {0, 255}
+    assert iou(mask > 0, disc_mask()) > 0.8
+
+
+def test_grabcut_box_selects_the_disc(fallback_engine: Engine, photo: np.ndarray) -> None:
+    mask = fallback_engine.select(photo, Prompts(box=(100, 60, 220, 180)))
+    assert iou(mask > 0, disc_mask()) > 0.8
+    assert not (mask[:55] > 0).any() and not (mask[:, :95] > 0).any()  # nothing outside the box
+
+
+def test_grabcut_negative_point_is_excluded(fallback_engine: Engine, photo: np.ndarray) -> None:
+    positive = Prompts().add_point(160, 120)
+    assert fallback_engine.select(photo, positive)[120, 190] == 255
+    mask = fallback_engine.select(photo, positive.add_point(190, 120, positive=False))
+    assert mask[120, 190] == 0
+    assert mask[120, 160] == 255
+
+
+def test_grabcut_on_a_large_photo_returns_full_resolution(fallback_engine: Engine) -> None:
+    height, width = 1500, 2000
+    yy, xx = np.ogrid[0:height, 0:width]
+    disc = (xx - 1200) ** 2 + (yy - 700) ** 2 < 300**2
+    image = np.full((height, width, 3), (40, 90, 160), np.uint8)
+    image += np.random.default_rng(0).integers(0, 12, image.shape, dtype=np.uint8)
+    image[disc] = (230, 200, 20)
+    mask = fallback_engine.select(image, Prompts().add_point(1200, 700))
+    assert mask.shape == (height, width)
+    assert iou(mask > 0, disc) > 0.9

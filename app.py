@@ -1,0 +1,99 @@
+"""`python app.py`: serve the photo editor on http://127.0.0.1:7860.
+
+Reads config.yaml (or --config FILE) plus repeatable --set key=value overrides, like
+`python -m editor`. A public share link only with --share (or server.share: true); a login
+only when EDITOR_USERNAME and EDITOR_PASSWORD are set in the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from editor.cli import DEFAULT_CONFIG, _config_path, _Parser
+from editor.config import Config, load_config
+from editor.errors import ConfigError, EditorError
+
+AUTH_ENV = ("EDITOR_USERNAME", "EDITOR_PASSWORD")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="python app.py", description="Local AI photo editor in the browser")
+    parser.add_argument("--config", help=f"settings file (default: {DEFAULT_CONFIG} when present)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set inpaint.model=DIR (repeatable)")
+    parser.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: server.port, 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    return parser.parse_args(argv)
+
+
+def settings(args: argparse.Namespace) -> Config:
+    """The config file, then --set, then the --host/--port/--share flags."""
+    overrides = list(args.set)
+    if args.host is not None:
+        overrides.append(f"server.host={args.host}")
+    if args.port is not None:
+        overrides.append(f"server.port={args.port}")
+    if args.share:
+        overrides.append("server.share=true")
+    return load_config(_config_path(args.config), overrides)
+
+
+def auth_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[str, str] | None:
+    username, password = (environ.get(name, "") for name in AUTH_ENV)
+    if not username and not password:
+        return None
+    if not username or not password:
+        raise ConfigError(f"set both {AUTH_ENV[0]} and {AUTH_ENV[1]} for a login, or neither")
+    return username, password
+
+
+def quiet_libraries() -> None:
+    """No download or loading progress bars, no info logs from the model libraries."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = settings(args)
+        auth = auth_from_env()
+        quiet_libraries()
+        from editor.backends import build_engine
+
+        engine = build_engine(config)
+    except EditorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    from editor.ui import build_ui, launch_options
+
+    demo = build_ui(engine, config)
+    server = config.server
+    print(f"backends: select with {engine.backends.segmenter}; fill with {engine.backends.inpainter}; "
+          f"erase with {engine.backends.eraser}", file=sys.stderr)
+    if engine.backends.hint:
+        print(f"missing models: {engine.backends.hint}", file=sys.stderr)
+    demo.queue(default_concurrency_limit=server.concurrency).launch(
+        server_name=server.host,
+        server_port=server.port,
+        share=server.share,
+        auth=auth,
+        max_file_size=f"{server.max_upload_mb}mb",
+        show_error=False,
+        **launch_options(),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The Gradio page: layout and wiring. Handlers live in `editor.ui_handlers`, API endpoints in `editor.ui_api`.
+
+Every model call (a click's mask, the embedding, an edit, an API call) shares one concurrency
+group with `config.server.concurrency` slots, so SAM and the diffusion model never fight over
+one GPU; the others (history, cancel) run at once.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from editor.config import Config
+from editor.engine import Engine
+from editor.ui_api import Api
+from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, make_work_dir
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+EXAMPLE_NAMES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
+CANVAS_HEIGHT = 520
+CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box")]
+
+CSS = """
+.gradio-container { max-width: 1440px !important; }
+#header { align-items: baseline; gap: 12px; }
+#header h1 { margin: 0; font-size: 1.35rem; }
+#backends { font-size: 0.85rem; color: var(--body-text-color-subdued); }
+#backends p { margin: 0; }
+.step-title h3 { margin: 0 !important; font-size: 1rem; }
+#status { min-height: 1.6em; }
+#status p { margin: 0; }
+#canvas img { cursor: crosshair; }
+.compact-buttons button { min-width: 0 !important; }
+"""
+
+
+def default_examples() -> list[Path]:
+    return [ASSETS / name for name in EXAMPLE_NAMES if (ASSETS / name).is_file()]
+
+
+def launch_options() -> dict[str, Any]:
+    """Looks passed to `launch()` (Gradio 6 takes theme and CSS there)."""
+    return {"css": CSS, "theme": gr.themes.Soft(primary_hue="blue")}
+
+
+def backends_markdown(engine: Engine) -> str:
+    backends = engine.backends
+    text = (f"**Select:** {backends.segmenter} · **Fill / background:** {backends.inpainter} · "
+            f"**Erase:** {backends.eraser}")
+    if backends.hint:
+        text += f"  \n⚠️ Some models are missing, so fallbacks run: {backends.hint}"
+    return text
+
+
+def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None) -> gr.Blocks:
+    """The editor page for one shared engine; each browser session gets its own `Session`."""
+    examples = default_examples() if examples is None else examples
+    handlers = Handlers(engine, config, examples, make_work_dir())
+    with gr.Blocks(title="Photo editor", delete_cache=(3600, 24 * 3600)) as demo:
+        state = gr.State(handlers.new_session, delete_callback=handlers.forget)
+        with gr.Row(elem_id="header"):
+            gr.Markdown("# Photo editor")
+            gr.Markdown(backends_markdown(engine), elem_id="backends")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=480):
+                view = _view_column()
+            with gr.Column(scale=2, min_width=340):
+                controls = _controls_column(config, examples)
+        _wire(handlers, config, state, view, controls)
+        _api(Api(engine, config), config)
+    return demo
+
+
+def _view_column() -> dict[str, Any]:
+    with gr.Tabs():
+        with gr.Tab("Select", id="select"):
+            canvas = gr.Image(
+                elem_id="canvas", format="png", type="filepath", interactive=True, sources=["upload", "clipboard"],
+                show_label=False, height=CANVAS_HEIGHT, buttons=["fullscreen"],
+                placeholder="## Drop a photo here\nor click to upload, or pick an example on the right",
+            )
+        with gr.Tab("Brush", id="brush") as brush_tab:
+            brush = gr.ImageEditor(
+                elem_id="brush", format="png", type="numpy", image_mode="RGBA", show_label=False,
+                height=CANVAS_HEIGHT - 50, layers=False, transforms=(), sources=(), buttons=[],
+                brush=gr.Brush(colors=[_hex(BRUSH_ADD), _hex(BRUSH_REMOVE)], color_mode="fixed", default_size=24),
+                eraser=gr.Eraser(default_size=24),
+            )
+            apply_brush = gr.Button("Apply strokes to the selection", elem_id="apply-brush", variant="primary")
+        with gr.Tab("Before / after", id="compare"):
+            result = gr.ImageSlider(elem_id="result", format="png", show_label=False, interactive=False,
+                                    max_height=CANVAS_HEIGHT)
+    status = gr.Markdown("Drop a photo on the canvas or pick an example.", elem_id="status")
+    history = gr.Gallery(label="History (click a version to go back to it)", elem_id="history", format="png",
+                         columns=8, rows=1, height=130, allow_preview=False, object_fit="contain")
+    return dict(canvas=canvas, brush_tab=brush_tab, brush=brush, apply_brush=apply_brush, result=result,
+                status=status, history=history)
+
+
+def _controls_column(config: Config, examples: list[Path]) -> dict[str, Any]:
+    defaults = config.inpaint
+    with gr.Group():
+        gr.Markdown("### 1 · Select", elem_classes="step-title", padding=True)
+        mode = gr.Radio(CLICK_MODES, value="add", label="A click on the photo adds", elem_id="click-mode")
+        with gr.Row(elem_classes="compact-buttons"):
+            undo_click = gr.Button("↶ Undo click", size="sm", elem_id="undo-click")
+            clear = gr.Button("Clear", size="sm", elem_id="clear")
+            invert = gr.Button("Invert", size="sm", elem_id="invert")
+        with gr.Row(elem_classes="compact-buttons"):
+            add_part = gr.Button("+ Add object", size="sm", elem_id="add-object")
+            subtract_part = gr.Button("− Subtract object", size="sm", elem_id="subtract-object")
+        with gr.Row():
+            grow = gr.Slider(-30, 60, value=0, step=1, label="Grow (px)", elem_id="grow")
+            feather = gr.Slider(0, 60, value=config.composite.feather, step=1, label="Soft edge (px)",
+                                elem_id="feather")
+    with gr.Group():
+        gr.Markdown("### 2 · Edit", elem_classes="step-title", padding=True)
+        prompt = gr.Textbox(label="Prompt", elem_id="prompt", lines=1, max_lines=3,
+                            placeholder="what to paint into the selection, or the new background")
+        with gr.Row(elem_classes="compact-buttons"):
+            fill = gr.Button("Fill", variant="primary", elem_id="fill")
+            erase = gr.Button("Erase", variant="primary", elem_id="erase")
+            background = gr.Button("Replace background", variant="primary", elem_id="background")
+            cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=0, min_width=80)
+        with gr.Accordion("Options", open=False, elem_id="options"):
+            negative = gr.Textbox(defaults.negative_prompt, label="Negative prompt (Fill, Replace background)",
+                                  elem_id="negative-prompt", lines=1)
+            with gr.Row():
+                steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps", elem_id="steps")
+                guidance = gr.Slider(0, 20, value=defaults.guidance, step=0.5, label="Guidance", elem_id="guidance")
+            with gr.Row():
+                strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.01,
+                                     label="Strength (Fill, Replace background)", elem_id="strength")
+                count = gr.Slider(1, 8, value=defaults.num_images, step=1, label="Variations", elem_id="variations-count")
+            seed = gr.Number(-1, precision=0, label="Seed (-1 = random; the seed used is shown after each run)",
+                             elem_id="seed")
+        variations = gr.Gallery(label="Variations (click the one to continue with)", elem_id="variations",
+                                format="png", columns=4, rows=1, height=120, allow_preview=False, visible=False)
+    with gr.Group():
+        gr.Markdown("### 3 · History", elem_classes="step-title", padding=True)
+        with gr.Row(elem_classes="compact-buttons"):
+            undo = gr.Button("↶ Undo", elem_id="undo", interactive=False)
+            redo = gr.Button("↷ Redo", elem_id="redo", interactive=False)
+            download = gr.DownloadButton("⬇ Download PNG", elem_id="download", interactive=False)
+    example_gallery = gr.Gallery([str(path) for path in examples], label="Example photos", elem_id="examples",
+                                 columns=4, rows=1, height=110, allow_preview=False, object_fit="cover")
+    return dict(mode=mode, undo_click=undo_click, clear=clear, invert=invert, add_part=add_part,
+                subtract_part=subtract_part, grow=grow, feather=feather, prompt=prompt, fill=fill, erase=erase,
+                background=background, cancel=cancel, negative=negative, steps=steps, guidance=guidance,
+                strength=strength, count=count, seed=seed, variations=variations, undo=undo, redo=redo,
+                download=download, examples=example_gallery)
+
+
+def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, Any], controls: dict[str, Any]) -> None:
+    gpu = dict(concurrency_id="gpu", concurrency_limit=config.server.concurrency, api_visibility="private")
+    quick = dict(concurrency_limit=None, api_visibility="private")
+    canvas, status = view["canvas"], view["status"]
+    selection_out = [status, canvas]
+    photo_out = [status, canvas, view["history"], view["result"], controls["download"], controls["variations"],
+                 controls["undo"], controls["redo"]]
+    photo = functools.partial(guard, outputs=len(photo_out))
+    select = functools.partial(guard, outputs=len(selection_out))
+    prepare = dict(fn=guard(handlers.prepare, 1), inputs=[state], outputs=[status], **gpu)
+
+    # Opening a photo: read the file as uploaded (no re-encoding), then embed it for SAM at once.
+    canvas.upload(photo(handlers.upload), [state, canvas], photo_out, preprocess=False, **quick).then(**prepare)
+    controls["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick).then(**prepare)
+    canvas.clear(guard(handlers.canvas_cleared, 1), [state], [status], **quick)
+
+    # Selecting: each click runs the segmenter (shared with the edits), then redraws the canvas.
+    canvas.select(select(handlers.click), [state, controls["mode"]], selection_out, **gpu)
+    controls["undo_click"].click(select(handlers.undo_click), [state], selection_out, **gpu)
+    controls["clear"].click(select(handlers.clear), [state], selection_out, **gpu)
+    controls["invert"].click(select(handlers.invert), [state], selection_out, **gpu)
+    controls["add_part"].click(select(functools.partial(handlers.new_part, subtract=False)), [state],
+                               selection_out, **gpu)
+    controls["subtract_part"].click(select(functools.partial(handlers.new_part, subtract=True)), [state],
+                                    selection_out, **gpu)
+    for slider in (controls["grow"], controls["feather"]):
+        slider.release(select(handlers.refine), [state, controls["grow"], controls["feather"]], selection_out, **gpu)
+    view["brush_tab"].select(guard(handlers.brush_load, 2), [state], [status, view["brush"]], **gpu)
+    view["apply_brush"].click(guard(handlers.brush_apply, 3), [state, view["brush"]], [status, canvas, view["brush"]],
+                              **gpu)
+
+    # Editing: mark the session busy at once (so Cancel works while waiting), then queue the model work.
+    options = [controls[name] for name in ("prompt", "negative", "steps", "guidance", "strength", "seed", "count")]
+    for mode in ("fill", "erase", "background"):
+        controls[mode].click(handlers.begin_edit, [state], [status], **quick).then(
+            photo(functools.partial(handlers.edit, mode)), [state, *options], photo_out,
+            show_progress_on=[canvas], **gpu)
+    controls["prompt"].submit(handlers.begin_edit, [state], [status], **quick).then(
+        photo(functools.partial(handlers.edit, "fill")), [state, *options], photo_out, show_progress_on=[canvas],
+        **gpu)
+    controls["cancel"].click(handlers.cancel, [state], [status], **quick)
+    controls["variations"].select(photo(handlers.choose_variation), [state], photo_out, **quick)
+
+    # History.
+    controls["undo"].click(photo(handlers.undo), [state], photo_out, **quick)
+    controls["redo"].click(photo(handlers.redo), [state], photo_out, **quick)
+    view["history"].select(photo(handlers.goto), [state], photo_out, **quick)
+
+
+def _api(api: Api, config: Config) -> None:
+    """Hidden components carrying the stateless endpoints' inputs and outputs."""
+    gpu = dict(concurrency_id="gpu", concurrency_limit=config.server.concurrency)
+    with gr.Column(visible=False):
+        image = gr.Image(type="filepath", image_mode=None, format="png", label="image")
+        mask = gr.Image(type="filepath", image_mode=None, format="png", label="mask")
+        points = gr.Textbox(label="points", info="JSON: [[x, y], [x, y, 0], ...]; label 1 = object, 0 = not")
+        box = gr.Textbox(label="box", info="JSON: [x1, y1, x2, y2], or empty")
+        prompt = gr.Textbox(label="prompt")
+        options = gr.Textbox(label="options", info='JSON, e.g. {"steps": 30, "seed": 7, "negative_prompt": "..."}')
+        mask_out = gr.Image(format="png", image_mode="L", label="mask")
+        image_out = gr.Image(format="png", label="result")
+        info_out = gr.JSON(label="metadata")
+        trigger = gr.Button()
+    trigger.click(api.segment, [image, points, box], [mask_out], api_name="segment", **gpu)
+    trigger.click(api.fill, [image, mask, prompt, options], [image_out, info_out], api_name="fill", **gpu)
+    trigger.click(api.erase, [image, mask, options], [image_out, info_out], api_name="erase", **gpu)
+    trigger.click(api.replace_background, [image, mask, prompt, options], [image_out, info_out],
+                  api_name="replace_background", **gpu)
+
+
+def _hex(color: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)

@@ -1,0 +1,426 @@
+"""The page's event handlers: Gradio values in, session and engine calls, Gradio values out.
+
+Each handler works on the browser session's own `Session` (from `gr.State`) and returns a
+tuple matching one of the output lists wired in `editor.ui`: the status line always first.
+Errors a person can act on become that status line plus a warning, never a traceback, and
+leave the session as it was (see `guard`).
+"""
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import gradio as gr
+import numpy as np
+
+from editor import overlay
+from editor.config import Config
+from editor.engine import EditOptions, EditResult, Engine
+from editor.errors import EditCancelled, EditorError, ImageError
+from editor.imageio import load_image, save_png
+from editor.overlay import Marker
+from editor.session import ClickMode, Session
+
+log = logging.getLogger(__name__)
+
+THUMB_SIDE = 160  # history and variation thumbnails
+COMPARE_SIDE = 1024  # before/after view
+BRUSH_ADD = (34, 197, 94)  # the brush colours offered in the brush editor: paint in, paint out
+BRUSH_REMOVE = (239, 68, 68)
+EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background"}
+
+Image = np.ndarray
+Gallery = list[tuple[np.ndarray, str]]
+
+
+def guard(handler: Callable[..., Any], outputs: int) -> Callable[..., Any]:
+    """Turn a person's error into a warning and a status line; leave every other output as it is."""
+
+    @functools.wraps(handler)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except EditorError as exc:
+            message = str(exc)
+        except Exception as exc:  # a bug or a library failure: one line here, details in the log
+            log.exception("handler %s failed", getattr(handler, "__name__", handler))
+            message = _unexpected(exc)
+        gr.Warning(html.escape(message))
+        if outputs == 1:  # Gradio takes a single output's value as is, not as a 1-tuple
+            return warning(message)
+        return (warning(message),) + tuple(gr.skip() for _ in range(outputs - 1))
+
+    return run
+
+
+def warning(message: str) -> str:
+    return f"⚠️ {_escape(message)}"
+
+
+def _unexpected(exc: Exception) -> str:
+    if type(exc).__name__ == "OutOfMemoryError":
+        return "out of memory: try a smaller photo or selection, fewer variations, or set inpaint.cpu_offload=true"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"unexpected {type(exc).__name__}: {first[:200]} (details in the server log)"
+
+
+def _escape(text: str) -> str:
+    """Plain text for a Markdown line (messages may quote file names or prompts)."""
+    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", text)
+
+
+class Handlers:
+    """Handlers bound to the engine and the settings; all per-person data lives in `Session`."""
+
+    def __init__(self, engine: Engine, config: Config, examples: list[Path], work_dir: Path) -> None:
+        self.engine = engine
+        self.config = config
+        self.examples = examples
+        self.work_dir = work_dir  # download files, one folder per session
+
+    # --- opening a photo -------------------------------------------------------------------
+
+    def new_session(self) -> Session:
+        return Session(feather_px=self.config.composite.feather)
+
+    def upload(self, session: Session, payload: dict | None) -> tuple:
+        """The canvas received a file (raw payload: the file is read here, as uploaded)."""
+        if not payload or not payload.get("path"):
+            return self._photo_outputs(session, "Drop a photo on the canvas or pick an example.")
+        name = Path(payload.get("orig_name") or payload["path"]).stem
+        return self._open(session, payload["path"], name)
+
+    def pick_example(self, session: Session, evt: gr.SelectData) -> tuple:
+        if evt.index is None or not 0 <= int(evt.index) < len(self.examples):
+            return self._photo_outputs(session, "Pick one of the example photos.")
+        path = self.examples[int(evt.index)]
+        return self._open(session, str(path), path.stem)
+
+    def _open(self, session: Session, path: str, name: str) -> tuple:
+        try:
+            image = load_image(path, self.config.max_image_pixels)
+        except ImageError as exc:  # the canvas must drop the bad file and show what is kept
+            gr.Warning(html.escape(str(exc)))
+            return self._photo_outputs(session, warning(str(exc)))
+        session.open(image, _safe_name(name))
+        height, width = image.shape[:2]
+        return self._photo_outputs(session, f"Opened **{_escape(session.name)}** ({width}×{height}). "
+                                            "Preparing the selection model…")
+
+    def prepare(self, session: Session) -> Any:
+        """Compute the SAM embedding now, so that the first click is fast."""
+        if not session.has_image:
+            return gr.skip()
+        started = time.perf_counter()
+        self.engine.prepare(session.image)
+        took = time.perf_counter() - started
+        return f"Ready ({took:.1f} s): click the object you want to edit."
+
+    def canvas_cleared(self, session: Session) -> str:
+        """The canvas's remove button: ready for another photo; the history stays until then."""
+        message = "Drop another photo on the canvas or pick an example."
+        if session.has_image:
+            message += " Click a version in the history to get back to this one."
+        return message
+
+    # --- selecting -------------------------------------------------------------------------
+
+    def click(self, session: Session, mode: ClickMode, evt: gr.SelectData) -> tuple:
+        """A click on the canvas: `evt.index` is [x, y] in the displayed image's pixels."""
+        if evt.index is None:
+            return (gr.skip(), gr.skip())
+        height, width = session.image.shape[:2]
+        scale = overlay.display_scale(width, height)
+        x, y = overlay.to_original(float(evt.index[0]), float(evt.index[1]), scale, width, height)
+        session.click(x, y, mode)
+        try:
+            return self._selection_outputs(session)
+        except EditorError:
+            session.undo_click()  # the click the segmenter refused is not kept
+            raise
+
+    def undo_click(self, session: Session) -> tuple:
+        session.image  # noqa: B018 - a clear message when there is no photo
+        session.undo_click()
+        return self._selection_outputs(session)
+
+    def clear(self, session: Session) -> tuple:
+        session.image  # noqa: B018
+        session.clear_selection()
+        return self._selection_outputs(session, "Selection cleared: click an object.")
+
+    def new_part(self, session: Session, subtract: bool) -> tuple:
+        session.image  # noqa: B018
+        session.new_part(subtract)
+        what = "Click the object to cut out of the selection." if subtract else "Click another object to add."
+        return self._selection_outputs(session, what)
+
+    def invert(self, session: Session) -> tuple:
+        session.image  # noqa: B018
+        session.invert()
+        return self._selection_outputs(session)
+
+    def refine(self, session: Session, grow_px: float, feather_px: float) -> tuple:
+        """The grow and soft-edge sliders."""
+        session.grow_px, session.feather_px = int(grow_px), int(feather_px)
+        if not session.has_image:
+            return (gr.skip(), gr.skip())
+        return self._selection_outputs(session)
+
+    def brush_load(self, session: Session) -> tuple:
+        """Show the photo with its selection in the brush editor, with no strokes yet."""
+        if not session.has_image:
+            return ("Open a photo first, then paint the selection here.", None)
+        return ("Paint green to add to the selection, red to remove; then press Apply strokes.",
+                _editor_value(self._canvas(session)))
+
+    def brush_apply(self, session: Session, value: dict | None) -> tuple:
+        """Add the green strokes to the selection and remove the red ones."""
+        add, remove = _strokes(value)
+        if add is None or not (add.any() or remove.any()):
+            raise EditorError("paint on the photo first: green adds to the selection, red removes")
+        height, width = session.image.shape[:2]
+        session.paint(_resize_mask(add, width, height), _resize_mask(remove, width, height))
+        status, canvas = self._selection_outputs(session, "Strokes applied.")
+        return status, canvas, _editor_value(canvas)
+
+    def _selection_outputs(self, session: Session, message: str | None = None) -> tuple:
+        """(status, canvas) after a selection step."""
+        canvas = self._canvas(session)
+        return message or self._selection_status(session), canvas
+
+    def _selection_status(self, session: Session) -> str:
+        selection = session.selection
+        if selection.pending_corner is not None:
+            return "Box: now click the opposite corner."
+        if selection.is_empty:
+            return "Click the object you want to edit."
+        mask = session.selection_mask(self.engine.select)
+        share = 100.0 * float(np.count_nonzero(mask)) / mask.size
+        parts = sum(1 for part in selection.parts if not part.prompts.is_empty)
+        inverted = ", inverted" if selection.inverted else ""
+        return f"Selected {share:.1f}% of the photo ({parts} object{'s' if parts != 1 else ''}{inverted})."
+
+    # --- editing ---------------------------------------------------------------------------
+
+    def begin_edit(self, session: Session) -> str:
+        """Runs at once (outside the model queue) so that Cancel works while the edit waits."""
+        session.begin_edit()
+        return "Waiting for the model…"
+
+    def cancel(self, session: Session) -> str:
+        if session.request_cancel():
+            return "Cancelling after the current step…"
+        return "Nothing is running."
+
+    def edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
+             strength: float, seed: float | None, count: float, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Fill, erase or replace the background, then make the chosen result the working photo."""
+        try:
+            result, took = self._run_edit(mode, session, prompt, negative, steps, guidance, strength, seed,
+                                          count, progress)
+        finally:
+            session.end_edit()
+        label = EDIT_NAMES[mode] if mode == "erase" else f"{EDIT_NAMES[mode]}: {prompt.strip()}"
+        session.add_result(result.images, result.metadata, label.lower())
+        variations = f" · {len(result.images)} variations: pick one below" if len(result.images) > 1 else ""
+        status = (f"{EDIT_NAMES[mode]} done in {took:.1f} s · seed **{result.seed}** · "
+                  f"{_escape(result.metadata.get('model', ''))}{variations}")
+        return self._photo_outputs(session, status)
+
+    def _run_edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
+                  strength: float, seed: float | None, count: float, progress: gr.Progress) -> tuple[EditResult, float]:
+        image = session.image
+        mask = session.edit_mask(self.engine.select)
+        options = EditOptions(
+            negative_prompt=None if mode == "erase" else negative,  # erase has its own, against new objects
+            steps=int(steps),
+            guidance=float(guidance),
+            strength=None if mode == "erase" else float(strength),  # erase keeps its classical pre-fill
+            seed=None if seed is None or seed < 0 else int(seed),
+            num_images=int(count),
+        )
+        engine = self._engine_with_feather(session.feather_px)
+        if session.cancel.is_set():
+            raise EditCancelled("cancelled before it started")
+        progress(0, desc="Loading the model…")
+
+        def step(done: int, total: int) -> None:
+            progress((done, total), desc="Generating", unit="steps")
+
+        started = time.perf_counter()
+        if mode == "fill":
+            result = engine.fill(image, mask, prompt, options, step, session.cancel)
+        elif mode == "erase":
+            result = engine.erase(image, mask, options, step, session.cancel)
+        elif mode == "background":
+            result = engine.replace_background(image, mask, prompt, options, step, session.cancel)
+        else:
+            raise EditorError(f"unknown edit {mode!r}")
+        return result, time.perf_counter() - started
+
+    def _engine_with_feather(self, feather_px: int) -> Engine:
+        """The shared engine (same models) with this person's soft edge for the paste-back."""
+        engine = self.engine
+        if feather_px == engine.composite.feather:
+            return engine
+        composite = replace(engine.composite, feather=feather_px)
+        return Engine(engine.segmenter, engine.inpainter, engine.backends, engine.defaults, composite,
+                      engine.erase_config)
+
+    def choose_variation(self, session: Session, evt: gr.SelectData) -> tuple:
+        if evt.index is None:
+            return self._photo_outputs(session, gr.skip())
+        session.choose_variation(int(evt.index))
+        return self._photo_outputs(session, f"Variation {int(evt.index) + 1} continues.")
+
+    # --- history ---------------------------------------------------------------------------
+
+    def undo(self, session: Session) -> tuple:
+        session.undo()
+        return self._photo_outputs(session, f"Back to version {session.index}: {_escape(session.version.label)}.")
+
+    def redo(self, session: Session) -> tuple:
+        session.redo()
+        return self._photo_outputs(session, f"Forward to version {session.index}: {_escape(session.version.label)}.")
+
+    def goto(self, session: Session, evt: gr.SelectData) -> tuple:
+        if evt.index is None:
+            return self._photo_outputs(session, gr.skip())
+        session.goto(int(evt.index))
+        return self._photo_outputs(session, f"Version {session.index}: {_escape(session.version.label)}.")
+
+    # --- views -----------------------------------------------------------------------------
+
+    def _photo_outputs(self, session: Session, status: Any) -> tuple:
+        """(status, canvas, history, before/after, download, variations, undo, redo) after the photo changed."""
+        if not session.has_image:
+            return (status, None, [], None, gr.DownloadButton(value=None, interactive=False),
+                    gr.Gallery(value=[], visible=False), gr.Button(interactive=False), gr.Button(interactive=False))
+        download = self._download(session)
+        return (
+            status,
+            self._canvas(session),
+            gr.Gallery(value=history_thumbnails(session), selected_index=session.index),
+            compare_view(session),
+            gr.DownloadButton(value=download, interactive=download is not None),
+            self._variations_view(session),
+            gr.Button(interactive=session.can_undo),
+            gr.Button(interactive=session.can_redo),
+        )
+
+    def _canvas(self, session: Session) -> Image:
+        return canvas_view(session, session.preview_mask(self.engine.select))
+
+    def _variations_view(self, session: Session) -> Any:
+        variations = session.variations
+        if variations is None or session.version.number != variations.number:
+            return gr.Gallery(value=[], visible=False)
+        thumbs = [(_thumbnail(image), f"{i + 1}") for i, image in enumerate(variations.images)]
+        return gr.Gallery(value=thumbs, visible=True, selected_index=variations.chosen)
+
+    def _download(self, session: Session) -> str | None:
+        """The working photo as a full-resolution PNG with its edit metadata (none for the original)."""
+        if session.index == 0:
+            return None
+        version = session.version
+        path = self.work_dir / session.uid / f"{session.name}-edit-{version.number}.png"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_png(version.image, path, version.metadata)
+        return str(path)
+
+    def forget(self, session: Session) -> None:
+        """Gradio dropped the session: remove its download files."""
+        if isinstance(session, Session):
+            shutil.rmtree(self.work_dir / session.uid, ignore_errors=True)
+
+
+def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
+    """The display copy of the working photo with the selection, points and boxes drawn."""
+    image = session.image
+    height, width = image.shape[:2]
+    scale = overlay.display_scale(width, height)
+    selection = session.selection
+    markers, boxes = [], []
+    for part in selection.parts:
+        for (x, y), label in zip(part.prompts.points, part.prompts.labels):
+            kind = "remove" if not label else ("cut" if part.subtract else "add")
+            markers.append(Marker(*overlay.to_display((x, y), scale), kind))
+        if part.prompts.box is not None:
+            x1, y1 = overlay.to_display(part.prompts.box[:2], scale)
+            x2, y2 = overlay.to_display(part.prompts.box[2:], scale)
+            boxes.append((x1, y1, x2, y2))
+    pending = None if selection.pending_corner is None else overlay.to_display(selection.pending_corner, scale)
+    shown_mask = None if mask is None else overlay.downscale(mask, scale)
+    return overlay.draw(overlay.downscale(image, scale), shown_mask, markers, boxes, pending)
+
+
+def history_thumbnails(session: Session) -> Gallery:
+    return [(_thumbnail(v.image), f"{i} · {v.label}") for i, v in enumerate(session.versions)]
+
+
+def compare_view(session: Session) -> tuple[Image, Image] | None:
+    """(before, after) for the slider: the previous version against the working one."""
+    previous = session.previous
+    if previous is None:
+        return None
+    scale = overlay.display_scale(*session.image.shape[1::-1], max_side=COMPARE_SIDE)
+    return overlay.downscale(previous.image, scale), overlay.downscale(session.image, scale)
+
+
+def _thumbnail(image: np.ndarray) -> Image:
+    height, width = image.shape[:2]
+    return overlay.downscale(image, overlay.display_scale(width, height, THUMB_SIDE))
+
+
+def _editor_value(background: np.ndarray) -> dict[str, Any]:
+    return {"background": background, "layers": [], "composite": None}
+
+
+def _strokes(value: dict | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Green and red strokes of the brush editor's layers, as bool masks in display pixels."""
+    layers = [layer for layer in (value or {}).get("layers") or [] if layer is not None]
+    if not layers:
+        return None, None
+    add = np.zeros(layers[0].shape[:2], bool)
+    remove = np.zeros_like(add)
+    for layer in layers:
+        layer = np.asarray(layer)
+        if layer.ndim != 3 or layer.shape[2] != 4 or layer.shape[:2] != add.shape:
+            continue
+        painted = layer[..., 3] >= 128
+        rgb = layer[..., :3].astype(np.int32)
+        greener = _distance(rgb, BRUSH_ADD) < _distance(rgb, BRUSH_REMOVE)
+        add |= painted & greener
+        remove |= painted & ~greener
+    return add, remove
+
+
+def _distance(rgb: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    return np.abs(rgb - np.array(color, np.int32)).sum(axis=2)
+
+
+def _resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    if mask.shape == (height, width):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40]
+    return cleaned or "photo"
+
+
+def make_work_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="photo-editor-"))

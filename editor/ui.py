@@ -14,6 +14,7 @@ import gradio as gr
 
 from editor.config import Config
 from editor.engine import Engine
+from editor.session import Session
 from editor.ui_api import Api
 from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, make_work_dir
 
@@ -59,7 +60,7 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None)
     examples = default_examples() if examples is None else examples
     handlers = Handlers(engine, config, examples, make_work_dir())
     with gr.Blocks(title="Photo editor", delete_cache=(3600, 24 * 3600)) as demo:
-        state = gr.State(handlers.new_session, delete_callback=handlers.forget)
+        state = gr.State(None, delete_callback=handlers.forget)
         with gr.Row(elem_id="header"):
             gr.Markdown("# Photo editor")
             gr.Markdown(backends_markdown(engine), elem_id="backends")
@@ -69,6 +70,10 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None)
             with gr.Column(scale=2, min_width=340):
                 controls = _controls_column(config, examples)
         _wire(handlers, config, state, view, controls)
+        # Each page load gets its own Session; an explicit private load (not a callable State
+        # value) keeps this out of the public API and Gradio from deep-copying the engine.
+        demo.load(functools.partial(Session, feather_px=config.composite.feather), None, [state],
+                  api_visibility="private", queue=False)
         _api(Api(engine, config), config)
     return demo
 

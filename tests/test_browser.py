@@ -1,0 +1,125 @@
+"""A real browser against the app with no model weights: upload, click, selection drawn, Erase, Undo.
+
+Playwright cannot download its own browser here; it drives Debian's Chromium. Screenshots of
+each step are kept in test-artifacts/ for a person to look at after a failure.
+"""
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from editor.engine import Engine
+from editor.imageio import load_image
+from editor.ui import build_ui
+from tests.conftest import tiny_config
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parent.parent
+CAT = ROOT / "assets" / "chelsea.png"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install chromium")
+
+
+@pytest.fixture(scope="module")
+def app_url(fallback_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    demo = build_ui(fallback_engine, tiny_config(tmp_path_factory.mktemp("models")))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
+                                                   prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 950})
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+def canvas_pixels(page) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The image the canvas shows, fetched from the server as the browser got it."""
+    src = page.locator("#canvas img").first.get_attribute("src")
+    body = page.request.get(src).body()
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def click_photo(page, x: float, y: float, width: int, height: int) -> None:  # type: ignore[no-untyped-def]
+    """Click photo pixel (x, y) on the canvas, allowing for letterboxing (object-fit: contain)."""
+    img = page.locator("#canvas img").first
+    box = img.bounding_box()
+    scale = min(box["width"] / width, box["height"] / height)
+    left = box["x"] + (box["width"] - width * scale) / 2
+    top = box["y"] + (box["height"] - height * scale) / 2
+    page.mouse.click(left + (x + 0.5) * scale, top + (y + 0.5) * scale)
+
+
+def wait_for_status(page, text: str) -> None:  # type: ignore[no-untyped-def]
+    page.locator("#status", has_text=text).wait_for(timeout=60_000)
+
+
+def test_upload_click_erase_undo(page) -> None:  # type: ignore[no-untyped-def]
+    original = load_image(CAT, 10**8)
+    height, width = original.shape[:2]
+    assert "grabcut" in page.locator("#backends").inner_text(), "the page says which fallback selects"
+
+    page.locator("#canvas input[type=file]").set_input_files(str(CAT))
+    wait_for_status(page, "Ready")
+    page.screenshot(path=str(ARTIFACTS / "1-uploaded.png"))
+    assert np.array_equal(canvas_pixels(page), original), "the canvas shows the photo losslessly"
+
+    click_photo(page, 230, 150, width, height)
+    wait_for_status(page, "Selected")
+    page.screenshot(path=str(ARTIFACTS / "2-selected.png"))
+    drawn = canvas_pixels(page)
+    assert drawn.shape == original.shape
+    changed = np.any(drawn != original, axis=2)
+    assert changed[150, 230], "the clicked point is inside the drawn selection"
+    assert 0.005 < changed.mean() < 0.9, "a selection is drawn over part of the photo"
+
+    page.locator("#erase").click()
+    wait_for_status(page, "Erase done")
+    page.wait_for_timeout(400)  # let the update transition finish before the screenshot
+    page.screenshot(path=str(ARTIFACTS / "3-erased.png"))
+    erased = canvas_pixels(page)
+    assert erased.shape == original.shape
+    assert np.any(erased[changed] != original[changed]), "the selected object was erased"
+    assert np.array_equal(erased[0:10, 0:10], original[0:10, 0:10]), "far corners stay exact"
+    assert page.locator("#history img").count() == 2
+
+    page.locator("#undo").click()
+    wait_for_status(page, "Back to version 0")
+    page.screenshot(path=str(ARTIFACTS / "4-undone.png"))
+    assert np.array_equal(canvas_pixels(page), original), "Undo restores the photo bit for bit"
+
+    page.locator("#redo").click()
+    wait_for_status(page, "Forward to version 1")
+    assert np.array_equal(canvas_pixels(page), erased)
+
+
+def test_fill_without_a_prompt_warns_and_keeps_the_photo(page) -> None:  # type: ignore[no-untyped-def]
+    before = canvas_pixels(page)
+    page.locator("#fill").click()
+    wait_for_status(page, "⚠️")
+    page.screenshot(path=str(ARTIFACTS / "5-warning.png"))
+    assert "Traceback" not in page.content()
+    assert np.array_equal(canvas_pixels(page), before)

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from editor.cli import DEFAULT_CONFIG, _config_path, _Parser
+from editor.cli import DEFAULT_CONFIG, OneLineParser, config_path, quiet_libraries
 from editor.config import Config, load_config
 from editor.errors import ConfigError, EditorError
 
@@ -18,7 +18,7 @@ AUTH_ENV = ("EDITOR_USERNAME", "EDITOR_PASSWORD")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="python app.py", description="Local AI photo editor in the browser")
+    parser = OneLineParser(prog="python app.py", description="Local AI photo editor in the browser")
     parser.add_argument("--config", help=f"settings file (default: {DEFAULT_CONFIG} when present)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set inpaint.model=DIR (repeatable)")
@@ -37,7 +37,7 @@ def settings(args: argparse.Namespace) -> Config:
         overrides.append(f"server.port={args.port}")
     if args.share:
         overrides.append("server.share=true")
-    return load_config(_config_path(args.config), overrides)
+    return load_config(config_path(args.config), overrides)
 
 
 def auth_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[str, str] | None:
@@ -49,25 +49,12 @@ def auth_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[s
     return username, password
 
 
-def quiet_libraries() -> None:
-    """No download or loading progress bars, no info logs from the model libraries."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
-
-    for library in (diffusers_logging, transformers_logging):
-        library.set_verbosity_error()
-        library.disable_progress_bar()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = settings(args)
         auth = auth_from_env()
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing phones home
         quiet_libraries()
         from editor.backends import build_engine
 

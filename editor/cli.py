@@ -17,7 +17,7 @@ from editor.prompts import Prompts, parse_box, parse_point
 DEFAULT_CONFIG = "config.yaml"
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse prints usage over several lines
         self.exit(2, f"error: {message} (see --help)\n")
 
@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(_config_path(args.config), args.set)
+        config = load_config(config_path(args.config), args.set)
         return args.run(args, config)
     except EditorError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -58,12 +58,12 @@ def quiet_libraries() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--config", help=f"settings file (default: {DEFAULT_CONFIG} when present)")
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set device=cpu (repeatable)")
-    parser = _Parser(prog="python -m editor", description="Local AI photo editor", parents=[common])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m editor", description="Local AI photo editor", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     segment = commands.add_parser("segment", parents=[common], help="write the mask of a clicked object")
     segment.add_argument("image")
@@ -104,7 +104,7 @@ def _add_prompt_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box", metavar="X1,Y1,X2,Y2", help="box around the object")
 
 
-def _config_path(given: str | None) -> str | None:
+def config_path(given: str | None) -> str | None:
     if given is not None:
         return given
     return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None

@@ -84,7 +84,7 @@ def _view_column() -> dict[str, Any]:
             canvas = gr.Image(
                 elem_id="canvas", format="png", type="filepath", interactive=True, sources=["upload", "clipboard"],
                 show_label=False, height=CANVAS_HEIGHT, buttons=["fullscreen"],
-                placeholder="## Drop a photo here\nor click to upload, or pick an example on the right",
+                placeholder="Drop a photo here, click to upload, or pick an example on the right",
             )
         with gr.Tab("Brush", id="brush") as brush_tab:
             brush = gr.ImageEditor(
@@ -128,7 +128,7 @@ def _controls_column(config: Config, examples: list[Path]) -> dict[str, Any]:
             fill = gr.Button("Fill", variant="primary", elem_id="fill")
             erase = gr.Button("Erase", variant="primary", elem_id="erase")
             background = gr.Button("Replace background", variant="primary", elem_id="background")
-            cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=0, min_width=80)
+        cancel = gr.Button("Cancel the running edit", variant="stop", size="sm", elem_id="cancel")
         with gr.Accordion("Options", open=False, elem_id="options"):
             negative = gr.Textbox(defaults.negative_prompt, label="Negative prompt (Fill, Replace background)",
                                   elem_id="negative-prompt", lines=1)

@@ -70,15 +70,27 @@ def main(argv: list[str] | None = None) -> int:
           f"erase with {engine.backends.eraser}", file=sys.stderr)
     if engine.backends.hint:
         print(f"missing models: {engine.backends.hint}", file=sys.stderr)
-    demo.queue(default_concurrency_limit=server.concurrency).launch(
-        server_name=server.host,
-        server_port=server.port,
-        share=server.share,
-        auth=auth,
-        max_file_size=f"{server.max_upload_mb}mb",
-        show_error=False,
-        **launch_options(),
-    )
+    try:
+        demo.queue(default_concurrency_limit=server.concurrency).launch(
+            server_name=server.host,
+            server_port=server.port,
+            share=server.share,
+            auth=auth,
+            max_file_size=f"{server.max_upload_mb}mb",
+            show_error=False,
+            prevent_thread_lock=True,
+            quiet=True,  # Gradio's own lines suggest editing launch(); ours name the flags
+            **launch_options(),
+        )
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        print(f"error: cannot serve on {server.host}:{server.port}: {str(exc).split('. ')[0]}", file=sys.stderr)
+        return 1
+    print(f"photo editor: {demo.local_url}", file=sys.stderr)
+    if demo.share_url:
+        print(f"public link: {demo.share_url}", file=sys.stderr)
+    elif not server.share:
+        print("(--share makes a public link; --host and --port choose where to listen)", file=sys.stderr)
+    demo.block_thread()
     return 0
 
 

@@ -88,10 +88,17 @@ class Session:
     cancel: CancelEvent = field(default_factory=CancelEvent)
     _selections: list[Selection] = field(default_factory=lambda: [Selection()])
     _mask_cache: dict[Prompts, np.ndarray] = field(default_factory=dict)
-    uid: str = field(default_factory=lambda: uuid.uuid4().hex)  # names the session's download folder
+    _uid: str = ""  # set on first use, so that each deep copy of a fresh session gets its own
     _counter: int = 0
 
     # --- the photo and its history ---------------------------------------------------------
+
+    @property
+    def uid(self) -> str:
+        """A unique name for this session (its download folder)."""
+        if not self._uid:
+            self._uid = uuid.uuid4().hex
+        return self._uid
 
     @property
     def has_image(self) -> bool:

@@ -14,26 +14,29 @@ import gradio as gr
 
 from editor.config import Config
 from editor.engine import Engine
-from editor.session import Session
 from editor.ui_api import Api
 from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, make_work_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLE_NAMES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
-CANVAS_HEIGHT = 520
+CANVAS_HEIGHT = 470
 CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box")]
 
 CSS = """
-.gradio-container { max-width: 1440px !important; }
-#header { align-items: baseline; gap: 12px; }
-#header h1 { margin: 0; font-size: 1.35rem; }
-#backends { font-size: 0.85rem; color: var(--body-text-color-subdued); }
+.gradio-container { max-width: 1440px !important; padding-top: 8px !important; }
+#header { align-items: center; gap: 16px; flex-wrap: nowrap; }
+#title { flex: 0 0 auto !important; min-width: 0 !important; width: auto !important; }
+#title h1 { margin: 0; font-size: 1.3rem; white-space: nowrap; }
+#backends { font-size: 0.78rem; line-height: 1.35; color: var(--body-text-color-subdued); }
 #backends p { margin: 0; }
-.step-title h3 { margin: 0 !important; font-size: 1rem; }
-#status { min-height: 1.6em; }
+#backends code { font-size: 0.75rem; padding: 0 3px; }
+.step { gap: 8px !important; padding: 10px !important; }
+.step-title h3 { margin: 0 !important; font-size: 0.95rem; }
+#status { min-height: 1.5em; }
 #status p { margin: 0; }
 #canvas img { cursor: crosshair; }
-.compact-buttons button { min-width: 0 !important; }
+.compact-buttons { gap: 6px !important; }
+.compact-buttons button { min-width: 0 !important; white-space: nowrap; padding-left: 6px !important; padding-right: 6px !important; }
 """
 
 
@@ -48,10 +51,10 @@ def launch_options() -> dict[str, Any]:
 
 def backends_markdown(engine: Engine) -> str:
     backends = engine.backends
-    text = (f"**Select:** {backends.segmenter} · **Fill / background:** {backends.inpainter} · "
-            f"**Erase:** {backends.eraser}")
+    text = (f"**Select:** {backends.segmenter} · **Fill, background:** {backends.inpainter} · "
+            f"**Erase:** {backends.eraser} · **Device:** {backends.device}")
     if backends.hint:
-        text += f"  \n⚠️ Some models are missing, so fallbacks run: {backends.hint}"
+        text += f"  \n⚠️ Models missing, fallbacks in use: {backends.hint}"
     return text
 
 
@@ -60,31 +63,29 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None)
     examples = default_examples() if examples is None else examples
     handlers = Handlers(engine, config, examples, make_work_dir())
     with gr.Blocks(title="Photo editor", delete_cache=(3600, 24 * 3600)) as demo:
-        state = gr.State(None, delete_callback=handlers.forget)
+        # A plain (not callable) initial value: Gradio deep-copies it for each browser session the
+        # first time an event touches it, so there is no load event to race with and no endpoint.
+        state = gr.State(handlers.new_session(), delete_callback=handlers.forget)
         with gr.Row(elem_id="header"):
-            gr.Markdown("# Photo editor")
+            gr.Markdown("# Photo editor", elem_id="title")
             gr.Markdown(backends_markdown(engine), elem_id="backends")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=480):
-                view = _view_column()
-            with gr.Column(scale=2, min_width=340):
-                controls = _controls_column(config, examples)
+                view = _view_column(examples)
+            with gr.Column(scale=2, min_width=360):
+                controls = _controls_column(config)
         _wire(handlers, config, state, view, controls)
-        # Each page load gets its own Session; an explicit private load (not a callable State
-        # value) keeps this out of the public API and Gradio from deep-copying the engine.
-        demo.load(functools.partial(Session, feather_px=config.composite.feather), None, [state],
-                  api_visibility="private", queue=False)
         _api(Api(engine, config), config)
     return demo
 
 
-def _view_column() -> dict[str, Any]:
+def _view_column(examples: list[Path]) -> dict[str, Any]:
     with gr.Tabs():
         with gr.Tab("Select", id="select"):
             canvas = gr.Image(
                 elem_id="canvas", format="png", type="filepath", interactive=True, sources=["upload", "clipboard"],
                 show_label=False, height=CANVAS_HEIGHT, buttons=["fullscreen"],
-                placeholder="Drop a photo here, click to upload, or pick an example on the right",
+                placeholder="Drop a photo here, click to upload, or pick an example below",
             )
         with gr.Tab("Brush", id="brush") as brush_tab:
             brush = gr.ImageEditor(
@@ -98,38 +99,40 @@ def _view_column() -> dict[str, Any]:
             result = gr.ImageSlider(elem_id="result", format="png", show_label=False, interactive=False,
                                     max_height=CANVAS_HEIGHT)
     status = gr.Markdown("Drop a photo on the canvas or pick an example.", elem_id="status")
-    history = gr.Gallery(label="History (click a version to go back to it)", elem_id="history", format="png",
-                         columns=8, rows=1, height=130, allow_preview=False, object_fit="contain")
+    example_gallery = gr.Gallery([str(path) for path in examples], label="Example photos", elem_id="examples",
+                                 columns=6, rows=1, height=112, allow_preview=False, object_fit="cover",
+                                 fit_columns=False, buttons=[])
     return dict(canvas=canvas, brush_tab=brush_tab, brush=brush, apply_brush=apply_brush, result=result,
-                status=status, history=history)
+                status=status, examples=example_gallery)
 
 
-def _controls_column(config: Config, examples: list[Path]) -> dict[str, Any]:
+def _controls_column(config: Config) -> dict[str, Any]:
     defaults = config.inpaint
-    with gr.Group():
-        gr.Markdown("### 1 · Select", elem_classes="step-title", padding=True)
+    with gr.Column(variant="panel", elem_classes="step"):
+        gr.Markdown("### 1 · Select", elem_classes="step-title")
         mode = gr.Radio(CLICK_MODES, value="add", label="A click on the photo adds", elem_id="click-mode")
         with gr.Row(elem_classes="compact-buttons"):
             undo_click = gr.Button("↶ Undo click", size="sm", elem_id="undo-click")
             clear = gr.Button("Clear", size="sm", elem_id="clear")
             invert = gr.Button("Invert", size="sm", elem_id="invert")
         with gr.Row(elem_classes="compact-buttons"):
-            add_part = gr.Button("+ Add object", size="sm", elem_id="add-object")
-            subtract_part = gr.Button("− Subtract object", size="sm", elem_id="subtract-object")
+            add_part = gr.Button("+ Add another object", size="sm", elem_id="add-object")
+            subtract_part = gr.Button("− Subtract an object", size="sm", elem_id="subtract-object")
         with gr.Row():
-            grow = gr.Slider(-30, 60, value=0, step=1, label="Grow (px)", elem_id="grow")
-            feather = gr.Slider(0, 60, value=config.composite.feather, step=1, label="Soft edge (px)",
+            grow = gr.Slider(-30, 60, value=0, step=1, label="Grow", elem_id="grow")
+            feather = gr.Slider(0, 60, value=config.composite.feather, step=1, label="Soft edge",
                                 elem_id="feather")
-    with gr.Group():
-        gr.Markdown("### 2 · Edit", elem_classes="step-title", padding=True)
-        prompt = gr.Textbox(label="Prompt", elem_id="prompt", lines=1, max_lines=3,
-                            placeholder="what to paint into the selection, or the new background")
+    with gr.Column(variant="panel", elem_classes="step"):
+        gr.Markdown("### 2 · Edit", elem_classes="step-title")
+        prompt = gr.Textbox(show_label=False, elem_id="prompt", lines=1, max_lines=3, container=False,
+                            placeholder="Prompt: what to paint into the selection, or the new background")
         with gr.Row(elem_classes="compact-buttons"):
-            fill = gr.Button("Fill", variant="primary", elem_id="fill")
-            erase = gr.Button("Erase", variant="primary", elem_id="erase")
-            background = gr.Button("Replace background", variant="primary", elem_id="background")
-        cancel = gr.Button("Cancel the running edit", variant="stop", size="sm", elem_id="cancel")
-        with gr.Accordion("Options", open=False, elem_id="options"):
+            fill = gr.Button("Fill", variant="primary", elem_id="fill", size="md")
+            erase = gr.Button("Erase", variant="primary", elem_id="erase", size="md")
+            background = gr.Button("Replace background", variant="primary", elem_id="background", size="md",
+                                   scale=2)
+            cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", size="md")
+        with gr.Accordion("Options: negative prompt, steps, seed, variations", open=False, elem_id="options"):
             negative = gr.Textbox(defaults.negative_prompt, label="Negative prompt (Fill, Replace background)",
                                   elem_id="negative-prompt", lines=1)
             with gr.Row():
@@ -138,24 +141,27 @@ def _controls_column(config: Config, examples: list[Path]) -> dict[str, Any]:
             with gr.Row():
                 strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.01,
                                      label="Strength (Fill, Replace background)", elem_id="strength")
-                count = gr.Slider(1, 8, value=defaults.num_images, step=1, label="Variations", elem_id="variations-count")
+                count = gr.Slider(1, 8, value=defaults.num_images, step=1, label="Variations",
+                                  elem_id="variations-count")
             seed = gr.Number(-1, precision=0, label="Seed (-1 = random; the seed used is shown after each run)",
                              elem_id="seed")
-        variations = gr.Gallery(label="Variations (click the one to continue with)", elem_id="variations",
-                                format="png", columns=4, rows=1, height=120, allow_preview=False, visible=False)
-    with gr.Group():
-        gr.Markdown("### 3 · History", elem_classes="step-title", padding=True)
+        variations = gr.Gallery(label="Variations: click the one to continue with", elem_id="variations",
+                                format="png", columns=4, rows=1, height=110, allow_preview=False, visible=False,
+                                fit_columns=False, buttons=[])
+    with gr.Column(variant="panel", elem_classes="step"):
+        gr.Markdown("### 3 · History", elem_classes="step-title")
         with gr.Row(elem_classes="compact-buttons"):
-            undo = gr.Button("↶ Undo", elem_id="undo", interactive=False)
-            redo = gr.Button("↷ Redo", elem_id="redo", interactive=False)
-            download = gr.DownloadButton("⬇ Download PNG", elem_id="download", interactive=False)
-    example_gallery = gr.Gallery([str(path) for path in examples], label="Example photos", elem_id="examples",
-                                 columns=4, rows=1, height=110, allow_preview=False, object_fit="cover")
+            undo = gr.Button("↶ Undo", elem_id="undo", interactive=False, size="md")
+            redo = gr.Button("↷ Redo", elem_id="redo", interactive=False, size="md")
+            download = gr.DownloadButton("⬇ Download PNG", elem_id="download", interactive=False, size="md", scale=2)
+        history = gr.Gallery(label="Versions: click one to go back to it", elem_id="history", format="png",
+                             columns=5, rows=1, height=100, allow_preview=False, object_fit="contain",
+                             fit_columns=False, buttons=[])
     return dict(mode=mode, undo_click=undo_click, clear=clear, invert=invert, add_part=add_part,
                 subtract_part=subtract_part, grow=grow, feather=feather, prompt=prompt, fill=fill, erase=erase,
                 background=background, cancel=cancel, negative=negative, steps=steps, guidance=guidance,
                 strength=strength, count=count, seed=seed, variations=variations, undo=undo, redo=redo,
-                download=download, examples=example_gallery)
+                download=download, history=history)
 
 
 def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, Any], controls: dict[str, Any]) -> None:
@@ -163,7 +169,7 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     quick = dict(concurrency_limit=None, api_visibility="private")
     canvas, status = view["canvas"], view["status"]
     selection_out = [status, canvas]
-    photo_out = [status, canvas, view["history"], view["result"], controls["download"], controls["variations"],
+    photo_out = [status, canvas, controls["history"], view["result"], controls["download"], controls["variations"],
                  controls["undo"], controls["redo"]]
     photo = functools.partial(guard, outputs=len(photo_out))
     select = functools.partial(guard, outputs=len(selection_out))
@@ -171,7 +177,7 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
 
     # Opening a photo: read the file as uploaded (no re-encoding), then embed it for SAM at once.
     canvas.upload(photo(handlers.upload), [state, canvas], photo_out, preprocess=False, **quick).then(**prepare)
-    controls["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick).then(**prepare)
+    view["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick).then(**prepare)
     canvas.clear(guard(handlers.canvas_cleared, 1), [state], [status], **quick)
 
     # Selecting: each click runs the segmenter (shared with the edits), then redraws the canvas.
@@ -204,7 +210,7 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     # History.
     controls["undo"].click(photo(handlers.undo), [state], photo_out, **quick)
     controls["redo"].click(photo(handlers.redo), [state], photo_out, **quick)
-    view["history"].select(photo(handlers.goto), [state], photo_out, **quick)
+    controls["history"].select(photo(handlers.goto), [state], photo_out, **quick)
 
 
 def _api(api: Api, config: Config) -> None:

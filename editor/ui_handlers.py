@@ -23,7 +23,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from editor import overlay
+from editor import masks, overlay
 from editor.config import Config
 from editor.engine import EditOptions, EditResult, Engine
 from editor.errors import EditCancelled, EditorError, ImageError
@@ -206,6 +206,8 @@ class Handlers:
         if selection.is_empty:
             return "Click the object you want to edit."
         mask = session.selection_mask(self.engine.select)
+        if not mask.any():
+            return "Nothing is selected there: click elsewhere on the object, add a box around it, or ↶ Undo click."
         share = 100.0 * float(np.count_nonzero(mask)) / mask.size
         parts = sum(1 for part in selection.parts if not part.prompts.is_empty)
         inverted = ", inverted" if selection.inverted else ""
@@ -320,7 +322,7 @@ class Handlers:
         )
 
     def _canvas(self, session: Session) -> Image:
-        return canvas_view(session, session.preview_mask(self.engine.select))
+        return canvas_view(session, session.selection_mask(self.engine.select))
 
     def _variations_view(self, session: Session) -> Any:
         variations = session.variations
@@ -347,7 +349,9 @@ class Handlers:
 
 
 def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
-    """The display copy of the working photo with the selection, points and boxes drawn."""
+    """The display copy of the working photo with the selection (`mask`, before grow), its grow
+    and soft edge, the points and the boxes drawn. Grow and soft edge are worked out on the
+    display copy: the same picture as `Session.preview_mask`, without full-resolution work."""
     image = session.image
     height, width = image.shape[:2]
     scale = overlay.display_scale(width, height)
@@ -362,7 +366,10 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
             x2, y2 = overlay.to_display(part.prompts.box[2:], scale)
             boxes.append((x1, y1, x2, y2))
     pending = None if selection.pending_corner is None else overlay.to_display(selection.pending_corner, scale)
-    shown_mask = None if mask is None else overlay.downscale(mask, scale)
+    shown_mask = None
+    if mask is not None:
+        small = masks.binary(overlay.downscale(mask, scale))
+        shown_mask = masks.refine(small, round(session.grow_px * scale), round(session.feather_px * scale))
     return overlay.draw(overlay.downscale(image, scale), shown_mask, markers, boxes, pending)
 
 

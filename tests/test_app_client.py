@@ -96,3 +96,91 @@ def test_bad_requests_get_readable_errors(client: Client, tmp_path: Path) -> Non
     for call, message in cases:
         with pytest.raises(Exception, match=message):
             call()
+
+
+def test_each_browser_session_gets_its_own_fresh_session(fallback_engine: Engine, tmp_path: Path) -> None:
+    """Gradio deep-copies the State's plain initial value per browser session, at its first event."""
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    from editor.session import Session
+
+    demo = build_ui(fallback_engine, tiny_config(tmp_path))
+    state = next(block for block in demo.blocks.values() if isinstance(block, gr.State))
+    alice, bob = SessionState(demo)[state._id], SessionState(demo)[state._id]
+    assert isinstance(alice, Session) and isinstance(bob, Session)
+    assert alice is not bob and alice.cancel is not bob.cancel and alice.uid != bob.uid
+    alice.open(np.zeros((4, 4, 3), np.uint8))
+    assert not bob.has_image and not state.value.has_image, "the template stays empty"
+
+
+def test_app_settings_flags_and_login_from_the_environment(tmp_path: Path) -> None:
+    import app
+
+    config = app.settings(app.parse_args(["--config", str(ROOT / "config.yaml"), "--set", "server.concurrency=2",
+                                          "--host", "0.0.0.0", "--port", "8123", "--share"]))
+    assert (config.server.host, config.server.port, config.server.share, config.server.concurrency) == \
+        ("0.0.0.0", 8123, True, 2)
+    defaults = app.settings(app.parse_args(["--config", str(ROOT / "config.yaml")])).server
+    assert (defaults.host, defaults.port, defaults.share) == ("127.0.0.1", 7860, False)
+    assert app.auth_from_env({}) is None
+    assert app.auth_from_env({"EDITOR_USERNAME": "ann", "EDITOR_PASSWORD": "pw"}) == ("ann", "pw")
+    with pytest.raises(Exception, match="set both"):
+        app.auth_from_env({"EDITOR_USERNAME": "ann"})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config", "no-such-file.yaml"], "config file not found"),
+    (["--set", "server.port=many"], "server.port"),
+])
+def test_app_bad_config_is_one_line_and_exit_1(argv: list[str], message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import app
+
+    assert app.main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_python_app_py_serves_the_editor_with_the_fallbacks(tmp_path: Path) -> None:
+    """`python app.py` with no weights: the page comes up on 127.0.0.1 and names the fallbacks."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("EDITOR_USERNAME", None)
+    env.pop("EDITOR_PASSWORD", None)
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--set", f"models_dir={tmp_path}",
+                                "--set", "device=cpu"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        page = ""
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as response:
+                    page = response.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert page, f"the app did not come up: {process.stdout.read() if process.poll() is not None else ''}"
+        assert "grabcut (no SAM checkpoint)" in page and "python -m editor download inpaint" in page
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_app_on_a_taken_port_is_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert app.main(["--port", str(port), "--set", f"models_dir={tmp_path}", "--set", "device=cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err

@@ -16,7 +16,8 @@ from PIL import Image
 
 from editor.engine import Engine
 from editor.imageio import load_image
-from editor.ui import build_ui
+from editor.overlay import BOX
+from editor.ui import build_ui, launch_options
 from tests.conftest import tiny_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,7 +37,7 @@ def app_url(fallback_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     demo.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
-                                                   prevent_thread_lock=True, quiet=True)
+                                                   prevent_thread_lock=True, quiet=True, **launch_options())
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -64,17 +65,24 @@ def canvas_pixels(page) -> np.ndarray:  # type: ignore[no-untyped-def]
 
 
 def click_photo(page, x: float, y: float, width: int, height: int) -> None:  # type: ignore[no-untyped-def]
-    """Click photo pixel (x, y) on the canvas, allowing for letterboxing (object-fit: contain)."""
+    """Click photo pixel (x, y) on the canvas: the photo is centred in the image element, scaled
+    down to fit but never up (as Gradio's own click mapping assumes)."""
     img = page.locator("#canvas img").first
     box = img.bounding_box()
-    scale = min(box["width"] / width, box["height"] / height)
+    scale = min(box["width"] / width, box["height"] / height, 1.0)
     left = box["x"] + (box["width"] - width * scale) / 2
     top = box["y"] + (box["height"] - height * scale) / 2
     page.mouse.click(left + (x + 0.5) * scale, top + (y + 0.5) * scale)
 
 
 def wait_for_status(page, text: str) -> None:  # type: ignore[no-untyped-def]
-    page.locator("#status", has_text=text).wait_for(timeout=60_000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.locator("#status", has_text=text).wait_for(timeout=60_000)
+    except PlaywrightTimeout:
+        page.screenshot(path=str(ARTIFACTS / "timeout.png"))
+        pytest.fail(f"waited for a status with {text!r}; the page says {page.locator('#status').inner_text()!r}")
 
 
 def test_upload_click_erase_undo(page) -> None:  # type: ignore[no-untyped-def]
@@ -123,3 +131,60 @@ def test_fill_without_a_prompt_warns_and_keeps_the_photo(page) -> None:  # type:
     page.screenshot(path=str(ARTIFACTS / "5-warning.png"))
     assert "Traceback" not in page.content()
     assert np.array_equal(canvas_pixels(page), before)
+
+
+def image_pixels(page, selector: str) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    images = page.locator(selector)
+    return [np.asarray(Image.open(io.BytesIO(page.request.get(images.nth(i).get_attribute("src")).body()))
+                       .convert("RGB")) for i in range(images.count())]
+
+
+def tinted_share(drawn: np.ndarray, photo: np.ndarray) -> float:
+    return float(np.any(drawn != photo, axis=2).mean())
+
+
+def test_before_after_box_mode_and_brush(page) -> None:  # type: ignore[no-untyped-def]
+    """Runs on the erased photo left by the first test: compare, box by two clicks, a brush stroke."""
+    original = load_image(CAT, 10**8)
+    height, width = original.shape[:2]
+    working = canvas_pixels(page)
+
+    page.get_by_role("tab", name="Before / after").click()
+    page.locator("#result img").first.wait_for(timeout=30_000)
+    shown = image_pixels(page, "#result img")
+    assert len(shown) == 2
+    assert any(np.array_equal(img, original) for img in shown), "before: the previous version"
+    assert any(np.array_equal(img, working) for img in shown), "after: the working photo"
+
+    page.get_by_role("tab", name="Select").click()
+    page.locator("#undo").click()  # back to the original, where the cat's face gives GrabCut something to cut
+    wait_for_status(page, "Back to version 0")
+    page.wait_for_timeout(400)  # let the canvas settle before clicking at photo coordinates
+    assert np.array_equal(canvas_pixels(page), original)
+    page.get_by_label("Box: 2 corners").check()
+    click_photo(page, 150, 60, width, height)
+    wait_for_status(page, "opposite corner")
+    click_photo(page, 330, 240, width, height)
+    wait_for_status(page, "Selected")
+    boxed = canvas_pixels(page)
+    page.screenshot(path=str(ARTIFACTS / "6-box.png"))
+    edge = boxed[80:220, 148:153].reshape(-1, 3).astype(int)
+    assert (np.abs(edge - np.array(BOX)).sum(axis=1) < 60).any(), "the box is drawn where clicked"
+    boxed_share = tinted_share(boxed, original)
+    assert boxed_share > 0.05, "the object in the box is selected"
+
+    page.get_by_role("tab", name="Brush").click()
+    wait_for_status(page, "Paint green")
+    canvas = page.locator("#brush canvas").first.bounding_box()
+    x, y = canvas["x"] + canvas["width"] * 0.2, canvas["y"] + canvas["height"] * 0.3
+    page.mouse.move(x, y, steps=3)  # a person's pointer arrives gradually; the editor tracks it
+    page.mouse.down()
+    page.mouse.move(x + 60, y + 40, steps=4)
+    page.mouse.up()
+    page.screenshot(path=str(ARTIFACTS / "7-brush.png"))
+    page.locator("#apply-brush").click()
+    wait_for_status(page, "Strokes applied")
+    page.get_by_role("tab", name="Select").click()
+    page.screenshot(path=str(ARTIFACTS / "8-brushed.png"))
+    assert tinted_share(canvas_pixels(page), original) > boxed_share + 0.005, "the stroke joined the selection"
+    page.get_by_label("Object (+)").check()

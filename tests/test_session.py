@@ -1,6 +1,8 @@
 """One person's session (pure data) and the selection overlay (pure drawing)."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -200,3 +202,45 @@ def test_display_coordinates_map_back_to_the_original() -> None:
     x, y = overlay.to_original(639.5, 479.5, scale, 4000, 3000)
     assert x == pytest.approx(1999.5, abs=1) and y == pytest.approx(1499.5, abs=1)
     assert overlay.to_original(5000, -3, scale, 4000, 3000) == (3999.0, 0.0)
+
+
+def test_clicks_outside_are_clamped_and_a_thin_box_is_refused() -> None:
+    session = opened()
+    session.click(-5, 500, "add")
+    assert session.selection.current.prompts.points == ((0.0, 119.0),)
+    session.click(10, 10, "box")
+    with pytest.raises(SelectionError, match="too thin"):
+        session.click(11, 90, "box")
+    assert session.selection.pending_corner == (10, 10), "the first corner stays for another try"
+
+
+def test_later_brush_strokes_win_over_earlier_ones() -> None:
+    session, segment = opened(), disc_segmenter()
+    region = np.zeros((120, 160), bool)
+    region[10:20, 10:20] = True
+    session.paint(region, None)
+    session.paint(None, region)
+    assert not session.selection_mask(segment).any()
+    session.paint(region, None)
+    assert session.selection_mask(segment)[15, 15] == 255
+
+
+def test_a_single_result_keeps_no_variations_and_old_variations_expire() -> None:
+    session = opened()
+    session.add_result([np.full_like(session.image, 9)], {"seed": "1"}, "erase")
+    assert session.variations is None and session.version.metadata == {"seed": "1"}
+    session.add_result([np.full_like(session.image, v) for v in (1, 2)], {}, "fill: x")
+    session.undo()
+    with pytest.raises(EditorError, match="no longer the working photo"):
+        session.choose_variation(1)
+
+
+def test_sessions_deep_copied_from_one_start_share_nothing() -> None:
+    template = Session()  # gr.State deep-copies its initial value for each browser session
+    first, second = copy.deepcopy(template), copy.deepcopy(template)
+    second.open(np.zeros((8, 8, 3), np.uint8), "x")
+    second.begin_edit()
+    second.request_cancel()
+    assert not first.has_image and not first.cancel.is_set()
+    assert first.cancel is not second.cancel
+    assert first.uid != second.uid, "each session gets its own download folder"

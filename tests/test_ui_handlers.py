@@ -173,3 +173,19 @@ def test_big_photos_are_shown_scaled_and_clicks_map_back(fallback_engine: Engine
     x, y = session.selection.current.prompts.points[0]
     assert abs(x - 1300) <= 2 and abs(y - 750) <= 2
     assert canvas_view(session, None).shape == (750, 1280, 3)
+
+
+def test_grow_and_soft_edge_sliders_show_on_the_canvas(fallback_engine: Engine, tmp_path: Path) -> None:
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    original = session.image.copy()
+    handlers.refine(session, 0, 0)
+    _, plain = handlers.click(session, "add", click_at(230, 150))
+    selected = session.selection_mask(fallback_engine.select)
+    ring = (masks.grow(selected, 12) > 0) & ~(masks.grow(selected, 4) > 0)  # beyond the outline
+    assert np.array_equal(plain[ring], original[ring]), "no grow, no soft edge: nothing drawn around"
+    _, grown = handlers.refine(session, 10, 6)
+    assert np.any(grown[ring] != original[ring]), "the grown selection and its soft edge are drawn"
+    far = ~(masks.grow(selected, 10 + 6 + 4) > 0)
+    assert np.array_equal(grown[far], original[far])
+    assert np.array_equal(session.edit_mask(fallback_engine.select), masks.grow(selected, 10))

@@ -21,7 +21,7 @@ browser:
 	fi
 
 bench: $(VENV)/.installed-dev
-	$(PY) benchmarks/bench.py
+	$(PY) -m editor bench $(ARGS)
 
 $(VENV)/.installed-app: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+from typing import TYPE_CHECKING
 
 from editor.cli import DEFAULT_CONFIG, OneLineParser, config_path, quiet_libraries
 from editor.config import Config, load_config
 from editor.errors import ConfigError, EditorError
+
+if TYPE_CHECKING:
+    from editor.engine import Engine
 
 AUTH_ENV = ("EDITOR_USERNAME", "EDITOR_PASSWORD")
 
@@ -90,8 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"public link: {demo.share_url}", file=sys.stderr)
     elif not server.share:
         print("(--share makes a public link; --host and --port choose where to listen)", file=sys.stderr)
+    # The page is up; the models load behind it, so the first click does not wait for them.
+    threading.Thread(target=warm_up, args=(engine,), name="warm-up", daemon=True).start()
     demo.block_thread()
     return 0
+
+
+def warm_up(engine: Engine) -> None:
+    """Load the models in the background; a failure is one line here and again at first use."""
+    try:
+        engine.warm_up()
+    except EditorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

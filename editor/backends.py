@@ -7,6 +7,7 @@ saying so, when weights are missing.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,26 +123,32 @@ def describe(plan: Plan, config: Config) -> Backends:
 
 
 def build_engine(config: Config, show_progress: bool = True) -> Engine:
-    """Load the planned backends (SAM now, the inpainting pipeline on first use)."""
+    """The planned backends, ready to load: SAM and the inpainting pipeline load on first use
+    (or at `Engine.warm_up`), so that building the engine takes no time."""
     from editor.inpainter import DiffusersInpainter, ModelSource, PipelineCache, PipelineOptions
-    from editor.sam_loader import load_sam
     from editor.segmenter import GrabCutSegmenter, SamSegmenter
 
     plan = _fetch_missing(plan_backends(config), config, show_progress)
     backends = describe(plan, config)
     if plan.sam.path is not None:
-        model, model_type = load_sam(plan.sam.path, config.sam.model_type, plan.device)
-        segmenter = SamSegmenter(model, backends.segmenter, config.sam.embedding_cache)
+        load = functools.partial(_load_sam, plan.sam.path, config.sam.model_type, plan.device)
+        segmenter = SamSegmenter(load, backends.segmenter, config.sam.embedding_cache)
     else:
         segmenter = GrabCutSegmenter()
     inpainter = None
     if plan.inpaint.path is not None:
         options = PipelineOptions(plan.device, config.inpaint.cpu_offload, config.inpaint.vae_tiling,
-                                  int(config.inpaint.memory_budget_gb * 2**30))
+                                  int(config.inpaint.memory_budget_gb * 2**30), config.inpaint.compile)
         source = ModelSource(plan.inpaint.name, plan.inpaint.path, plan.inpaint.variant,
                              plan.inpaint.vae_path, plan.inpaint.native_size)
         inpainter = DiffusersInpainter(source, PipelineCache(options), backends.inpainter)
     return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase)
+
+
+def _load_sam(path: Path, model_type: str, device: str):  # type: ignore[no-untyped-def]
+    from editor.sam_loader import load_sam
+
+    return load_sam(path, model_type, device)[0]
 
 
 def _fetch_missing(plan: Plan, config: Config, show_progress: bool) -> Plan:

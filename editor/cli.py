@@ -1,4 +1,4 @@
-"""`python -m editor`: segment, edit, download and info from the command line.
+"""`python -m editor`: segment, edit, download, bench and info from the command line.
 
 Every failure a person can fix ends in one line on stderr and a non-zero exit status.
 """
@@ -92,6 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--sam-model", choices=["vit_b", "vit_l", "vit_h"])
     download.add_argument("--inpaint-model", help="sdxl, sd2 or a hub id")
     download.set_defaults(run=_download)
+
+    bench = commands.add_parser("bench", parents=[common], help="measure speed and memory (random weights)")
+    bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when there is a GPU")
+    bench.add_argument("--only", action="append", choices=["sam", "inpaint", "crop", "app"],
+                       help="measure only this part (repeatable)")
+    bench.add_argument("--quick", action="store_true", help="smallest real settings: SAM vit_b, SD 2, 2 steps, 1 run")
+    bench.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
+    bench.add_argument("--sam-model", choices=["vit_b", "vit_l", "vit_h"])
+    bench.add_argument("--inpaint-model", choices=["sd2", "sdxl"])
+    bench.add_argument("--steps", type=int)
+    bench.add_argument("--runs", type=int, help="timed runs after the warm-up (the median is reported)")
+    bench.add_argument("--photo", metavar="WIDTHxHEIGHT", help="the photo for SAM and the app (default 4000x3000)")
+    bench.set_defaults(run=_bench)
 
     info = commands.add_parser("info", parents=[common], help="show the backends that will be used")
     info.set_defaults(run=_info)
@@ -210,6 +223,34 @@ def _download(args: argparse.Namespace, config: Config) -> int:
                                        ("sdxl" if device == "cuda" else "sd2"))
         print(f"inpaint {model}: {weights.fetch_inpaint_model(model)}")
     return 0
+
+
+def _bench(args: argparse.Namespace, config: Config) -> int:
+    import torch
+
+    from editor.bench import BenchSettings, run
+
+    quiet_libraries()
+    os.environ["HF_HUB_OFFLINE"] = "1"  # a benchmark never downloads: real weights only when already here
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EditorError("--device cuda but no CUDA GPU is available here")
+    if args.steps is not None and args.steps < 1 or args.runs is not None and args.runs < 1:
+        raise EditorError("--steps and --runs must be at least 1")
+    settings = BenchSettings.for_run(device, args.only, args.quick, sam_model=args.sam_model,
+                                     inpaint_model=args.inpaint_model, steps=args.steps, runs=args.runs,
+                                     photo=_photo_size(args.photo), models_dir=config.models_dir)
+    run(settings, Path(args.json) if args.json else None)
+    return 0
+
+
+def _photo_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or int(width) < 64 or int(height) < 64:
+        raise EditorError(f"--photo expects WIDTHxHEIGHT of at least 64x64, got {text!r}")
+    return int(width), int(height)
 
 
 def _info(args: argparse.Namespace, config: Config) -> int:

@@ -32,6 +32,7 @@ class InpaintConfig:
     model: str = "auto"  # auto | sdxl | sd2 | HUB_ID | LOCAL_DIR
     cpu_offload: bool = True  # CUDA only: keep idle sub-models in RAM
     vae_tiling: bool = True  # decode large images tile by tile
+    compile: bool = False  # torch.compile the UNet (slow first edit per size bucket, faster after)
     memory_budget_gb: float = 24.0  # loaded pipelines beyond this are released, oldest first
     steps: int = 30
     guidance: float = 7.5

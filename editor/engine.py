@@ -72,6 +72,13 @@ class Engine:
         self.composite = composite_config
         self.erase_config = erase_config
 
+    def warm_up(self) -> None:
+        """Load the models now (e.g. in the background while the page is served): SAM first,
+        as the first click needs it, then the inpainting pipeline."""
+        self.segmenter.load()
+        if self.inpainter is not None:
+            self.inpainter.load()
+
     # --- selection -------------------------------------------------------------------------
 
     def prepare(self, image: np.ndarray) -> None:

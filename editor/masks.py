@@ -10,8 +10,12 @@ from editor.errors import SelectionError
 def binary(mask: np.ndarray) -> np.ndarray:
     """A bool mask, or a soft 0..255 one cut at half, as a strict 0/255 uint8 mask."""
     mask = np.asarray(mask)
-    selected = mask if mask.dtype == bool else mask > 127
-    return np.where(selected, 255, 0).astype(np.uint8)
+    return from_bool(mask if mask.dtype == bool else mask > 127)
+
+
+def from_bool(selected: np.ndarray) -> np.ndarray:
+    """True as 255, False as 0, in one uint8 pass (np.where with ints makes an int64 copy first)."""
+    return np.multiply(selected, 255, dtype=np.uint8)
 
 
 def is_empty(mask: np.ndarray) -> bool:
@@ -31,19 +35,19 @@ def require_selection(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def invert(mask: np.ndarray) -> np.ndarray:
-    return np.where(mask > 0, 0, 255).astype(np.uint8)
+    return from_bool(mask == 0)
 
 
 def union(*masks: np.ndarray) -> np.ndarray:
-    return np.where(np.logical_or.reduce([m > 0 for m in masks]), 255, 0).astype(np.uint8)
+    return from_bool(np.logical_or.reduce([m > 0 for m in masks]))
 
 
 def subtract(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
-    return np.where((mask > 0) & ~(other > 0), 255, 0).astype(np.uint8)
+    return from_bool((mask > 0) & (other == 0))
 
 
 def intersect(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
-    return np.where((mask > 0) & (other > 0), 255, 0).astype(np.uint8)
+    return from_bool((mask > 0) & (other > 0))
 
 
 def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -52,11 +56,13 @@ def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
         return binary(mask)
     if pixels < 0:
         return shrink(mask, -pixels)
-    outside = np.where(mask > 0, 0, 255).astype(np.uint8)
-    if not outside.any():
+    near = _distance_near(mask, pixels)
+    if near is None:
         return binary(mask)
-    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return np.where(distance <= pixels, 255, 0).astype(np.uint8)
+    distance, window = near
+    grown = np.zeros(mask.shape, np.uint8)
+    grown[window] = from_bool(distance <= pixels)
+    return grown
 
 
 def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -74,12 +80,32 @@ def feather(mask: np.ndarray, pixels: int) -> np.ndarray:
     """
     if pixels <= 0:
         return binary(mask)
-    outside = np.where(mask > 0, 0, 255).astype(np.uint8)
-    if not outside.any() or not (mask > 0).any():
+    near = _distance_near(mask, pixels)
+    if near is None:
         return binary(mask)
-    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    distance, window = near
     ramp = np.where(distance <= pixels, 1.0 - distance / (pixels + 1), 0.0)
-    return np.rint(ramp * 255).astype(np.uint8)
+    feathered = np.zeros(mask.shape, np.uint8)
+    feathered[window] = np.rint(ramp * 255).astype(np.uint8)
+    return feathered
+
+
+def _distance_near(mask: np.ndarray, reach: int) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """The Euclidean distance to the mask over the window holding every pixel within `reach`
+    of it, and that window; None for an empty mask.
+
+    Every mask pixel lies in the window, so the distances are exactly the full image's, while a
+    small selection in a large photo costs a small window, not the whole photo.
+    """
+    box = bounding_box(mask)
+    if box is None:
+        return None
+    height, width = mask.shape
+    x0, y0, x1, y1 = box
+    pad = reach + 1
+    window = (slice(max(0, y0 - pad), min(height, y1 + pad)), slice(max(0, x0 - pad), min(width, x1 + pad)))
+    outside = from_bool(mask[window] == 0)
+    return cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE), window
 
 
 def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
@@ -91,7 +117,7 @@ def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
     if max_area is not None:
         enclosed &= area <= max_area
     enclosed[0] = False  # label 0 is the selection itself
-    return np.where((mask > 0) | enclosed[labels], 255, 0).astype(np.uint8)
+    return from_bool((mask > 0) | enclosed[labels])
 
 
 def remove_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -99,7 +125,7 @@ def remove_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
     keep = np.zeros(count, dtype=bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
-    return np.where(keep[labels], 255, 0).astype(np.uint8)
+    return from_bool(keep[labels])
 
 
 def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:

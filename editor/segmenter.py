@@ -1,28 +1,40 @@
 """Selecting objects: Segment Anything with a per-image embedding cache, or GrabCut without weights.
 
 The expensive step (the image embedding) runs once per image version and is cached by the
-image's content hash; every click after that runs only SAM's small prompt decoder. Nothing
-about an image is stored on the shared model, so many sessions can use one segmenter.
+image's content hash; every click after that runs SAM's small prompt decoder once: the
+low-resolution result of each click is kept, so the next click refines it instead of
+replaying the whole click sequence. Nothing about an image is stored on the shared model,
+so many sessions can use one segmenter. The model itself loads on first use (or when
+`load` is called, e.g. in the background at start-up), so the page is served at once.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from editor import classical
+from editor import classical, masks
 from editor.prompts import Prompts
+
+DECODED_STEPS_KEPT = 64  # low-resolution click results kept (256x256 floats each)
 
 
 class Segmenter(Protocol):
     description: str
+
+    def load(self) -> None:
+        """Load the model now rather than at the first photo."""
 
     def prepare(self, image: np.ndarray) -> None:
         """Do the per-image work ahead of the first click (`HxWx3 uint8`)."""
@@ -48,13 +60,54 @@ def image_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+class ImageKeys:
+    """`image_key`, remembered for the last read-only image seen.
+
+    The session stores each version read-only, so the same array object always holds the
+    same pixels, and clicks on a 24-megapixel photo need not hash it again each time.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[weakref.ref, str] | None = None
+
+    def __call__(self, image: np.ndarray) -> str:
+        last = self._last
+        if last is not None and last[0]() is image and not image.flags.writeable:
+            return last[1]
+        key = image_key(image)
+        if not image.flags.writeable and image.base is None:
+            self._last = (weakref.ref(image), key)
+        return key
+
+
 class SamSegmenter:
-    def __init__(self, model: Sam, description: str, cache_size: int = 8) -> None:
-        self.model = model
+    def __init__(self, model: Sam | Callable[[], Sam], description: str, cache_size: int = 8) -> None:
+        """`model` is a loaded SAM, or a function that loads it on first use."""
+        self._model = model if isinstance(model, Sam) else None
+        self._loader = None if isinstance(model, Sam) else model
         self.description = description
         self._cache_size = cache_size
         self._embeddings: OrderedDict[str, Embedding] = OrderedDict()
+        self._decoded: OrderedDict[tuple[str, Prompts], torch.Tensor] = OrderedDict()
+        self._keys = ImageKeys()
         self._lock = threading.Lock()  # one model, many sessions: one computation at a time
+        self._load_lock = threading.Lock()
+
+    @property
+    def model(self) -> Sam:
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    self._model = self._loader()  # type: ignore[misc]
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load the model now (it otherwise loads at the first photo)."""
+        self.model  # noqa: B018
 
     def prepare(self, image: np.ndarray) -> None:
         self._embedding(image)
@@ -64,32 +117,62 @@ class SamSegmenter:
 
         The first prompt alone asks for several masks and keeps the best-scoring one (a single
         click is ambiguous: part, object or group); each further click asks for one mask,
-        refined with the previous step's low-resolution logits.
+        refined with the previous step's low-resolution logits. Steps already decoded for
+        this image (the clicks before the last one) are taken from a cache.
         """
-        embedding = self._embedding(image)
+        key, embedding = self._embedding(image)
+        steps = _steps(prompts)
         with self._lock, torch.inference_mode():
+            done, logits = self._longest_decoded(key, steps)
             predictor = self._predictor(embedding)
-            logits = None
-            for step in _steps(prompts):
+            for step in steps[done:]:
                 low_res, scores = self._decode(predictor, embedding, step, logits)
                 logits = low_res[int(torch.argmax(scores))][None]
-            masks = self.model.postprocess_masks(logits[None], embedding.input_size, embedding.original_size)
-            selected = (masks[0, 0] > self.model.mask_threshold).cpu().numpy()
-        return np.where(selected, 255, 0).astype(np.uint8)
+                self._remember(key, step, logits)
+            return self._full_size_mask(logits, embedding)
 
-    def _embedding(self, image: np.ndarray) -> Embedding:
-        key = image_key(image)
+    def _longest_decoded(self, key: str, steps: list[Prompts]) -> tuple[int, torch.Tensor | None]:
+        """How many of `steps` are decoded already, and the last one's logits."""
+        for done in range(len(steps), 0, -1):
+            logits = self._decoded.get((key, steps[done - 1]))
+            if logits is not None:
+                self._decoded.move_to_end((key, steps[done - 1]))
+                return done, logits
+        return 0, None
+
+    def _remember(self, key: str, step: Prompts, logits: torch.Tensor) -> None:
+        self._decoded[(key, step)] = logits
+        while len(self._decoded) > DECODED_STEPS_KEPT:
+            self._decoded.popitem(last=False)
+
+    def _full_size_mask(self, logits: torch.Tensor, embedding: Embedding) -> np.ndarray:
+        """SAM's `postprocess_masks`, with the last (largest) upscaling done by OpenCV.
+
+        Upscaling a 12-megapixel mask is most of a click's time in torch on a CPU; OpenCV's
+        bilinear resize uses the same pixel-centre convention and is several times faster.
+        """
+        side = self.model.image_encoder.img_size
+        padded = F.interpolate(logits[None], (side, side), mode="bilinear", align_corners=False)
+        rows, cols = embedding.input_size
+        square = padded[0, 0, :rows, :cols].float().cpu().numpy()
+        height, width = embedding.original_size
+        full = cv2.resize(square, (width, height), interpolation=cv2.INTER_LINEAR)
+        return masks.from_bool(full > self.model.mask_threshold)
+
+    def _embedding(self, image: np.ndarray) -> tuple[str, Embedding]:
+        key = self._keys(image)
         with self._lock:
             if key in self._embeddings:
                 self._embeddings.move_to_end(key)
-                return self._embeddings[key]
+                return key, self._embeddings[key]
             predictor = SamPredictor(self.model)
-            predictor.set_image(image, image_format="RGB")
+            with torch.inference_mode():
+                predictor.set_image(image, image_format="RGB")
             embedding = Embedding(predictor.features, predictor.original_size, predictor.input_size)
             self._embeddings[key] = embedding
             while len(self._embeddings) > self._cache_size:
                 self._embeddings.popitem(last=False)
-            return embedding
+            return key, embedding
 
     def _predictor(self, embedding: Embedding) -> SamPredictor:
         """A predictor of our own for this call, holding the cached embedding."""
@@ -138,6 +221,9 @@ class GrabCutSegmenter:
     """The fallback when no SAM checkpoint is available: OpenCV's GrabCut from the same prompts."""
 
     description = "grabcut (no SAM checkpoint)"
+
+    def load(self) -> None:
+        pass  # nothing to load
 
     def prepare(self, image: np.ndarray) -> None:
         pass  # GrabCut has no per-image precomputation

@@ -301,7 +301,7 @@ class Session:
 
     def _new_version(self, image: np.ndarray, label: str, metadata: dict[str, str]) -> Version:
         self._counter += 1
-        return Version(np.ascontiguousarray(image), label, dict(metadata), self._counter)
+        return Version(_frozen_copy(image), label, dict(metadata), self._counter)
 
     def _reset_selection(self) -> None:
         self._selections = [Selection()]
@@ -319,6 +319,13 @@ class Session:
 def _has_anchor(prompts: Prompts) -> bool:
     """A positive point or a box: what SAM needs to know which object is meant."""
     return prompts.box is not None or 1 in prompts.labels
+
+
+def _frozen_copy(image: np.ndarray) -> np.ndarray:
+    """A read-only copy of its own: a version never changes, so caches keyed on it stay right."""
+    frozen = np.array(image, order="C", copy=True)
+    frozen.flags.writeable = False
+    return frozen
 
 
 def _zeros(shape: tuple[int, ...]) -> np.ndarray:

@@ -12,9 +12,7 @@ Outputs are deterministic but meaningless (the weights are random).
 
 from __future__ import annotations
 
-import json
 import pathlib
-import string
 from functools import partial
 
 import torch
@@ -40,6 +38,8 @@ from transformers import (
     CLIPTokenizer,
 )
 
+from editor.bench_models import TEXT_MAX_LENGTH, write_clip_tokenizer  # the same offline tokenizer as the benchmark
+
 SEED = 0
 
 # SAM: the real image encoder works on 1024 px; the tiny one on 256 px.
@@ -50,10 +50,6 @@ SAM_DECODER_HEADS = 8  # Always 8 in SAM; not recoverable from tensor shapes.
 
 # Text encoders / tokenizer.
 TEXT_HIDDEN = 32
-TEXT_MAX_LENGTH = 77
-BOS_TOKEN = "<|startoftext|>"
-EOS_TOKEN = "<|endoftext|>"
-EXTRA_MERGES = ("t h", "th e</w>", "a n", "an d</w>", "r e", "e d</w>", "a p", "ap p", "l e</w>")
 
 # SDXL: add_time_ids are (original_size, crop_top_left, target_size) = 6 numbers
 # when requires_aesthetics_score=False; each is embedded to ADD_TIME_DIM and
@@ -115,34 +111,6 @@ def make_tiny_sam_checkpoint(path: pathlib.Path) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(build_tiny_sam().state_dict(), path)
     return path
-
-
-# --------------------------------------------------------------------- tokenizer
-
-
-def _tiny_vocab() -> dict[str, int]:
-    """Byte-level BPE vocab: letters and digits (inner and word-final), a few merges, specials last."""
-    pieces = list(string.ascii_lowercase + string.digits)
-    tokens = pieces + [p + "</w>" for p in pieces]
-    tokens += ["".join(merge.split()) for merge in EXTRA_MERGES]
-    tokens += [BOS_TOKEN, EOS_TOKEN]  # Real CLIP also puts them at the end.
-    return {token: index for index, token in enumerate(tokens)}
-
-
-def write_clip_tokenizer(folder: pathlib.Path) -> CLIPTokenizer:
-    """Write a tiny vocab.json/merges.txt into `folder` and return the CLIPTokenizer built from them.
-
-    Unknown pieces (punctuation, non-ASCII) map to the unk token, `<|endoftext|>`.
-    """
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab_file = folder / "vocab.json"
-    merges_file = folder / "merges.txt"
-    vocab_file.write_text(json.dumps(_tiny_vocab()), encoding="utf-8")
-    merges_file.write_text("#version: 0.2\n" + "\n".join(EXTRA_MERGES) + "\n", encoding="utf-8")
-    # Positional on purpose: transformers 5 silently ignores vocab_file=/merges_file= keywords
-    # here, and without model_max_length it pads to an effectively unbounded length.
-    return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=TEXT_MAX_LENGTH)
 
 
 # ------------------------------------------------------------------ SD building blocks

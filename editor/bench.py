@@ -1,0 +1,525 @@
+"""`python -m editor bench`: the engine's speed and memory on the real model architectures.
+
+Speed and memory do not depend on the weights' values, so the released architectures are
+built with random weights (`editor.bench_models`) when the real weights are not here, saved
+and loaded through the product's own loading code. Each figure stands beside the naive
+approach measured in the same run, so that the ratio means something on a noisy machine.
+Timings are medians of several runs after a warm-up, with CUDA synchronised around them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from editor import composite, masks
+from editor.config import load_config
+from editor.engine import EditOptions, Engine
+from editor.prompts import Prompts
+
+SECTIONS = ("sam", "inpaint", "crop", "app")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    device: str = "cpu"
+    only: tuple[str, ...] = SECTIONS
+    quick: bool = False
+    sam_model: str = "vit_b"
+    inpaint_model: str = "sd2"
+    steps: int = 30
+    runs: int = 3  # timed runs after the warm-up; the median is reported
+    photo: tuple[int, int] = (4000, 3000)  # the SAM and app photo, width x height
+    clicks: int = 10
+    models_dir: str = "checkpoints"  # real checkpoints here are used instead of random weights
+
+    @classmethod
+    def for_run(cls, device: str, only: list[str] | None, quick: bool, **given: Any) -> BenchSettings:
+        """The defaults of a full run on `device`, or of `--quick`, then what was given."""
+        if quick:
+            defaults: dict[str, Any] = dict(sam_model="vit_b", inpaint_model="sd2", steps=2, runs=1)
+        elif device == "cuda":
+            defaults = dict(sam_model="vit_h", inpaint_model="sdxl", steps=30, runs=3)
+        else:
+            defaults = dict(sam_model="vit_b", inpaint_model="sd2", steps=4, runs=2)
+        defaults.update({key: value for key, value in given.items() if value is not None})
+        return cls(device=device, only=tuple(only or SECTIONS), quick=quick, **defaults)
+
+
+@dataclass
+class Measurement:
+    name: str
+    value: float
+    unit: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class Report:
+    """The measurements of one run, printed as they come and written as JSON at the end."""
+
+    def __init__(self, machine: str) -> None:
+        self.machine = machine
+        self.measurements: list[Measurement] = []
+
+    def add(self, name: str, value: float, unit: str, **settings: Any) -> None:
+        measurement = Measurement(name, float(value), unit, {"machine": self.machine, **settings})
+        self.measurements.append(measurement)
+        shown = {k: v for k, v in settings.items() if k not in ("device",)}
+        print(f"{name:<34} {_format(value):>12} {unit:<6} {_describe(shown)}", flush=True)
+
+    def get(self, name: str) -> float:
+        return next(m.value for m in self.measurements if m.name == name)
+
+    def write_json(self, path: Path) -> None:
+        path.write_text(json.dumps([vars(m) for m in self.measurements], indent=1) + "\n", encoding="utf-8")
+
+
+# "sam": model type -> a SAM module; "inpaint": (name, folder) -> the folder, a diffusers model saved there.
+Builders = dict[str, Callable[..., Any]]
+
+
+def run(settings: BenchSettings, json_path: Path | None = None, builders: Builders | None = None) -> Report:
+    """Measure the sections in `settings.only`; `builders` replaces the model builders (tests)."""
+    from editor import bench_models
+
+    builders = builders or {"sam": bench_models.build_sam, "inpaint": bench_models.save_inpaint_pipeline}
+    report = Report(machine_name(settings.device))
+    print(f"machine: {report.machine}\n{'measurement':<34} {'value':>12} unit   settings", flush=True)
+    with tempfile.TemporaryDirectory(prefix="editor-bench-") as scratch:
+        models = _Models(settings, builders, Path(scratch))
+        for section in SECTIONS:
+            if section in settings.only:
+                {"sam": _bench_sam, "inpaint": _bench_inpaint, "crop": _bench_crop, "app": _bench_app}[section](
+                    settings, models, report)
+    if json_path is not None:
+        report.write_json(json_path)
+        print(f"wrote {json_path}")
+    return report
+
+
+def machine_name(device: str) -> str:
+    cpu = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name(0)} ({cpu})"
+    return f"CPU only ({cpu})"
+
+
+# --- models, real or random ----------------------------------------------------------------
+
+
+class _Models:
+    """The SAM checkpoint and the inpainting folder, real ones when present, else random ones
+    saved once to the scratch folder; engines built from them through the product's loader."""
+
+    def __init__(self, settings: BenchSettings, builders: Builders, scratch: Path) -> None:
+        self.settings, self.builders, self.scratch = settings, builders, scratch
+        self._sam_path: Path | None = None
+        self._inpaint_path: Path | None = None
+        self._engines: dict[tuple[str, ...], Engine] = {}
+        self.sam_source = self.inpaint_source = "random weights"
+
+    def sam_checkpoint(self) -> Path:
+        if self._sam_path is None:
+            from editor import weights
+
+            real = weights.sam_checkpoint_path(self.settings.sam_model, Path(self.settings.models_dir))
+            if real.is_file():
+                self._sam_path, self.sam_source = real, f"checkpoint {real.name}"
+            else:
+                self._sam_path = self.scratch / f"sam_{self.settings.sam_model}.pth"
+                torch.save(self.builders["sam"](self.settings.sam_model).state_dict(), self._sam_path)
+        return self._sam_path
+
+    def inpaint_folder(self) -> Path | str:
+        if self._inpaint_path is None:
+            from editor import weights
+
+            name = self.settings.inpaint_model
+            preset = weights.INPAINT_PRESETS.get(name)
+            real = weights.cached_hub_snapshot(preset.repo_id) if preset else None
+            if real is not None and (preset.vae_repo_id is None or weights.cached_hub_snapshot(preset.vae_repo_id)):
+                self.inpaint_source = f"weights {preset.repo_id}"
+                return name  # the preset, loaded exactly as the product loads it
+            self._inpaint_path = self.builders["inpaint"](name, self.scratch / name)
+        return self._inpaint_path
+
+    def engine(self, *overrides: str, sam: bool = False, inpaint: bool = False) -> Engine:
+        """An engine on the bench's device; one per distinct set of settings, loaded lazily."""
+        from editor.backends import build_engine
+
+        settings = [f"device={self.settings.device}", f"models_dir={self.scratch / 'none'}", "auto_download=false",
+                    f"inpaint.steps={self.settings.steps}", "inpaint.strength=1.0", *overrides]
+        if sam:
+            settings.append(f"sam.checkpoint={self.sam_checkpoint()}")
+        if inpaint:
+            settings.append(f"inpaint.model={self.inpaint_folder()}")
+        key = tuple(settings)
+        if key not in self._engines:
+            self._engines[key] = build_engine(load_config(None, settings), show_progress=False)
+        return self._engines[key]
+
+    def release(self) -> None:
+        """Drop the engines (and their loaded models) built so far."""
+        self._engines.clear()
+        _free(self.settings.device)
+
+
+# --- SAM --------------------------------------------------------------------------------------
+
+
+def _bench_sam(settings: BenchSettings, models: _Models, report: Report) -> None:
+    from segment_anything import SamPredictor
+
+    engine = models.engine(sam=True)
+    segmenter = engine.segmenter
+    model = segmenter.model  # type: ignore[attr-defined]
+    encoder_runs = _count_calls(model.image_encoder)
+    photo = synthetic_photo(*settings.photo)
+    common = dict(model=settings.sam_model, weights=models.sam_source, photo=_size(photo), device=settings.device)
+
+    variants = [photo.copy() for _ in range(settings.runs + 1)]
+    for v, variant in enumerate(variants):
+        variant[0, 0, 0] = v  # a new version of the photo each time: no embedding is cached
+    encode = _median_after_warmup([lambda im=im: engine.prepare(im) for im in variants])
+    report.add("sam_encode_ms", encode * 1000, "ms", **common)
+
+    frozen = photo.copy()
+    frozen.flags.writeable = False  # as the session stores each version
+    engine.prepare(frozen)
+    encoder_runs[0] = 0
+    clicks = click_sequence(frozen, settings.clicks)
+    times = [_timed(lambda p=p: engine.select(frozen, p)) for p in clicks]
+    report.add("sam_click_ms", statistics.median(times[1:] or times) * 1000, "ms",
+               note="median of clicks 2..N, each adding a point", **common)
+    report.add("sam_first_click_ms", times[0] * 1000, "ms", **common)
+    report.add("sam_encoder_runs_per_10_clicks", 1 + encoder_runs[0], "runs", clicks=settings.clicks,
+               way="engine: embedding on upload, then cached", **common)
+    report.add(f"sam_{settings.clicks}_clicks_s", encode + sum(times), "s",
+               way="engine: one embedding, then the clicks", **common)
+
+    # The naive app: a fresh predictor per click, so set_image runs every time.
+    naive_clicks = settings.clicks if not settings.quick else min(3, settings.clicks)
+    encoder_runs[0] = 0
+    naive_times = []
+    for prompts in clicks[:naive_clicks]:
+        def naive(p: Prompts = prompts) -> None:
+            predictor = SamPredictor(model)
+            predictor.set_image(photo)
+            predictor.predict(np.array(p.points), np.array(p.labels), multimask_output=False)
+        naive_times.append(_timed(naive))
+    scale = settings.clicks / naive_clicks
+    extra = {"clicks_measured": naive_clicks} if naive_clicks != settings.clicks else {}
+    report.add("sam_encoder_runs_per_10_clicks_naive", encoder_runs[0] * 10 / naive_clicks, "runs",
+               way="re-embed on every click", **extra, **common)
+    report.add(f"sam_{settings.clicks}_clicks_naive_s", sum(naive_times) * scale, "s",
+               way="re-embed on every click", **extra, **common)
+
+
+def click_sequence(image: np.ndarray, count: int) -> list[Prompts]:
+    """A person's clicks, each adding a point (every fourth one negative), around the centre."""
+    height, width = image.shape[:2]
+    prompts, sequence = Prompts(), []
+    for i in range(count):
+        prompts = prompts.add_point(width * (0.35 + 0.03 * i), height * (0.45 + 0.01 * i), positive=i % 4 != 3)
+        sequence.append(prompts)
+    return sequence
+
+
+# --- inpainting -------------------------------------------------------------------------------
+
+
+def _bench_inpaint(settings: BenchSettings, models: _Models, report: Report) -> None:
+    engine = models.engine(inpaint=True)
+    native = engine.inpainter.native_size  # type: ignore[union-attr]
+    photo = synthetic_photo(native, native)
+    mask = centre_mask(photo, 0.25)
+    common = dict(model=settings.inpaint_model, weights=models.inpaint_source, steps=settings.steps,
+                  size=f"{native}x{native}", device=settings.device, precision=_precision(settings.device))
+    load = _timed(engine.warm_up)
+    report.add("inpaint_load_s", load, "s", **common)
+    steps: list[float] = []
+
+    def fill() -> None:
+        stamps = [time.perf_counter()]
+        engine.fill(photo, mask, "a red ball", EditOptions(seed=1), progress=lambda done, total: stamps.append(
+            _synchronized_clock()))
+        steps.extend(np.diff(stamps[1:]).tolist())
+
+    total = _median_after_warmup([fill] * (settings.runs + 1))
+    report.add("inpaint_s", total, "s", note="end to end, prompt to pasted result", **common)
+    report.add("inpaint_step_s", statistics.median(steps) if steps else total / settings.steps, "s", **common)
+    _bench_inpaint_memory(settings, models, report, photo, mask, common)
+
+
+def _bench_inpaint_memory(settings: BenchSettings, models: _Models, report: Report, photo: np.ndarray,
+                          mask: np.ndarray, common: dict[str, Any]) -> None:
+    """Peak memory of one fill: RSS on the CPU, allocated GPU memory on CUDA."""
+    options = [("inpaint.cpu_offload=true", "inpaint.vae_tiling=true"),
+               ("inpaint.cpu_offload=true", "inpaint.vae_tiling=false")]
+    if settings.device == "cuda":  # offload only exists on CUDA
+        options += [("inpaint.cpu_offload=false", "inpaint.vae_tiling=true")]
+    for overrides in options:
+        engine = models.engine(*overrides, inpaint=True)
+        engine.warm_up()
+        with _peak_memory(settings.device) as peak:
+            engine.fill(photo, mask, "a red ball", EditOptions(seed=1, steps=min(settings.steps, 2)))
+        offload = overrides[0].endswith("true") and settings.device == "cuda"
+        name = "inpaint_peak_gpu_gb" if settings.device == "cuda" else "inpaint_peak_rss_gb"
+        report.add(name, peak[0] / 2**30, "GiB", cpu_offload=offload, vae_tiling=overrides[1].endswith("true"),
+                   **common)
+        models.release()  # before the next variant loads its own pipeline
+
+
+# --- the crop strategy ------------------------------------------------------------------------
+
+
+def _bench_crop(settings: BenchSettings, models: _Models, report: Report) -> None:
+    """The same small object in a 1- and a 24-megapixel photo, with the engine's crop and
+    with the naive whole-photo resize; time, and fidelity outside the edit."""
+    engine = models.engine(inpaint=True)
+    engine.warm_up()
+    common = dict(model=settings.inpaint_model, weights=models.inpaint_source, steps=settings.steps,
+                  device=settings.device)
+    seconds: dict[str, float] = {}
+    for label, (width, height) in (("1mp", (1152, 864)), ("24mp", (6000, 4000))):
+        photo = synthetic_photo(width, height)
+        mask = object_mask(photo, 200, 150)
+        outside = masks.grow(mask, engine.composite.grow + engine.composite.feather) == 0
+        crop = lambda: engine.fill(photo, mask, "a red ball", EditOptions(seed=1)).images[0]  # noqa: E731
+        seconds[label], result = _median_with_result([crop] * (settings.runs + 1))
+        report.add(f"crop_{label}_s", seconds[label], "s", photo=_size(photo), way="engine: crop around the edit",
+                   **common)
+        report.add(f"crop_{label}_exact_outside", _exact_share(result, photo, outside), "share",
+                   photo=_size(photo), way="engine: crop around the edit", **common)
+        naive_time, naive = _median_with_result([lambda: whole_photo_fill(engine, photo, mask)] * 2)
+        seconds[f"naive_{label}"] = naive_time
+        report.add(f"naive_{label}_s", naive_time, "s", photo=_size(photo), way="whole photo resized to native size",
+                   **common)
+        report.add(f"naive_{label}_exact_outside", _exact_share(naive, photo, outside), "share",
+                   photo=_size(photo), way="whole photo resized to native size", **common)
+        report.add(f"naive_{label}_psnr_outside", psnr(naive[outside], photo[outside]), "dB",
+                   photo=_size(photo), way="whole photo resized to native size", **common)
+    report.add("crop_24mp_over_1mp", seconds["24mp"] / seconds["1mp"], "ratio", way="engine", **common)
+    report.add("naive_24mp_over_1mp", seconds["naive_24mp"] / seconds["naive_1mp"], "ratio",
+               way="whole photo resized", **common)
+
+
+def whole_photo_fill(engine: Engine, photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """What many notebooks do: the whole photo resized to the model's size, and its output
+    resized back as the result (every pixel passes through the model and two resizes)."""
+    from editor.inpainter import InpaintRequest
+
+    height, width = photo.shape[:2]
+    work_w, work_h = composite.model_size(width, height, engine.inpainter.native_size)  # type: ignore[union-attr]
+    small = composite.resize_image(photo, work_w, work_h)
+    small_mask = composite.resize_mask(mask, work_w, work_h)
+    request = InpaintRequest("a red ball", "", engine.defaults.steps, 7.5, 1.0, 1)
+    output = engine.inpainter.inpaint(small, small_mask, request)[0]  # type: ignore[union-attr]
+    return composite.resize_image(output, width, height)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    error = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
+
+
+def _exact_share(result: np.ndarray, photo: np.ndarray, outside: np.ndarray) -> float:
+    return float(np.all(result[outside] == photo[outside], axis=-1).mean())
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def _bench_app(settings: BenchSettings, models: _Models, report: Report) -> None:
+    """Start-up to a served page (the real `python app.py`), and upload to first mask."""
+    overrides = [f"device={settings.device}", f"sam.checkpoint={models.sam_checkpoint()}",
+                 f"inpaint.model={models.inpaint_folder()}", f"models_dir={models.scratch / 'none'}"]
+    common = dict(sam=settings.sam_model, inpaint=settings.inpaint_model, device=settings.device)
+    starts = [_startup_seconds(overrides) for _ in range(max(1, min(settings.runs, 2)))]
+    report.add("app_startup_s", statistics.median(starts), "s", note="python app.py to a served page", **common)
+    report.add("app_first_mask_s", _first_mask_seconds(settings, models), "s",
+               note="upload, embedding, first click, canvas", photo=f"{settings.photo[0]}x{settings.photo[1]}", **common)
+
+
+def _startup_seconds(overrides: list[str]) -> float:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, str(ROOT / "app.py"), "--port", str(port)]
+    for item in overrides:
+        command += ["--set", item]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - started < 300 and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the app did not serve its page")
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _first_mask_seconds(settings: BenchSettings, models: _Models) -> float:
+    """The page's own handlers: upload a PNG, prepare (embed), click, draw the canvas."""
+    import gradio as gr
+
+    from editor.imageio import save_png
+    from editor.ui_handlers import Handlers
+
+    engine = models.engine(sam=True)
+    engine.segmenter.load()  # loaded in the background at start-up, before any upload
+    handlers = Handlers(engine, load_config(None, [f"device={settings.device}"]), [], models.scratch / "work")
+    path = models.scratch / "upload.png"
+    photo = synthetic_photo(*settings.photo)
+    photo[0, 0] = 7  # a photo not embedded before
+    save_png(photo, path)
+    session = handlers.new_session()
+    x, y = click_sequence(photo, 1)[0].points[0]
+
+    def first_mask() -> None:
+        handlers.upload(session, {"path": str(path), "orig_name": path.name})
+        handlers.prepare(session)
+        handlers.click(session, "add", gr.SelectData(None, {"index": [int(x), int(y)], "value": None, "selected": True}))
+
+    return _timed(first_mask)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def synthetic_photo(width: int, height: int) -> np.ndarray:
+    """A smooth gradient with noise: PNG-compressible like a photo, not constant."""
+    rng = np.random.default_rng(0)
+    ramp_x = np.linspace(0, 200, width, dtype=np.float32)[None, :, None]
+    ramp_y = np.linspace(0, 55, height, dtype=np.float32)[:, None, None]
+    noise = rng.integers(0, 16, (height, width, 1), dtype=np.uint8)
+    image = ramp_x + ramp_y + np.array([0, 30, 60], np.float32) + noise
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def object_mask(photo: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An ellipse of `width` x `height` pixels at the photo's centre."""
+    import cv2
+
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    centre = (photo.shape[1] // 2, photo.shape[0] // 2)
+    cv2.ellipse(mask, centre, (width // 2, height // 2), 0, 0, 360, 255, -1)
+    return mask
+
+
+def centre_mask(photo: np.ndarray, share: float) -> np.ndarray:
+    height, width = photo.shape[:2]
+    return object_mask(photo, int(width * share ** 0.5 * 1.2), int(height * share ** 0.5 * 1.2))
+
+
+def _count_calls(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def _synchronized_clock() -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _timed(work: Callable[[], Any]) -> float:
+    started = _synchronized_clock()
+    work()
+    return _synchronized_clock() - started
+
+
+def _median_after_warmup(works: list[Callable[[], Any]]) -> float:
+    return _median_with_result(works)[0]
+
+
+def _median_with_result(works: list[Callable[[], Any]]) -> tuple[float, Any]:
+    """Run the first as a warm-up, time the rest; the median time and the last result."""
+    result = works[0]()
+    times = []
+    for work in works[1:] or works[:1]:
+        started = _synchronized_clock()
+        result = work()
+        times.append(_synchronized_clock() - started)
+    return statistics.median(times), result
+
+
+@contextmanager
+def _peak_memory(device: str) -> Iterator[list[float]]:
+    """The peak memory in bytes while the block runs (allocated on CUDA, resident on the CPU)."""
+    peak = [0.0]
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        yield peak
+        torch.cuda.synchronize()
+        peak[0] = torch.cuda.max_memory_allocated()
+        return
+    _reset_peak_rss()
+    yield peak
+    peak[0] = _peak_rss()
+
+
+def _reset_peak_rss() -> None:
+    try:  # Linux: writing 5 resets the peak resident set size (VmHWM) to the current one
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return float(line.split()[1]) * 1024
+    import resource
+
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _free(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _precision(device: str) -> str:
+    return "fp16" if device == "cuda" else "fp32"
+
+
+def _size(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]}"
+
+
+def _format(value: float) -> str:
+    if value == float("inf"):
+        return "inf"
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in settings.items())

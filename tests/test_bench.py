@@ -1,0 +1,40 @@
+"""`python -m editor bench`'s machinery, run on the tiny models (the real architectures are
+only for measuring; here the figures that are not timings are checked)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from editor.bench import BenchSettings, run
+from tests.tiny_models import build_tiny_sam, make_tiny_sd2_inpaint
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"sam": lambda model_type: build_tiny_sam(), "inpaint": lambda name, folder: make_tiny_sd2_inpaint(folder)}
+
+
+def test_bench_measures_every_section_and_writes_json(tmp_path: Path) -> None:
+    settings = BenchSettings.for_run("cpu", None, quick=True, photo=(640, 480), clicks=4, models_dir=str(tmp_path))
+    report = run(settings, tmp_path / "out.json", builders=TINY)
+    rows = json.loads((tmp_path / "out.json").read_text())
+    names = {row["name"] for row in rows}
+    for name in ("sam_encode_ms", "sam_click_ms", "sam_encoder_runs_per_10_clicks", "inpaint_step_s", "inpaint_s",
+                 "inpaint_peak_rss_gb", "crop_24mp_over_1mp", "crop_24mp_exact_outside", "naive_24mp_psnr_outside",
+                 "app_startup_s", "app_first_mask_s"):
+        assert name in names, name
+    assert all({"name", "value", "unit", "settings"} <= set(row) for row in rows)
+    assert all(row["settings"]["machine"].startswith("CPU only") for row in rows)
+    assert report.get("sam_encoder_runs_per_10_clicks") == 1, "one embedding for all the clicks"
+    assert report.get("sam_encoder_runs_per_10_clicks_naive") == 10
+    assert report.get("crop_1mp_exact_outside") == 1.0 and report.get("crop_24mp_exact_outside") == 1.0
+    assert report.get("naive_24mp_exact_outside") < 0.5, "the whole-photo resize changes the untouched pixels"
+    assert all(row["value"] > 0 for row in rows if row["unit"] in ("ms", "s", "GiB"))
+
+
+def test_bench_command_runs_one_section_and_refuses_bad_flags(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "editor", "bench", "--device", "cpu", "--photo", "10x10"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip() == "error: --photo expects WIDTHxHEIGHT of at least 64x64, got '10x10'"
+    done = subprocess.run(command[:-2] + ["--only", "paint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "invalid choice" in done.stderr and done.stderr.count("\n") == 1

@@ -324,3 +324,20 @@ def test_refine_grows_then_feathers() -> None:
     refined = masks.refine(mask, grow_px=2, feather_px=3)
     assert (refined[sel(masks.grow(mask, 2))] == 255).all()
     assert np.array_equal(refined > 0, sel(masks.grow(masks.grow(mask, 2), 3)))
+
+
+@pytest.mark.parametrize("seed", [8, 9])
+def test_grow_and_feather_of_a_small_selection_in_a_big_photo_match_the_whole_photo_computation(seed: int) -> None:
+    """Grow and feather work on a window around the selection; the result is the full image's."""
+    rng = np.random.default_rng(seed)
+    height, width = 600, 900
+    mask = np.zeros((height, width), np.uint8)
+    y, x = int(rng.integers(0, height - 40)), int(rng.integers(0, width - 40))
+    mask[y : y + 40, x : x + 40] = random_mask(rng, 40, 40)
+    mask[0, int(rng.integers(0, width))] = 255  # and one pixel on the border
+    # The whole photo's exact Euclidean distance to the selection, as OpenCV computes it.
+    distance = cv2.distanceTransform(np.where(mask > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    for n in (1, 6, 25):
+        assert np.array_equal(sel(masks.grow(mask, n)), distance <= n)
+        ramp = np.where(distance <= n, 1.0 - distance / (n + 1), 0.0)
+        assert np.array_equal(masks.feather(mask, n), np.rint(ramp * 255).astype(np.uint8))

@@ -137,6 +137,82 @@ def test_concurrent_segmentation_matches_serial(tiny_sam_path: Path) -> None:
     assert calls[0] >= 6
 
 
+def test_each_click_runs_the_mask_decoder_once_and_matches_a_full_replay(tiny_sam_path: Path) -> None:
+    segmenter, _ = fresh_segmenter(tiny_sam_path)
+    decodes = [0]
+    segmenter.model.mask_decoder.register_forward_hook(lambda *_: decodes.__setitem__(0, decodes[0] + 1))
+    image = random_image(5, 60, 80)
+    prompts, masks_seen = Prompts(box=(5, 5, 60, 50)), []
+    for i in range(6):
+        prompts = prompts.add_point(10 + 8 * i, 12 + 5 * i, positive=i % 3 != 2)
+        decodes[0] = 0
+        masks_seen.append(segmenter.segment(image, prompts))
+        assert decodes[0] == (2 if i == 0 else 1), f"click {i + 1}"  # the box alone, then box + point
+    replayed, _ = fresh_segmenter(tiny_sam_path)  # nothing cached: the whole sequence at once
+    assert np.array_equal(replayed.segment(image, prompts), masks_seen[-1])
+    decodes[0] = 0
+    segmenter.segment(image, Prompts(box=(5, 5, 60, 50)).add_point(10, 12))  # undo back to the first click
+    assert decodes[0] == 0
+
+
+def test_the_mask_matches_segment_anythings_own_postprocessing(tiny_sam_path: Path) -> None:
+    """The full-size upscaling (OpenCV) agrees with SamPredictor's (torch) on all but edge pixels."""
+    from segment_anything import SamPredictor
+
+    segmenter, _ = fresh_segmenter(tiny_sam_path)
+    image = random_image(6, 300, 500)
+    prompts = Prompts(box=(50, 40, 400, 260))
+    ours = segmenter.segment(image, prompts) > 0
+    predictor = SamPredictor(segmenter.model)
+    predictor.set_image(image)
+    theirs, _, _ = predictor.predict(box=np.array(prompts.box), multimask_output=False)
+    assert ours.any() and np.mean(ours != theirs[0]) < 0.002
+
+
+def test_read_only_versions_are_hashed_once_and_writeable_arrays_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import editor.segmenter as segmenter_module
+
+    hashed = []
+    real = segmenter_module.image_key
+    monkeypatch.setattr(segmenter_module, "image_key", lambda image: hashed.append(1) or real(image))
+    keys = segmenter_module.ImageKeys()
+    frozen = random_image(7)
+    frozen.flags.writeable = False
+    assert keys(frozen) == keys(frozen) == real(frozen) and len(hashed) == 1
+    writeable = random_image(7)
+    assert keys(writeable) == keys(writeable) == real(frozen) and len(hashed) == 3
+    assert keys(frozen) == real(frozen) and len(hashed) == 3, "writeable arrays are not remembered"
+    other = random_image(8)
+    other.flags.writeable = False
+    keys(other)
+    assert keys(frozen) == real(frozen) and len(hashed) == 5, "only the last read-only array is remembered"
+
+
+def test_sam_loads_on_first_use_or_warm_up(empty_models_dir: Path, tiny_sam_path: Path) -> None:
+    from editor.backends import build_engine
+    from tests.conftest import tiny_config
+
+    engine = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}"), show_progress=False)
+    assert not engine.segmenter.loaded, "building the engine loads nothing"
+    engine.select(random_image(8), Prompts().add_point(3, 4))
+    assert engine.segmenter.loaded
+    warm = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}"), show_progress=False)
+    warm.warm_up()
+    assert warm.segmenter.loaded
+
+
+def test_a_broken_checkpoint_is_a_one_line_error_at_first_use(empty_models_dir: Path, tmp_path: Path) -> None:
+    from editor.backends import build_engine
+    from tests.conftest import tiny_config
+
+    broken = tmp_path / "sam_broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    engine = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={broken}", "sam.model_type=vit_b"),
+                          show_progress=False)
+    message = one_line_editor_error(lambda: engine.select(random_image(9), Prompts().add_point(3, 4)))
+    assert "sam_broken.pth" in message
+
+
 # --- loading checkpoints ---------------------------------------------------------------------------
 
 

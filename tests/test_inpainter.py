@@ -233,3 +233,16 @@ def test_cache_releases_the_oldest_model_beyond_the_budget(tiny_sd2_dir: Path, t
     roomy.get(sdxl_source)
     roomy.get(sd2_source)  # used again: now the most recent
     assert roomy.loaded() == [tiny_sdxl_dir, tiny_sd2_dir]
+
+
+def test_compiled_unet_sizes_are_padded_to_buckets_with_the_padding_kept() -> None:
+    from editor.inpainter import COMPILE_BUCKET, _pad_to_bucket
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (200, 328, 3), dtype=np.uint8)
+    mask = np.full((200, 328), 255, np.uint8)
+    padded, padded_mask = _pad_to_bucket(image, mask, COMPILE_BUCKET)
+    assert padded.shape == (256, 384, 3) and padded_mask.shape == (256, 384)
+    assert np.array_equal(padded[:200, :328], image) and np.array_equal(padded_mask[:200, :328], mask)
+    assert not padded_mask[200:].any() and not padded_mask[:, 328:].any(), "the padding is never repainted"
+    assert _pad_to_bucket(padded, padded_mask, COMPILE_BUCKET)[0] is padded

@@ -3,7 +3,8 @@
 `plan_backends` only looks (no model is loaded, nothing is downloaded), so `info` is instant
 and honest; `build_engine` loads what the plan names, fetching missing weights first when
 `auto_download` is on and the network is allowed, and falls back to classical algorithms,
-saying so, when weights are missing.
+saying so, when weights are missing. The detector ("select by name") is optional: without it
+everything else works, and asking for it says how to get it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from editor import weights
 from editor.config import Config
-from editor.engine import DOWNLOAD_HINT, Backends, Engine
+from editor.engine import DETECTOR_DOWNLOAD_HINT, DOWNLOAD_HINT, Backends, Engine
 from editor.errors import ConfigError, EditorError
 
 SAM_PREFERENCE = {"cuda": ("vit_h", "vit_l", "vit_b"), "cpu": ("vit_b", "vit_l", "vit_h")}
@@ -39,10 +40,18 @@ class InpaintPlan:
 
 
 @dataclass(frozen=True)
+class DetectorPlan:
+    name: str  # hub id or folder, as configured
+    path: Path | None  # local transformers folder; None when missing
+    download: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     device: str
     sam: SamPlan
     inpaint: InpaintPlan
+    detector: DetectorPlan
 
 
 def resolve_device(setting: str) -> str:
@@ -58,7 +67,8 @@ def resolve_device(setting: str) -> str:
 def plan_backends(config: Config) -> Plan:
     device = resolve_device(config.device)
     can_fetch = config.auto_download and not weights.offline()
-    return Plan(device, _plan_sam(config, device, can_fetch), _plan_inpaint(config, device, can_fetch))
+    return Plan(device, _plan_sam(config, device, can_fetch), _plan_inpaint(config, device, can_fetch),
+                _plan_detector(config, can_fetch))
 
 
 def _plan_sam(config: Config, device: str, can_fetch: bool) -> SamPlan:
@@ -98,6 +108,19 @@ def _plan_inpaint(config: Config, device: str, can_fetch: bool) -> InpaintPlan:
     return InpaintPlan(name, path, download=path is None and can_fetch)
 
 
+def _plan_detector(config: Config, can_fetch: bool) -> DetectorPlan:
+    name = config.detector.model
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ConfigError(f"detector.model {name} is a folder but not a transformers model (no config.json)")
+        return DetectorPlan(name, local)
+    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        raise ConfigError(f"detector.model {name} is neither a hub id (owner/name) nor an existing folder")
+    path = weights.cached_hub_snapshot(name, patterns=weights.detector_patterns())
+    return DetectorPlan(name, path, download=path is None and can_fetch)
+
+
 def describe(plan: Plan, config: Config) -> Backends:
     """One line per backend, naming what will really run."""
     hints = []
@@ -118,11 +141,23 @@ def describe(plan: Plan, config: Config) -> Backends:
         eraser = "opencv telea (no inpainting model)"
         hints.append(DOWNLOAD_HINT)
     hint = " and ".join(f"`{h}`" for h in hints)
-    return Backends(plan.device, segmenter, inpainter, eraser, f"get the models with {hint}" if hints else "")
+    return Backends(plan.device, segmenter, inpainter, eraser, f"get the models with {hint}" if hints else "",
+                    _detector_label(plan, config))
+
+
+def _detector_label(plan: Plan, config: Config) -> str:
+    detector = plan.detector
+    if detector.path is None and not detector.download:
+        return f"none ({detector.name} not downloaded: run `{DETECTOR_DOWNLOAD_HINT}`)"
+    precision = "fp16 on cuda" if plan.device == "cuda" else "fp32 on cpu"
+    later = " (downloads on first use)" if detector.path is None else ""
+    return (f"{detector.name} {precision}, box threshold {config.detector.box_threshold:g}, "
+            f"text threshold {config.detector.text_threshold:g}{later}")
 
 
 def build_engine(config: Config, show_progress: bool = True) -> Engine:
     """Load the planned backends (SAM now, the inpainting pipeline on first use)."""
+    from editor.detector import Thresholds, TransformersDetector
     from editor.inpainter import DiffusersInpainter, ModelSource, PipelineCache, PipelineOptions
     from editor.sam_loader import load_sam
     from editor.segmenter import GrabCutSegmenter, SamSegmenter
@@ -141,12 +176,17 @@ def build_engine(config: Config, show_progress: bool = True) -> Engine:
         source = ModelSource(plan.inpaint.name, plan.inpaint.path, plan.inpaint.variant,
                              plan.inpaint.vae_path, plan.inpaint.native_size)
         inpainter = DiffusersInpainter(source, PipelineCache(options), backends.inpainter)
-    return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase)
+    detector = None
+    if plan.detector.path is not None:  # loads on first use: most sessions never select by name
+        thresholds = Thresholds(config.detector.box_threshold, config.detector.text_threshold,
+                                config.detector.max_detections)
+        detector = TransformersDetector(plan.detector.path, plan.device, thresholds, backends.detector)
+    return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector)
 
 
 def _fetch_missing(plan: Plan, config: Config, show_progress: bool) -> Plan:
     """Download what auto_download allows; a failed download leaves the fallback in place."""
-    sam, inpaint = plan.sam, plan.inpaint
+    sam, inpaint, detector = plan.sam, plan.inpaint, plan.detector
     if sam.download:
         try:
             path = weights.fetch_sam(sam.model_type, Path(config.models_dir), show_progress)
@@ -159,7 +199,12 @@ def _fetch_missing(plan: Plan, config: Config, show_progress: bool) -> Plan:
             inpaint = _plan_inpaint(config, plan.device, can_fetch=False)
         except EditorError:
             inpaint = InpaintPlan(inpaint.name, None)
-    return Plan(plan.device, sam, inpaint)
+    if detector.download:
+        try:
+            detector = DetectorPlan(detector.name, Path(weights.fetch_detector(detector.name, show_progress)))
+        except EditorError:
+            detector = DetectorPlan(detector.name, None)
+    return Plan(plan.device, sam, inpaint, detector)
 
 
 def _sam_type(sam: SamPlan) -> str:

@@ -7,6 +7,7 @@ leave the session as it was (see `guard`).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import html
 import logging
@@ -276,9 +277,9 @@ class Handlers:
         engine = self.engine
         if feather_px == engine.composite.feather:
             return engine
-        composite = replace(engine.composite, feather=feather_px)
-        return Engine(engine.segmenter, engine.inpainter, engine.backends, engine.defaults, composite,
-                      engine.erase_config)
+        own = copy.copy(engine)  # shares the models; only the settings object differs
+        own.composite = replace(engine.composite, feather=feather_px)
+        return own
 
     def choose_variation(self, session: Session, evt: gr.SelectData) -> tuple:
         if evt.index is None:

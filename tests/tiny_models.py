@@ -266,3 +266,51 @@ def make_tiny_sdxl_inpaint(folder: pathlib.Path) -> pathlib.Path:
         add_watermarker=False,
     )
     return _save(pipe, folder)
+
+
+# ------------------------------------------------------------------ Grounding DINO
+
+# A BERT word-piece vocabulary: the specials, the punctuation Grounding DINO's prompts use, and
+# the words the tests ask for. Anything else becomes [UNK].
+DETECTOR_WORDS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "the", "dog", "cat", "person",
+                  "car", "sky", "red", "disc", "ball")
+DETECTOR_TEXT_LENGTH = 32  # tokens; the real model takes 256
+DETECTOR_QUERIES = 12  # detection slots; the real model has 900
+DETECTOR_IMAGE_EDGES = {"shortest_edge": 64, "longest_edge": 96}  # the real processor: 800 / 1333
+
+
+def make_tiny_grounding_dino(folder: pathlib.Path) -> pathlib.Path:
+    """Save a tiny random Grounding DINO (Swin backbone, BERT text encoder) with its processor to `folder`.
+
+    The layout is that of a hub repo such as IDEA-Research/grounding-dino-tiny, so that
+    `AutoProcessor` and `AutoModelForZeroShotObjectDetection` load it by path.
+    """
+    from transformers import (
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(DETECTOR_WORDS) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(vocab), model_max_length=DETECTOR_TEXT_LENGTH)
+    processor = GroundingDinoProcessor(GroundingDinoImageProcessor(size=DETECTOR_IMAGE_EDGES), tokenizer)
+    backbone = SwinConfig(window_size=7, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], image_size=64,
+                          out_features=["stage2", "stage3", "stage4"], out_indices=[2, 3, 4])
+    text = {"model_type": "bert", "vocab_size": len(DETECTOR_WORDS), "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 8, "max_position_embeddings": DETECTOR_TEXT_LENGTH}
+    config = GroundingDinoConfig(
+        backbone_config=backbone, text_config=text, max_text_len=DETECTOR_TEXT_LENGTH,
+        d_model=32, encoder_layers=1, decoder_layers=2,  # one decoder layer breaks the tied box heads
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16,
+        num_queries=DETECTOR_QUERIES, num_feature_levels=4, encoder_n_points=2, decoder_n_points=2,
+    )
+    torch.manual_seed(SEED)
+    GroundingDinoForObjectDetection(config).eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -16,19 +16,12 @@ import numpy as np
 import torch
 
 from editor.errors import SelectionError
-from editor.prompts import Box
+from editor.prompts import Box, Detection
 
 # Model types that read one sentence of dot-separated phrases ("dog. person."); the others
 # (OWL-ViT, OWLv2) take a list of queries.
 SENTENCE_MODELS = frozenset({"grounding-dino", "mm-grounding-dino"})
 MAX_QUERY_CHARS = 200
-
-
-@dataclass(frozen=True)
-class Detection:
-    box: Box  # x1, y1, x2, y2 in the photo's pixels, inside the photo
-    label: str  # which of the queries it is
-    score: float  # 0..1
 
 
 class Detector(Protocol):

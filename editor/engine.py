@@ -17,10 +17,10 @@ import torch
 
 from editor import classical, composite, masks
 from editor.config import CompositeConfig, EraseConfig, InpaintConfig
-from editor.detector import Detection, Detector, parse_query
+from editor.detector import Detector, parse_query
 from editor.errors import EditorError, ModelUnavailableError, SelectionError
 from editor.inpainter import Inpainter, InpaintRequest, Progress
-from editor.prompts import Prompts, SelectionPart, refine_detected
+from editor.prompts import Detection, Prompts, SelectionPart, detected_parts, refine_detected
 from editor.segmenter import Segmenter
 
 FALLBACK_NATIVE_SIZE = 512  # the OpenCV fallback's working size for its crop
@@ -240,11 +240,6 @@ class Engine:
             "model": model,
             "software": "photo-editor",
         }
-
-
-def detected_parts(detections: list[Detection]) -> tuple[SelectionPart, ...]:
-    """One selection part per detection: its box as the prompt, its label and score as the name."""
-    return tuple(SelectionPart(Prompts(box=d.box), label=f"{d.label} {d.score:.2f}") for d in detections)
 
 
 def _check_request(request: InpaintRequest) -> None:

@@ -57,6 +57,20 @@ class SelectionPart:
     label: str = ""  # what the detector named it ("dog 0.62"); empty for a clicked object
 
 
+@dataclass(frozen=True)
+class Detection:
+    """One object a detector found for a text query."""
+
+    box: Box  # x1, y1, x2, y2 in the photo's pixels, inside the photo
+    label: str  # which of the queries it is
+    score: float  # 0..1
+
+
+def detected_parts(detections: list[Detection]) -> tuple[SelectionPart, ...]:
+    """One selection part per detection: its box as the prompt, its label and score as the name."""
+    return tuple(SelectionPart(Prompts(box=d.box), label=f"{d.label} {d.score:.2f}") for d in detections)
+
+
 def route_point(parts: tuple[SelectionPart, ...], x: float, y: float) -> int | None:
     """The index of the detected part whose box holds (x, y), the smallest if boxes nest; None if none does."""
     inside = [(_area(part.prompts.box), index) for index, part in enumerate(parts)

@@ -64,8 +64,8 @@ class TransformersDetector:
         from PIL import Image
 
         height, width = image.shape[:2]
+        processor, model = self.load()
         with self._lock, torch.inference_mode():
-            processor, model = self._model()
             sentence = model.config.model_type in SENTENCE_MODELS
             text: Any = " ".join(f"{q}." for q in queries) if sentence else [queries]
             inputs = processor(images=Image.fromarray(image), text=text, return_tensors="pt").to(model.device)
@@ -75,16 +75,17 @@ class TransformersDetector:
                                  self.thresholds, sentence)
         return found
 
-    def _model(self) -> tuple[Any, Any]:
-        """Load on first use (the caller holds the lock): fp16 on CUDA, fp32 on the CPU."""
-        if self._loaded is None:
-            from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+    def load(self) -> tuple[Any, Any]:
+        """The processor and the model, loaded on first use: fp16 on CUDA, fp32 on the CPU."""
+        with self._lock:
+            if self._loaded is None:
+                from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-            dtype = torch.float16 if self.device == "cuda" else torch.float32
-            processor = AutoProcessor.from_pretrained(self.path)
-            model = AutoModelForZeroShotObjectDetection.from_pretrained(self.path, dtype=dtype)
-            self._loaded = processor, model.to(self.device).eval()
-        return self._loaded
+                dtype = torch.float16 if self.device == "cuda" else torch.float32
+                processor = AutoProcessor.from_pretrained(self.path)
+                model = AutoModelForZeroShotObjectDetection.from_pretrained(self.path, dtype=dtype)
+                self._loaded = processor, model.to(self.device).eval()
+            return self._loaded
 
 
 def post_process(processor: Any, outputs: Any, input_ids: torch.Tensor, queries: list[str], size: tuple[int, int],

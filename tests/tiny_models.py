@@ -276,7 +276,7 @@ DETECTOR_WORDS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "
                   "car", "sky", "red", "disc", "ball")
 DETECTOR_TEXT_LENGTH = 32  # tokens; the real model takes 256
 DETECTOR_QUERIES = 12  # detection slots; the real model has 900
-DETECTOR_IMAGE_EDGES = {"shortest_edge": 64, "longest_edge": 96}  # the real processor: 800 / 1333
+DETECTOR_IMAGE_EDGES = {"shortest_edge": 128, "longest_edge": 192}  # real: 800 / 1333; smaller leaves 1x1 maps
 
 
 def make_tiny_grounding_dino(folder: pathlib.Path) -> pathlib.Path:

@@ -276,3 +276,18 @@ def test_session_selects_by_name_then_clicks_refine_and_undo_removes(engine: Eng
     session.undo_click()
     session.undo_click()
     assert len(session.selection.parts) == 1 and session.selection.parts[0].prompts.points == ((5, 5),)
+
+
+def test_select_by_text_endpoint_returns_the_mask_and_the_detections(engine: Engine, photo: np.ndarray,
+                                                                    tmp_path: Path) -> None:
+    from editor.imageio import save_png
+    from editor.ui_api import Api
+
+    path = tmp_path / "photo.png"
+    save_png(photo, path)
+    api = Api(engine, tiny_config(tmp_path))
+    mask, info = api.select_by_text(str(path), "dog")
+    found = engine.select_by_text(photo, "dog")
+    assert np.array_equal(mask, found.mask)
+    assert [d["box"] for d in info["detections"]] == [[round(v, 1) for v in d.box] for d in found.detections]
+    assert {d["label"] for d in info["detections"]} == {"dog"}

@@ -97,28 +97,29 @@ def _plan_inpaint(config: Config, device: str, can_fetch: bool) -> InpaintPlan:
         missing = path is None or (preset.vae_repo_id is not None and vae is None)
         return InpaintPlan(name, None if missing else path, preset.variant, vae, preset.native_size,
                            download=missing and can_fetch)
-    local = Path(name).expanduser()
-    if local.is_dir():
-        if not (local / "model_index.json").is_file():
-            raise ConfigError(f"inpaint.model {name} is a folder but not a diffusers model (no model_index.json)")
-        return InpaintPlan(name, local)
-    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
-        raise ConfigError(f"inpaint.model {name} is not sdxl, sd2, a hub id (owner/name) or an existing folder")
-    path = weights.cached_hub_snapshot(name)
+    path = _folder_or_cached("inpaint.model", name, "model_index.json", "diffusers",
+                             "sdxl, sd2, a hub id (owner/name) or an existing folder")
     return InpaintPlan(name, path, download=path is None and can_fetch)
 
 
 def _plan_detector(config: Config, can_fetch: bool) -> DetectorPlan:
     name = config.detector.model
+    path = _folder_or_cached("detector.model", name, "config.json", "transformers",
+                             "a hub id (owner/name) or an existing folder", weights.detector_patterns())
+    return DetectorPlan(name, path, download=path is None and can_fetch)
+
+
+def _folder_or_cached(key: str, name: str, marker: str, library: str, choices: str,
+                      patterns: tuple[list[str], list[str]] | None = None) -> Path | None:
+    """A model given as a local folder or a hub id: the folder, the cached hub copy, or None."""
     local = Path(name).expanduser()
     if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise ConfigError(f"detector.model {name} is a folder but not a transformers model (no config.json)")
-        return DetectorPlan(name, local)
+        if not (local / marker).is_file():
+            raise ConfigError(f"{key} {name} is a folder but not a {library} model (no {marker})")
+        return local
     if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
-        raise ConfigError(f"detector.model {name} is neither a hub id (owner/name) nor an existing folder")
-    path = weights.cached_hub_snapshot(name, patterns=weights.detector_patterns())
-    return DetectorPlan(name, path, download=path is None and can_fetch)
+        raise ConfigError(f"{key} {name} is not {choices}")
+    return weights.cached_hub_snapshot(name, patterns=patterns)
 
 
 def describe(plan: Plan, config: Config) -> Backends:

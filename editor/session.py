@@ -18,7 +18,7 @@ from editor import masks
 from editor.errors import EditorError, SelectionError
 from editor.prompts import Detection, Point, Prompts, SelectionPart, detected_parts, route_point
 
-ClickMode = Literal["add", "remove", "box"]
+ClickMode = Literal["add", "remove", "box", "drop"]  # drop: take a detected object out of the selection
 Segment = Callable[[np.ndarray, Prompts], np.ndarray]  # engine.select: (image, prompts) -> mask
 Detect = Callable[[np.ndarray, str], list[Detection]]  # engine.detect: (image, query) -> detections
 
@@ -206,6 +206,8 @@ class Session:
         x, y = min(max(x, 0.0), width - 1.0), min(max(y, 0.0), height - 1.0)
         if mode == "box":
             self._box_corner(x, y)
+        elif mode == "drop":
+            self._drop(x, y)
         else:
             self._point(x, y, positive=mode == "add")
 
@@ -219,6 +221,15 @@ class Session:
             raise SelectionError("the box is too thin: click two opposite corners of the object")
         prompts = selection.current.prompts.with_box((min(x0, x), min(y0, y), max(x0, x), max(y0, y)))
         self._push(selection.with_current(replace(selection.current, prompts=prompts)))
+
+    def _drop(self, x: float, y: float) -> None:
+        """Take the detected object whose box holds (x, y) out of the selection."""
+        selection = self.selection
+        index = route_point(selection.parts, x, y)
+        if index is None:
+            raise SelectionError("click inside one of the boxes that Select by name found to drop it")
+        self._push(replace(selection, parts=selection.parts[:index] + selection.parts[index + 1:],
+                           pending_corner=None))
 
     def _point(self, x: float, y: float, positive: bool) -> None:
         """A point inside a detected box refines that object; elsewhere it goes to the current one."""

@@ -20,7 +20,8 @@ from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, make_wo
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLE_NAMES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
 CANVAS_HEIGHT = 470
-CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box")]
+CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box"),
+               ("Drop a found box", "drop")]
 
 CSS = """
 .gradio-container { max-width: 1440px !important; padding-top: 8px !important; }
@@ -112,7 +113,7 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
         gr.Markdown("### 1 · Select", elem_classes="step-title")
         with gr.Row(elem_classes="compact-buttons"):
             placeholder = ("Select by name: dog, person, …" if has_detector else
-                           f"Select by name needs the detector: run `{DETECTOR_DOWNLOAD_HINT}`")
+                           f"Select by name needs the detector: run {DETECTOR_DOWNLOAD_HINT}")
             query = gr.Textbox(show_label=False, elem_id="select-text", lines=1, max_lines=1, container=False,
                                placeholder=placeholder, scale=3)
             find = gr.Button("Select by name", elem_id="select-by-name", size="sm", scale=1)

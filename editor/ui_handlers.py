@@ -161,7 +161,7 @@ class Handlers:
         detections = session.select_by_name(query or "", self.engine.detect)
         found = ", ".join(f"{_escape(d.label)} {d.score:.2f}" for d in detections)
         message = (f"Found {len(detections)}: {found}. All are selected: a click inside a box refines that "
-                   "object, one outside adds another; ↶ Undo click removes them.")
+                   "object, one outside adds another; *Drop a found box* removes one, ↶ Undo click all.")
         return self._outputs_or_undo(session, message)
 
     def new_part(self, session: Session, subtract: bool) -> tuple:

@@ -173,6 +173,18 @@ def test_every_instance_is_selected_from_its_box_and_joined(engine: Engine, phot
     assert found.mask.any()
 
 
+def test_without_sam_each_box_goes_through_grabcut(empty_models_dir: Path, tiny_detector_dir: Path,
+                                                   photo: np.ndarray) -> None:
+    engine = build_engine(tiny_config(empty_models_dir, f"detector.model={tiny_detector_dir}", *EVERYTHING),
+                          show_progress=False)
+    assert engine.backends.segmenter.startswith("grabcut")
+    found = engine.select_by_text(photo, "red disc")
+    union = np.zeros(photo.shape[:2], np.uint8)
+    for d in found.detections:
+        union = masks.union(union, engine.select(photo, Prompts(box=d.box)))
+    assert np.array_equal(found.mask, union)
+
+
 def test_refining_points_go_to_the_instance_whose_box_holds_them(engine: Engine, photo: np.ndarray) -> None:
     found = engine.select_by_text(photo, "dog")
     x1, y1, x2, y2 = found.detections[-1].box
@@ -273,9 +285,14 @@ def test_session_selects_by_name_then_clicks_refine_and_undo_removes(engine: Eng
     index = route_point(session.selection.parts, *inside)
     assert index is not None and session.selection.parts[index].prompts.labels == (0,)
     assert len(session.selection.parts) == len(parts)
-    session.undo_click()
-    session.undo_click()
+    before = session.selection.parts
+    session.click(*inside, "drop")
+    assert session.selection.parts == before[:index] + before[index + 1:]
+    for _ in range(3):
+        session.undo_click()
     assert len(session.selection.parts) == 1 and session.selection.parts[0].prompts.points == ((5, 5),)
+    with pytest.raises(SelectionError, match="inside one of the boxes"):
+        session.click(5, 5, "drop")  # a clicked object is not a found box
 
 
 def test_select_by_text_endpoint_returns_the_mask_and_the_detections(engine: Engine, photo: np.ndarray,

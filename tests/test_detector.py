@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoObjectDetectionOutput
+from transformers.models.owlv2.modeling_owlv2 import Owlv2ObjectDetectionOutput
 
 from editor import masks, weights
 from editor.backends import build_engine, describe, plan_backends
@@ -105,6 +106,32 @@ def test_relative_boxes_become_photo_pixels_at_any_size(engine: Engine, height: 
     expected = [box for box in expected if box[2] - box[0] >= 1 and box[3] - box[1] >= 1]
     assert np.allclose([d.box for d in found], expected, rtol=1e-4, atol=1e-3) and len(found) == len(expected)
     assert [d.label for d in found] == ["person"] * len(expected)
+
+
+def test_owlv2_gets_the_queries_as_a_list_and_its_square_padding_is_undone(
+        empty_models_dir: Path, tiny_owlv2_dir: Path) -> None:
+    """OWLv2 pads the photo to a square at the bottom and right: its relative boxes are of that square."""
+    engine = build_engine(tiny_config(empty_models_dir, f"detector.model={tiny_owlv2_dir}", *EVERYTHING),
+                          show_progress=False)
+    processor, model = engine.detector.load()  # type: ignore[union-attr]
+    assert model.config.model_type == "owlv2"
+    seen: list[torch.Tensor] = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"]),
+                                           with_kwargs=True)
+    try:
+        engine.detect(np.zeros((100, 300, 3), np.uint8), "Dog, cat")
+    except SelectionError:
+        pass  # random weights may find nothing usable; what reached the model is the point here
+    finally:
+        hook.remove()
+    rows = [processor.tokenizer.decode(row, skip_special_tokens=True).strip() for row in seen[0].tolist()]
+    assert rows == ["dog", "cat"]
+    logits = torch.tensor([[[5.0, -5.0], [-5.0, 3.0], [-9.0, -9.0]]])  # a dog, a cat, nothing
+    boxes = torch.tensor([[[0.5, 1 / 6, 0.5, 1 / 6], [0.25, 0.25, 0.1, 0.2], [0.5, 0.5, 0.2, 0.2]]])  # of 300x300
+    found = post_process(processor, Owlv2ObjectDetectionOutput(logits=logits, pred_boxes=boxes), seen[0],
+                         ["dog", "cat"], (100, 300), Thresholds(0.5, 0.5, 10), sentence=False)
+    assert [d.label for d in found] == ["dog", "cat"]
+    assert np.allclose([d.box for d in found], [(75, 25, 225, 75), (60, 45, 90, 100)], atol=1e-3)
 
 
 def test_real_detections_lie_inside_photos_of_any_aspect(engine: Engine) -> None:

@@ -314,3 +314,25 @@ def make_tiny_grounding_dino(folder: pathlib.Path) -> pathlib.Path:
     GroundingDinoForObjectDetection(config).eval().save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+# ------------------------------------------------------------------ OWLv2
+
+
+def make_tiny_owlv2(folder: pathlib.Path) -> pathlib.Path:
+    """Save a tiny random OWLv2 (CLIP-style text and vision towers, 64 px, 4x4 patches) with its processor."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    folder = pathlib.Path(folder)
+    tokenizer = write_clip_tokenizer(folder)
+    tokenizer.model_max_length = 16  # OWLv2 pads every query to this many tokens
+    text = {"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 64, "patch_size": 16}
+    torch.manual_seed(SEED)
+    model = Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=16))
+    model.eval().save_pretrained(folder)
+    Owlv2Processor(Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer).save_pretrained(folder)
+    return folder

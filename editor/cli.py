@@ -134,7 +134,7 @@ def _select(engine: Engine, image: np.ndarray, args: argparse.Namespace, prompts
         return engine.select(image, prompts)
     found = engine.select_by_text(image, args.text, prompts)
     listed = ", ".join(f"{d.label} {d.score:.2f} at {_box_text(d.box)}" for d in found.detections)
-    print(f"found {len(found.detections)}: {listed}")
+    print(f"found {len(found.detections)}: {listed} (selected with {engine.backends.segmenter})")
     return found.mask
 
 

@@ -129,7 +129,12 @@ class Engine:
         """
         detections = self.detect(image, query)
         parts = refine_detected(detected_parts(detections), refine)
-        return TextSelection(self.select_parts(image, list(parts)), detections, parts)
+        mask = self.select_parts(image, list(parts))
+        if not mask.any():
+            boxes = f"{len(detections)} box{'es' if len(detections) > 1 else ''}"
+            raise SelectionError(f"found {boxes} for {query.strip()!r} but {self.backends.segmenter} selected "
+                                 "nothing inside them: add a point or a box")
+        return TextSelection(mask, detections, parts)
 
     # --- edits -----------------------------------------------------------------------------
 

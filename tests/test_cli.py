@@ -122,6 +122,7 @@ def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_d
         "text-no-detector": ["segment", photo, "-o", str(out / "x.png"), "--text", "dog", *no_models],
         "text-threshold-1": ["segment", photo, "-o", str(out / "x.png"), "--text", "dog", *no_models, *detector,
                              "--set", "detector.box_threshold=1.0"],
+        "text-nothing-inside": ["segment", photo, "-o", str(out / "x.png"), "--text", "person", *no_models, *detector],
         "text-empty": ["segment", photo, "-o", str(out / "x.png"), "--text", " , ", *no_models, *detector],
     }
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -296,6 +297,7 @@ def test_background_with_invert_keeps_the_subject_exact(runs: dict[str, Run], fi
     ("text-no-detector", ["python -m editor download detector"]),
     ("text-threshold-1", ["no dog found", "detector.box_threshold"]),
     ("text-empty", ["type what to select"]),
+    ("text-nothing-inside", ["found 3 boxes", "grabcut", "selected nothing"]),  # GrabCut on the tiny random boxes
 ])
 def test_bad_input_is_one_line_on_stderr(runs: dict[str, Run], files: dict[str, Path], name: str,
                                          words: list[str]) -> None:

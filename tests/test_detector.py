@@ -205,11 +205,13 @@ def test_without_sam_each_box_goes_through_grabcut(empty_models_dir: Path, tiny_
     engine = build_engine(tiny_config(empty_models_dir, f"detector.model={tiny_detector_dir}", *EVERYTHING),
                           show_progress=False)
     assert engine.backends.segmenter.startswith("grabcut")
-    found = engine.select_by_text(photo, "red disc")
-    union = np.zeros(photo.shape[:2], np.uint8)
-    for d in found.detections:
-        union = masks.union(union, engine.select(photo, Prompts(box=d.box)))
-    assert np.array_equal(found.mask, union)
+    x1, y1, x2, y2 = engine.detect(photo, "red disc")[0].box
+    center = Prompts().add_point((x1 + x2) / 2, (y1 + y2) / 2)  # certain foreground: GrabCut keeps it
+    found = engine.select_by_text(photo, "red disc", center)
+    expected = engine.select(photo, Prompts(center.points, center.labels, (x1, y1, x2, y2)))
+    for d in found.detections[1:]:
+        expected = masks.union(expected, engine.select(photo, Prompts(box=d.box)))
+    assert found.mask.any() and np.array_equal(found.mask, expected)
 
 
 def test_refining_points_go_to_the_instance_whose_box_holds_them(engine: Engine, photo: np.ndarray) -> None:
@@ -244,7 +246,8 @@ def test_route_and_refine_detected_parts() -> None:
 def test_without_the_detector_everything_else_works_and_it_says_how_to_get_it(fallback_engine: Engine,
                                                                               photo: np.ndarray) -> None:
     assert fallback_engine.detector is None
-    assert fallback_engine.backends.detector.startswith("none") and DETECTOR_DOWNLOAD_HINT in fallback_engine.backends.detector
+    line = fallback_engine.backends.detector
+    assert line.startswith("none") and DETECTOR_DOWNLOAD_HINT in line
     with pytest.raises(ModelUnavailableError) as info:
         fallback_engine.select_by_text(photo, "dog")
     assert DETECTOR_DOWNLOAD_HINT in str(info.value) and "\n" not in str(info.value)

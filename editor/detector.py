@@ -138,8 +138,8 @@ def box_iou(a: Box, b: Box) -> float:
 def _query_for(label: str, queries: list[str]) -> str:
     """The query a detector's label names: Grounding DINO returns the words it matched, which may
     be part of a query or run across two; the query sharing most words with it wins."""
-    words = set(re.findall(r"[a-z0-9]+", label.lower())) - {"sep", "cls", "pad"}
-    if label in queries or not words:
-        return label if label in queries else queries[0]
+    if label in queries:
+        return label
+    words = set(re.findall(r"[a-z0-9]+", label.lower())) - {"sep", "cls", "pad"}  # not BERT's special tokens
     overlap = [len(words & set(query.split())) for query in queries]
     return queries[int(np.argmax(overlap))]

@@ -1,4 +1,4 @@
-"""Selection prompts: what a person clicked, in original-image pixel coordinates."""
+"""Selection prompts: what a person clicked or a detector found, in original-image pixel coordinates."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace

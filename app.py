@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_ui(engine, config)
     server = config.server
     print(f"backends: select with {engine.backends.segmenter}; fill with {engine.backends.inpainter}; "
-          f"erase with {engine.backends.eraser}", file=sys.stderr)
+          f"erase with {engine.backends.eraser}; select by name with {engine.backends.detector}", file=sys.stderr)
     if engine.backends.hint:
         print(f"missing models: {engine.backends.hint}", file=sys.stderr)
     try:

@@ -3,7 +3,8 @@
 `plan_backends` only looks (no model is loaded, nothing is downloaded), so `info` is instant
 and honest; `build_engine` loads what the plan names, fetching missing weights first when
 `auto_download` is on and the network is allowed, and falls back to classical algorithms,
-saying so, when weights are missing.
+saying so, when weights are missing. The detector ("select by name") is optional: without it
+everything else works, and asking for it says how to get it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from editor import weights
 from editor.config import Config
-from editor.engine import DOWNLOAD_HINT, Backends, Engine
+from editor.engine import DETECTOR_DOWNLOAD_HINT, DOWNLOAD_HINT, Backends, Engine
 from editor.errors import ConfigError, EditorError
 
 SAM_PREFERENCE = {"cuda": ("vit_h", "vit_l", "vit_b"), "cpu": ("vit_b", "vit_l", "vit_h")}
@@ -40,10 +41,18 @@ class InpaintPlan:
 
 
 @dataclass(frozen=True)
+class DetectorPlan:
+    name: str  # hub id or folder, as configured
+    path: Path | None  # local transformers folder; None when missing
+    download: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     device: str
     sam: SamPlan
     inpaint: InpaintPlan
+    detector: DetectorPlan
 
 
 def resolve_device(setting: str) -> str:
@@ -59,7 +68,8 @@ def resolve_device(setting: str) -> str:
 def plan_backends(config: Config) -> Plan:
     device = resolve_device(config.device)
     can_fetch = config.auto_download and not weights.offline()
-    return Plan(device, _plan_sam(config, device, can_fetch), _plan_inpaint(config, device, can_fetch))
+    return Plan(device, _plan_sam(config, device, can_fetch), _plan_inpaint(config, device, can_fetch),
+                _plan_detector(config, can_fetch))
 
 
 def _plan_sam(config: Config, device: str, can_fetch: bool) -> SamPlan:
@@ -88,15 +98,29 @@ def _plan_inpaint(config: Config, device: str, can_fetch: bool) -> InpaintPlan:
         missing = path is None or (preset.vae_repo_id is not None and vae is None)
         return InpaintPlan(name, None if missing else path, preset.variant, vae, preset.native_size,
                            download=missing and can_fetch)
+    path = _folder_or_cached("inpaint.model", name, "model_index.json", "diffusers",
+                             "sdxl, sd2, a hub id (owner/name) or an existing folder")
+    return InpaintPlan(name, path, download=path is None and can_fetch)
+
+
+def _plan_detector(config: Config, can_fetch: bool) -> DetectorPlan:
+    name = config.detector.model
+    path = _folder_or_cached("detector.model", name, "config.json", "transformers",
+                             "a hub id (owner/name) or an existing folder", weights.detector_patterns())
+    return DetectorPlan(name, path, download=path is None and can_fetch)
+
+
+def _folder_or_cached(key: str, name: str, marker: str, library: str, choices: str,
+                      patterns: tuple[list[str], list[str]] | None = None) -> Path | None:
+    """A model given as a local folder or a hub id: the folder, the cached hub copy, or None."""
     local = Path(name).expanduser()
     if local.is_dir():
-        if not (local / "model_index.json").is_file():
-            raise ConfigError(f"inpaint.model {name} is a folder but not a diffusers model (no model_index.json)")
-        return InpaintPlan(name, local)
+        if not (local / marker).is_file():
+            raise ConfigError(f"{key} {name} is a folder but not a {library} model (no {marker})")
+        return local
     if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
-        raise ConfigError(f"inpaint.model {name} is not sdxl, sd2, a hub id (owner/name) or an existing folder")
-    path = weights.cached_hub_snapshot(name)
-    return InpaintPlan(name, path, download=path is None and can_fetch)
+        raise ConfigError(f"{key} {name} is not {choices}")
+    return weights.cached_hub_snapshot(name, patterns=patterns)
 
 
 def describe(plan: Plan, config: Config) -> Backends:
@@ -119,12 +143,24 @@ def describe(plan: Plan, config: Config) -> Backends:
         eraser = "opencv telea (no inpainting model)"
         hints.append(DOWNLOAD_HINT)
     hint = " and ".join(f"`{h}`" for h in hints)
-    return Backends(plan.device, segmenter, inpainter, eraser, f"get the models with {hint}" if hints else "")
+    return Backends(plan.device, segmenter, inpainter, eraser, f"get the models with {hint}" if hints else "",
+                    _detector_label(plan, config))
+
+
+def _detector_label(plan: Plan, config: Config) -> str:
+    detector = plan.detector
+    if detector.path is None and not detector.download:
+        return f"none ({detector.name} not downloaded: run `{DETECTOR_DOWNLOAD_HINT}`)"
+    precision = "fp16 on cuda" if plan.device == "cuda" else "fp32 on cpu"
+    later = " (downloads on first use)" if detector.path is None else ""
+    return (f"{detector.name} {precision}, box threshold {config.detector.box_threshold:g}, "
+            f"text threshold {config.detector.text_threshold:g}{later}")
 
 
 def build_engine(config: Config, show_progress: bool = True) -> Engine:
-    """The planned backends, ready to load: SAM and the inpainting pipeline load on first use
-    (or at `Engine.warm_up`), so that building the engine takes no time."""
+    """The planned backends, ready to load: SAM, the inpainting pipeline and the detector load
+    on first use (or at `Engine.warm_up`), so that building the engine takes no time."""
+    from editor.detector import Thresholds, TransformersDetector
     from editor.inpainter import DiffusersInpainter, ModelSource, PipelineCache, PipelineOptions
     from editor.segmenter import GrabCutSegmenter, SamSegmenter
 
@@ -142,7 +178,12 @@ def build_engine(config: Config, show_progress: bool = True) -> Engine:
         source = ModelSource(plan.inpaint.name, plan.inpaint.path, plan.inpaint.variant,
                              plan.inpaint.vae_path, plan.inpaint.native_size)
         inpainter = DiffusersInpainter(source, PipelineCache(options), backends.inpainter)
-    return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase)
+    detector = None
+    if plan.detector.path is not None:  # loads on first use: most sessions never select by name
+        thresholds = Thresholds(config.detector.box_threshold, config.detector.text_threshold,
+                                config.detector.max_detections)
+        detector = TransformersDetector(plan.detector.path, plan.device, thresholds, backends.detector)
+    return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector)
 
 
 def _load_sam(path: Path, model_type: str, device: str):  # type: ignore[no-untyped-def]
@@ -153,7 +194,7 @@ def _load_sam(path: Path, model_type: str, device: str):  # type: ignore[no-unty
 
 def _fetch_missing(plan: Plan, config: Config, show_progress: bool) -> Plan:
     """Download what auto_download allows; a failed download leaves the fallback in place."""
-    sam, inpaint = plan.sam, plan.inpaint
+    sam, inpaint, detector = plan.sam, plan.inpaint, plan.detector
     if sam.download:
         try:
             path = weights.fetch_sam(sam.model_type, Path(config.models_dir), show_progress)
@@ -166,7 +207,12 @@ def _fetch_missing(plan: Plan, config: Config, show_progress: bool) -> Plan:
             inpaint = _plan_inpaint(config, plan.device, can_fetch=False)
         except EditorError:
             inpaint = InpaintPlan(inpaint.name, None)
-    return Plan(plan.device, sam, inpaint)
+    if detector.download:
+        try:
+            detector = DetectorPlan(detector.name, Path(weights.fetch_detector(detector.name, show_progress)))
+        except EditorError:
+            detector = DetectorPlan(detector.name, None)
+    return Plan(plan.device, sam, inpaint, detector)
 
 
 def _sam_type(sam: SamPlan) -> str:

@@ -8,11 +8,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from editor.config import Config, load_config
 from editor.errors import EditorError
 from editor.prompts import Prompts, parse_box, parse_point
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from editor.engine import Engine
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -65,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m editor", description="Local AI photo editor", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    segment = commands.add_parser("segment", parents=[common], help="write the mask of a clicked object")
+    segment = commands.add_parser("segment", parents=[common], help="write the mask of a clicked or named object")
     segment.add_argument("image")
     segment.add_argument("-o", "--output", required=True, help="mask PNG to write")
     _add_prompt_flags(segment)
@@ -75,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("image")
     edit.add_argument("-o", "--output", required=True, help="PNG to write (variations get _2, _3, ...)")
     edit.add_argument("--mode", required=True, choices=["fill", "erase", "background"])
-    edit.add_argument("--mask", help="mask PNG (255 = selected); instead of point and box prompts")
+    edit.add_argument("--mask", help="mask PNG (255 = selected); instead of text, point and box prompts")
     _add_prompt_flags(edit)
     edit.add_argument("--invert", action="store_true", help="invert the selection first")
     edit.add_argument("--prompt", default="", help="what to paint (fill) or the new background")
@@ -88,9 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     edit.set_defaults(run=_edit)
 
     download = commands.add_parser("download", parents=[common], help="fetch model weights")
-    download.add_argument("what", nargs="?", default="all", choices=["sam", "inpaint", "all"])
+    download.add_argument("what", nargs="?", default="all", choices=["sam", "inpaint", "detector", "all"])
     download.add_argument("--sam-model", choices=["vit_b", "vit_l", "vit_h"])
     download.add_argument("--inpaint-model", help="sdxl, sd2 or a hub id")
+    download.add_argument("--detector-model", help="a hub id (default: detector.model)")
     download.set_defaults(run=_download)
 
     bench = commands.add_parser("bench", parents=[common], help="measure speed and memory (random weights)")
@@ -115,6 +121,9 @@ def _add_prompt_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--point", action="append", default=[], metavar="X,Y", help="object point (repeatable)")
     parser.add_argument("--neg-point", action="append", default=[], metavar="X,Y", help="not-the-object point")
     parser.add_argument("--box", metavar="X1,Y1,X2,Y2", help="box around the object")
+    parser.add_argument("--text", metavar="QUERY",
+                        help="select every instance of what this names, e.g. 'dog' or 'person, bicycle'; "
+                             "points inside a detected box refine that instance")
 
 
 def config_path(given: str | None) -> str | None:
@@ -132,17 +141,31 @@ def _prompts(args: argparse.Namespace) -> Prompts:
     return prompts
 
 
+def _select(engine: Engine, image: np.ndarray, args: argparse.Namespace, prompts: Prompts) -> np.ndarray:
+    """The selection the prompts make; with --text, the detected instances refined by the clicks."""
+    if args.text is None:
+        return engine.select(image, prompts)
+    found = engine.select_by_text(image, args.text, prompts)
+    listed = ", ".join(f"{d.label} {d.score:.2f} at {_box_text(d.box)}" for d in found.detections)
+    print(f"found {len(found.detections)}: {listed} (selected with {engine.backends.segmenter})")
+    return found.mask
+
+
+def _box_text(box: tuple[float, float, float, float]) -> str:
+    return ",".join(f"{v:.0f}" for v in box)
+
+
 def _segment(args: argparse.Namespace, config: Config) -> int:
     from editor.backends import build_engine
     from editor.imageio import load_image, save_png
 
     quiet_libraries()
     prompts = _prompts(args)
-    if prompts.is_empty:
-        raise EditorError("give at least one --point or a --box")
+    if prompts.is_empty and args.text is None:
+        raise EditorError("give --text QUERY, at least one --point, or a --box")
     image = load_image(args.image, config.max_image_pixels)
     engine = build_engine(config)
-    mask = engine.select(image, prompts)
+    mask = _select(engine, image, args, prompts)
     save_png(mask, args.output)
     print(f"wrote {args.output} ({mask.shape[1]}x{mask.shape[0]}, {int((mask > 0).sum())} pixels selected, "
           f"{engine.backends.segmenter})")
@@ -157,10 +180,10 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
 
     quiet_libraries()
     prompts = _prompts(args)
-    if args.mask and not prompts.is_empty:
-        raise EditorError("give either --mask or point/box prompts, not both")
-    if not args.mask and prompts.is_empty:
-        raise EditorError("give a --mask or at least one --point or a --box")
+    if args.mask and not (prompts.is_empty and args.text is None):
+        raise EditorError("give either --mask or text/point/box prompts, not both")
+    if not args.mask and prompts.is_empty and args.text is None:
+        raise EditorError("give a --mask, --text QUERY, at least one --point, or a --box")
     if args.mode in ("fill", "background") and not args.prompt.strip():
         raise EditorError(f"--mode {args.mode} needs --prompt TEXT")
     image = load_image(args.image, config.max_image_pixels)
@@ -168,7 +191,7 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
     if args.mask:
         mask = load_mask(args.mask, (image.shape[1], image.shape[0]), config.max_image_pixels)
     else:
-        mask = engine.select(image, prompts)
+        mask = _select(engine, image, args, prompts)
     if args.invert:
         mask = masks.invert(mask)
     options = EditOptions(args.negative_prompt, args.steps, args.guidance, args.strength, args.seed, args.num_images)
@@ -222,6 +245,9 @@ def _download(args: argparse.Namespace, config: Config) -> int:
         model = args.inpaint_model or (config.inpaint.model if config.inpaint.model != "auto" else
                                        ("sdxl" if device == "cuda" else "sd2"))
         print(f"inpaint {model}: {weights.fetch_inpaint_model(model)}")
+    if args.what in ("detector", "all"):
+        model = args.detector_model or config.detector.model
+        print(f"detector {model}: {weights.fetch_detector(model)}")
     return 0
 
 
@@ -261,6 +287,7 @@ def _info(args: argparse.Namespace, config: Config) -> int:
     print(f"segmenter: {backends.segmenter}")
     print(f"inpainter: {backends.inpainter}")
     print(f"eraser: {backends.eraser}")
+    print(f"detector: {backends.detector}")
     if backends.hint:
         print(f"missing: {backends.hint}")
     return 0

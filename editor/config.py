@@ -42,6 +42,14 @@ class InpaintConfig:
 
 
 @dataclass(frozen=True)
+class DetectorConfig:
+    model: str = "IDEA-Research/grounding-dino-tiny"  # HUB_ID | LOCAL_DIR (Grounding DINO or OWLv2)
+    box_threshold: float = 0.35  # keep boxes scoring above this
+    text_threshold: float = 0.25  # Grounding DINO: words scoring above this name a box
+    max_detections: int = 10  # the best-scoring boxes kept; each costs one SAM call
+
+
+@dataclass(frozen=True)
 class CompositeConfig:
     context: float = 0.5  # context around the mask, as a fraction of the mask's box size
     min_context_px: int = 32  # at least this much context on each side
@@ -76,6 +84,7 @@ class Config:
     max_image_pixels: int = 50_000_000  # refuse larger images before decoding them
     sam: SamConfig = field(default_factory=SamConfig)
     inpaint: InpaintConfig = field(default_factory=InpaintConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
     erase: EraseConfig = field(default_factory=EraseConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -83,13 +92,14 @@ class Config:
 
 _POSITIVE = {
     "sam.embedding_cache", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
-    "max_image_pixels", "server.port", "server.concurrency", "server.max_upload_mb",
+    "max_image_pixels", "detector.max_detections", "server.port", "server.concurrency", "server.max_upload_mb",
 }
 _NON_NEGATIVE = {
     "inpaint.guidance", "composite.context", "composite.min_context_px",
     "composite.grow", "composite.feather",
 }
 _UNIT_INTERVAL = {"inpaint.strength", "erase.strength"}
+_CLOSED_UNIT_INTERVAL = {"detector.box_threshold", "detector.text_threshold"}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -198,3 +208,5 @@ def _check_range(key: str, value: Any) -> None:
         raise ConfigError(f"config key '{key}' must not be negative, got {value!r}")
     if key in _UNIT_INTERVAL and not 0 < value <= 1:
         raise ConfigError(f"config key '{key}' must be in (0, 1], got {value!r}")
+    if key in _CLOSED_UNIT_INTERVAL and not 0 <= value <= 1:
+        raise ConfigError(f"config key '{key}' must be in [0, 1], got {value!r}")

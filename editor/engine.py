@@ -17,13 +17,15 @@ import torch
 
 from editor import classical, composite, masks
 from editor.config import CompositeConfig, EraseConfig, InpaintConfig
-from editor.errors import EditorError, ModelUnavailableError
+from editor.detector import Detector, parse_query
+from editor.errors import EditorError, ModelUnavailableError, SelectionError
 from editor.inpainter import Inpainter, InpaintRequest, Progress
-from editor.prompts import Prompts, SelectionPart
+from editor.prompts import Detection, Prompts, SelectionPart, detected_parts, refine_detected
 from editor.segmenter import Segmenter
 
 FALLBACK_NATIVE_SIZE = 512  # the OpenCV fallback's working size for its crop
 DOWNLOAD_HINT = "python -m editor download inpaint"
+DETECTOR_DOWNLOAD_HINT = "python -m editor download detector"
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,22 @@ class EditResult:
 
 
 @dataclass(frozen=True)
+class TextSelection:
+    """What "select by name" found: the union of every instance's mask, and how it got there."""
+
+    mask: np.ndarray  # HxW uint8, 255 = selected
+    detections: list[Detection]  # best first
+    parts: tuple[SelectionPart, ...]  # one box prompt per detection (plus the refining clicks)
+
+
+@dataclass(frozen=True)
 class Backends:
     device: str
     segmenter: str
     inpainter: str
     eraser: str
     hint: str = ""  # what to run to get missing models, when some are missing
+    detector: str = "none"  # "select by name"; optional, so not part of `hint`
 
 
 class Engine:
@@ -64,6 +76,7 @@ class Engine:
         inpaint_defaults: InpaintConfig,
         composite_config: CompositeConfig,
         erase_config: EraseConfig,
+        detector: Detector | None = None,
     ) -> None:
         self.segmenter = segmenter
         self.inpainter = inpainter
@@ -71,6 +84,7 @@ class Engine:
         self.defaults = inpaint_defaults
         self.composite = composite_config
         self.erase_config = erase_config
+        self.detector = detector
 
     def warm_up(self) -> None:
         """Load the models now (e.g. in the background while the page is served): SAM first,
@@ -99,6 +113,35 @@ class Engine:
             mask = self.select(image, part.prompts)
             selection = masks.subtract(selection, mask) if part.subtract else masks.union(selection, mask)
         return selection
+
+    def detect(self, image: np.ndarray, query: str) -> list[Detection]:
+        """The instances of what `query` names ("dog", "person, bicycle"), best first; never empty."""
+        if self.detector is None:
+            raise ModelUnavailableError(
+                f"selecting by name needs the detector, which is not on this machine: run `{DETECTOR_DOWNLOAD_HINT}` "
+                "or set detector.model to a local folder"
+            )
+        queries = parse_query(query)
+        detections = self.detector.detect(image, queries)
+        if not detections:
+            raise SelectionError(f"no {', '.join(queries)} found in the photo: try other words, or a lower "
+                                 "detector.box_threshold")
+        return detections
+
+    def select_by_text(self, image: np.ndarray, query: str, refine: Prompts = Prompts()) -> TextSelection:
+        """Every instance of what `query` names, each selected from its box, combined by union.
+
+        `refine` adds clicks: a point inside a detected box refines that instance, other points
+        and a box select one more object that joins the selection.
+        """
+        detections = self.detect(image, query)
+        parts = refine_detected(detected_parts(detections), refine)
+        mask = self.select_parts(image, list(parts))
+        if not mask.any():
+            boxes = f"{len(detections)} box{'es' if len(detections) > 1 else ''}"
+            raise SelectionError(f"found {boxes} for {query.strip()!r} but {self.backends.segmenter} selected "
+                                 "nothing inside them: add a point or a box")
+        return TextSelection(mask, detections, parts)
 
     # --- edits -----------------------------------------------------------------------------
 

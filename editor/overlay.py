@@ -1,4 +1,4 @@
-"""Drawing the selection over the photo for the page: tint, outline, point markers, boxes.
+"""Drawing the selection over the photo for the page: tint, outline, point markers, boxes and their names.
 
 Pure numpy and OpenCV. Works on the display copy of the photo (`HxWx3 uint8`), which is the
 full-resolution photo scaled down by `scale` when it is large; coordinates given here are
@@ -62,9 +62,11 @@ def draw(
     markers: list[Marker] = (),  # type: ignore[assignment]
     boxes: list[Box] = (),  # type: ignore[assignment]
     pending_corner: Point | None = None,
+    box_labels: list[str] = (),  # type: ignore[assignment]
 ) -> np.ndarray:
     """The photo with the selection drawn: a translucent tint weighted by the (soft) mask,
-    an outline on its edge, the boxes, the pending box corner and the point markers on top."""
+    an outline on its edge, the boxes (named by `box_labels`, "" for none), the pending box
+    corner and the point markers on top."""
     out = image.copy()
     size = _mark_size(image.shape)
     if mask is not None and np.any(mask):
@@ -72,6 +74,9 @@ def draw(
         _outline(out, mask > 127, max(1, size // 4))
     for box in boxes:
         _box(out, box, max(1, size // 4))
+    for box, label in zip(boxes, box_labels):
+        if label:
+            _label(out, box, label, size)
     if pending_corner is not None:
         _corner(out, pending_corner, size)
     for marker in markers:
@@ -104,6 +109,16 @@ def _box(image: np.ndarray, box: Box, width: int) -> None:
     x1, y1, x2, y2 = (int(round(v)) for v in box)
     cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 0), width + 2, cv2.LINE_AA)
     cv2.rectangle(image, (x1, y1), (x2, y2), BOX, width, cv2.LINE_AA)
+
+
+def _label(image: np.ndarray, box: Box, text: str, size: int) -> None:
+    """The box's name on a dark tag at its top-left corner, inside the photo."""
+    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, size / 22), 1
+    (width, height), baseline = cv2.getTextSize(text, font, scale, thickness)
+    x = int(np.clip(round(box[0]), 0, max(0, image.shape[1] - width - 4)))
+    y = int(np.clip(round(box[1]) - height - baseline - 4, 0, max(0, image.shape[0] - height - baseline - 4)))
+    cv2.rectangle(image, (x, y), (x + width + 4, y + height + baseline + 4), (0, 0, 0), -1)
+    cv2.putText(image, text, (x + 2, y + height + 2), font, scale, BOX, thickness, cv2.LINE_AA)
 
 
 def _corner(image: np.ndarray, point: Point, size: int) -> None:

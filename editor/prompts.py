@@ -1,7 +1,7 @@
-"""Selection prompts: what a person clicked, in original-image pixel coordinates."""
+"""Selection prompts: what a person clicked or a detector found, in original-image pixel coordinates."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from editor.errors import SelectionError
 
@@ -54,6 +54,54 @@ class SelectionPart:
 
     prompts: Prompts = field(default_factory=Prompts)
     subtract: bool = False
+    label: str = ""  # what the detector named it ("dog 0.62"); empty for a clicked object
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One object a detector found for a text query."""
+
+    box: Box  # x1, y1, x2, y2 in the photo's pixels, inside the photo
+    label: str  # which of the queries it is
+    score: float  # 0..1
+
+
+def detected_parts(detections: list[Detection]) -> tuple[SelectionPart, ...]:
+    """One selection part per detection: its box as the prompt, its label and score as the name."""
+    return tuple(SelectionPart(Prompts(box=d.box), label=f"{d.label} {d.score:.2f}") for d in detections)
+
+
+def route_point(parts: tuple[SelectionPart, ...], x: float, y: float) -> int | None:
+    """The index of the detected part whose box holds (x, y), the smallest if boxes nest; None if none does."""
+    inside = [(_area(part.prompts.box), index) for index, part in enumerate(parts)
+              if part.label and part.prompts.box is not None and _holds(part.prompts.box, x, y)]
+    return min(inside)[1] if inside else None
+
+
+def refine_detected(parts: tuple[SelectionPart, ...], refine: Prompts) -> tuple[SelectionPart, ...]:
+    """Add click prompts to detected objects: a point inside a detected box refines that object (SAM
+    takes the box and the points together); the other points and a box select one more object that
+    joins the selection."""
+    routed = list(parts)
+    extra = Prompts(box=refine.box)
+    for (x, y), label in zip(refine.points, refine.labels):
+        index = route_point(parts, x, y)
+        if index is None:
+            extra = extra.add_point(x, y, bool(label))
+        else:
+            routed[index] = replace(routed[index], prompts=routed[index].prompts.add_point(x, y, bool(label)))
+    if extra.points and extra.box is None and 1 not in extra.labels:
+        x, y = extra.points[0]
+        raise SelectionError(f"the not-object point ({x:g}, {y:g}) is outside every detected box: it changes nothing")
+    return tuple(routed) + (() if extra.is_empty else (SelectionPart(extra),))
+
+
+def _holds(box: Box, x: float, y: float) -> bool:
+    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def _area(box: Box | None) -> float:
+    return 0.0 if box is None else (box[2] - box[0]) * (box[3] - box[1])
 
 
 def parse_point(text: str) -> Point:

@@ -16,10 +16,11 @@ import numpy as np
 
 from editor import masks
 from editor.errors import EditorError, SelectionError
-from editor.prompts import Point, Prompts, SelectionPart
+from editor.prompts import Detection, Point, Prompts, SelectionPart, detected_parts, route_point
 
-ClickMode = Literal["add", "remove", "box"]
+ClickMode = Literal["add", "remove", "box", "drop"]  # drop: take a detected object out of the selection
 Segment = Callable[[np.ndarray, Prompts], np.ndarray]  # engine.select: (image, prompts) -> mask
+Detect = Callable[[np.ndarray, str], list[Detection]]  # engine.detect: (image, query) -> detections
 
 MAX_VERSIONS = 30  # full-resolution copies kept per session; the oldest edits go first
 
@@ -56,6 +57,10 @@ class Selection:
 
     def with_current(self, part: SelectionPart) -> Selection:
         return replace(self, parts=self.parts[:-1] + (part,), pending_corner=None)
+
+    def with_part(self, index: int, part: SelectionPart) -> Selection:
+        parts = self.parts[:index] + (part,) + self.parts[index + 1:]
+        return replace(self, parts=parts, pending_corner=None)
 
 
 @dataclass(frozen=True)
@@ -199,23 +204,52 @@ class Session:
         """A click on the photo, in full-resolution pixels, in one of the click modes."""
         height, width = self.image.shape[:2]
         x, y = min(max(x, 0.0), width - 1.0), min(max(y, 0.0), height - 1.0)
-        selection = self.selection
-        prompts = selection.current.prompts
         if mode == "box":
-            if selection.pending_corner is None:
-                self._push(replace(selection, pending_corner=(x, y)))
-                return
-            (x0, y0) = selection.pending_corner
-            if abs(x - x0) < 2 or abs(y - y0) < 2:
-                raise SelectionError("the box is too thin: click two opposite corners of the object")
-            box = (min(x0, x), min(y0, y), max(x0, x), max(y0, y))
-            prompts = prompts.with_box(box)
+            self._box_corner(x, y)
+        elif mode == "drop":
+            self._drop(x, y)
         else:
-            positive = mode == "add"
-            if not positive and not _has_anchor(prompts):
-                raise SelectionError("click the object first (+), then the parts to leave out (-)")
-            prompts = prompts.add_point(x, y, positive)
+            self._point(x, y, positive=mode == "add")
+
+    def _box_corner(self, x: float, y: float) -> None:
+        selection = self.selection
+        if selection.pending_corner is None:
+            self._push(replace(selection, pending_corner=(x, y)))
+            return
+        (x0, y0) = selection.pending_corner
+        if abs(x - x0) < 2 or abs(y - y0) < 2:
+            raise SelectionError("the box is too thin: click two opposite corners of the object")
+        prompts = selection.current.prompts.with_box((min(x0, x), min(y0, y), max(x0, x), max(y0, y)))
         self._push(selection.with_current(replace(selection.current, prompts=prompts)))
+
+    def _drop(self, x: float, y: float) -> None:
+        """Take the detected object whose box holds (x, y) out of the selection."""
+        selection = self.selection
+        index = route_point(selection.parts, x, y)
+        if index is None:
+            raise SelectionError("click inside one of the boxes that Select by name found to drop it")
+        self._push(replace(selection, parts=selection.parts[:index] + selection.parts[index + 1:],
+                           pending_corner=None))
+
+    def _point(self, x: float, y: float, positive: bool) -> None:
+        """A point inside a detected box refines that object; elsewhere it goes to the current one."""
+        selection = self.selection
+        index = route_point(selection.parts, x, y)
+        index = len(selection.parts) - 1 if index is None else index
+        part = selection.parts[index]
+        if not positive and not _has_anchor(part.prompts):
+            raise SelectionError("click the object first (+), then the parts to leave out (-)")
+        self._push(selection.with_part(index, replace(part, prompts=part.prompts.add_point(x, y, positive))))
+
+    def select_by_name(self, query: str, detect: Detect) -> list[Detection]:
+        """Add every object `detect` finds for `query` to the selection, one part (a box) each;
+        clicks then go to a new object, or refine a detected one when inside its box."""
+        detections = detect(self.image, query)
+        selection = self.selection
+        kept = tuple(part for part in selection.parts if not part.prompts.is_empty)
+        parts = kept + detected_parts(detections) + (SelectionPart(),)
+        self._push(replace(selection, parts=parts, pending_corner=None))
+        return detections
 
     def new_part(self, subtract: bool) -> None:
         """Start another object that adds to (or is cut out of) the selection."""

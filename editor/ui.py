@@ -13,14 +13,15 @@ from typing import Any
 import gradio as gr
 
 from editor.config import Config
-from editor.engine import Engine
+from editor.engine import DETECTOR_DOWNLOAD_HINT, Engine
 from editor.ui_api import Api
 from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, make_work_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLE_NAMES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
 CANVAS_HEIGHT = 470
-CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box")]
+CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box"),
+               ("Drop a found box", "drop")]
 
 CSS = """
 .gradio-container { max-width: 1440px !important; padding-top: 8px !important; }
@@ -52,7 +53,7 @@ def launch_options() -> dict[str, Any]:
 def backends_markdown(engine: Engine) -> str:
     backends = engine.backends
     text = (f"**Select:** {backends.segmenter} · **Fill, background:** {backends.inpainter} · "
-            f"**Erase:** {backends.eraser} · **Device:** {backends.device}")
+            f"**Erase:** {backends.eraser} · **Select by name:** {backends.detector} · **Device:** {backends.device}")
     if backends.hint:
         text += f"  \n⚠️ Models missing, fallbacks in use: {backends.hint}"
     return text
@@ -73,7 +74,7 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None)
             with gr.Column(scale=3, min_width=480):
                 view = _view_column(examples)
             with gr.Column(scale=2, min_width=360):
-                controls = _controls_column(config)
+                controls = _controls_column(config, engine.detector is not None)
         _wire(handlers, config, state, view, controls)
         _api(Api(engine, config), config)
     return demo
@@ -106,10 +107,16 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
                 status=status, examples=example_gallery)
 
 
-def _controls_column(config: Config) -> dict[str, Any]:
+def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
     defaults = config.inpaint
     with gr.Column(variant="panel", elem_classes="step"):
         gr.Markdown("### 1 · Select", elem_classes="step-title")
+        with gr.Row(elem_classes="compact-buttons"):
+            placeholder = ("Select by name: dog, person, …" if has_detector else
+                           f"Select by name needs the detector: run {DETECTOR_DOWNLOAD_HINT}")
+            query = gr.Textbox(show_label=False, elem_id="select-text", lines=1, max_lines=1, container=False,
+                               placeholder=placeholder, scale=3)
+            find = gr.Button("Select by name", elem_id="select-by-name", size="sm", scale=1)
         mode = gr.Radio(CLICK_MODES, value="add", label="A click on the photo adds", elem_id="click-mode")
         with gr.Row(elem_classes="compact-buttons"):
             undo_click = gr.Button("↶ Undo click", size="sm", elem_id="undo-click")
@@ -157,7 +164,7 @@ def _controls_column(config: Config) -> dict[str, Any]:
         history = gr.Gallery(label="Versions: click one to go back to it", elem_id="history", format="png",
                              columns=5, rows=1, height=100, allow_preview=False, object_fit="contain",
                              fit_columns=False, buttons=[])
-    return dict(mode=mode, undo_click=undo_click, clear=clear, invert=invert, add_part=add_part,
+    return dict(query=query, find=find, mode=mode, undo_click=undo_click, clear=clear, invert=invert, add_part=add_part,
                 subtract_part=subtract_part, grow=grow, feather=feather, prompt=prompt, fill=fill, erase=erase,
                 background=background, cancel=cancel, negative=negative, steps=steps, guidance=guidance,
                 strength=strength, count=count, seed=seed, variations=variations, undo=undo, redo=redo,
@@ -182,6 +189,8 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
 
     # Selecting: each click runs the segmenter (shared with the edits), then redraws the canvas.
     canvas.select(select(handlers.click), [state, controls["mode"]], selection_out, **gpu)
+    for trigger in (controls["find"].click, controls["query"].submit):
+        trigger(select(handlers.select_by_name), [state, controls["query"]], selection_out, **gpu)
     controls["undo_click"].click(select(handlers.undo_click), [state], selection_out, **gpu)
     controls["clear"].click(select(handlers.clear), [state], selection_out, **gpu)
     controls["invert"].click(select(handlers.invert), [state], selection_out, **gpu)
@@ -222,12 +231,14 @@ def _api(api: Api, config: Config) -> None:
         points = gr.Textbox(label="points", info="JSON: [[x, y], [x, y, 0], ...]; label 1 = object, 0 = not")
         box = gr.Textbox(label="box", info="JSON: [x1, y1, x2, y2], or empty")
         prompt = gr.Textbox(label="prompt")
+        query = gr.Textbox(label="query", info="what to select, e.g. 'dog' or 'person, bicycle'")
         options = gr.Textbox(label="options", info='JSON, e.g. {"steps": 30, "seed": 7, "negative_prompt": "..."}')
         mask_out = gr.Image(format="png", image_mode="L", label="mask")
         image_out = gr.Image(format="png", label="result")
         info_out = gr.JSON(label="metadata")
         trigger = gr.Button()
     trigger.click(api.segment, [image, points, box], [mask_out], api_name="segment", **gpu)
+    trigger.click(api.select_by_text, [image, query], [mask_out, info_out], api_name="select_by_text", **gpu)
     trigger.click(api.fill, [image, mask, prompt, options], [image_out, info_out], api_name="fill", **gpu)
     trigger.click(api.erase, [image, mask, options], [image_out, info_out], api_name="erase", **gpu)
     trigger.click(api.replace_background, [image, mask, prompt, options], [image_out, info_out],

@@ -1,4 +1,4 @@
-"""Stateless endpoints for `gradio_client`: segment, fill, erase, replace background.
+"""Stateless endpoints for `gradio_client`: segment, select by text, fill, erase, replace background.
 
 The page's click handlers need browser event data and a session; these take everything as
 arguments (an image file, points as JSON, a mask file, options as JSON) and return PNGs.
@@ -34,6 +34,15 @@ class Api:
         with _client_errors():
             photo = self._image(image)
             return self.engine.select(photo, parse_prompts(points, box))
+
+    def select_by_text(self, image: str | None, query: str) -> tuple[np.ndarray, dict]:
+        """Mask (PNG) of every instance of what `query` names ("dog", "person, bicycle"), and what was
+        detected: {"detections": [{"label", "score", "box": [x1, y1, x2, y2]}, ...]} in the image's pixels."""
+        with _client_errors():
+            found = self.engine.select_by_text(self._image(image), query or "")
+            detections = [{"label": d.label, "score": round(d.score, 4), "box": [round(v, 1) for v in d.box]}
+                          for d in found.detections]
+            return found.mask, {"detections": detections}
 
     def fill(self, image: str | None, mask: str | None, prompt: str, options: str) -> tuple[np.ndarray, dict]:
         """Paint what `prompt` describes into the mask. Returns the PNG and the edit's metadata (seed...)."""

@@ -7,6 +7,7 @@ leave the session as it was (see `guard`).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import html
 import logging
@@ -143,11 +144,7 @@ class Handlers:
         scale = overlay.display_scale(width, height)
         x, y = overlay.to_original(float(evt.index[0]), float(evt.index[1]), scale, width, height)
         session.click(x, y, mode)
-        try:
-            return self._selection_outputs(session)
-        except EditorError:
-            session.undo_click()  # the click the segmenter refused is not kept
-            raise
+        return self._outputs_or_undo(session)
 
     def undo_click(self, session: Session) -> tuple:
         session.image  # noqa: B018 - a clear message when there is no photo
@@ -158,6 +155,14 @@ class Handlers:
         session.image  # noqa: B018
         session.clear_selection()
         return self._selection_outputs(session, "Selection cleared: click an object.")
+
+    def select_by_name(self, session: Session, query: str) -> tuple:
+        """Select every instance of what the text names; each becomes a box on the canvas."""
+        detections = session.select_by_name(query or "", self.engine.detect)
+        found = ", ".join(f"{_escape(d.label)} {d.score:.2f}" for d in detections)
+        message = (f"Found {len(detections)}: {found}. All are selected: a click inside a box refines that "
+                   "object, one outside adds another; *Drop a found box* removes one, ↶ Undo click all.")
+        return self._outputs_or_undo(session, message)
 
     def new_part(self, session: Session, subtract: bool) -> tuple:
         session.image  # noqa: B018
@@ -193,6 +198,14 @@ class Handlers:
         session.paint(_resize_mask(add, width, height), _resize_mask(remove, width, height))
         status, canvas = self._selection_outputs(session, "Strokes applied.")
         return status, canvas, _editor_value(canvas)
+
+    def _outputs_or_undo(self, session: Session, message: str | None = None) -> tuple:
+        """The outputs after a selection step; a step the segmenter refuses is not kept."""
+        try:
+            return self._selection_outputs(session, message)
+        except EditorError:
+            session.undo_click()
+            raise
 
     def _selection_outputs(self, session: Session, message: str | None = None) -> tuple:
         """(status, canvas) after a selection step."""
@@ -276,9 +289,9 @@ class Handlers:
         engine = self.engine
         if feather_px == engine.composite.feather:
             return engine
-        composite = replace(engine.composite, feather=feather_px)
-        return Engine(engine.segmenter, engine.inpainter, engine.backends, engine.defaults, composite,
-                      engine.erase_config)
+        own = copy.copy(engine)  # shares the models; only the settings object differs
+        own.composite = replace(engine.composite, feather=feather_px)
+        return own
 
     def choose_variation(self, session: Session, evt: gr.SelectData) -> tuple:
         if evt.index is None:
@@ -356,7 +369,7 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
     height, width = image.shape[:2]
     scale = overlay.display_scale(width, height)
     selection = session.selection
-    markers, boxes = [], []
+    markers, boxes, names = [], [], []
     for part in selection.parts:
         for (x, y), label in zip(part.prompts.points, part.prompts.labels):
             kind = "remove" if not label else ("cut" if part.subtract else "add")
@@ -365,12 +378,13 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
             x1, y1 = overlay.to_display(part.prompts.box[:2], scale)
             x2, y2 = overlay.to_display(part.prompts.box[2:], scale)
             boxes.append((x1, y1, x2, y2))
+            names.append(part.label)
     pending = None if selection.pending_corner is None else overlay.to_display(selection.pending_corner, scale)
     shown_mask = None
     if mask is not None:
         small = masks.binary(overlay.downscale(mask, scale))
         shown_mask = masks.refine(small, round(session.grow_px * scale), round(session.feather_px * scale))
-    return overlay.draw(overlay.downscale(image, scale), shown_mask, markers, boxes, pending)
+    return overlay.draw(overlay.downscale(image, scale), shown_mask, markers, boxes, pending, names)
 
 
 def history_thumbnails(session: Session) -> Gallery:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from editor.errors import EditorError, ModelUnavailableError
 
 DOWNLOAD_INPAINT_COMMAND = "python -m editor download inpaint"
+DOWNLOAD_DETECTOR_COMMAND = "python -m editor download detector"
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
 _HASH_CHUNK = 1 << 20
 # "owner/name" as accepted by the Hub; anything else is not worth a network round-trip.
@@ -85,6 +86,8 @@ INPAINT_PRESETS: dict[str, InpaintPreset] = {
 
 # The fix VAE repo also ships .pt/.bin copies; only the safetensors one is needed.
 VAE_ALLOW_PATTERNS: tuple[str, ...] = ("config.json", "diffusion_pytorch_model.safetensors")
+# A transformers detector repo: configs, tokenizer files and safetensors weights (not the .bin copies).
+DETECTOR_ALLOW_PATTERNS: tuple[str, ...] = ("*.json", "*.txt", "*.safetensors")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -331,14 +334,16 @@ class _SilentTqdm(tqdm):
         super().__init__(*args, **kwargs)
 
 
-def cached_hub_snapshot(repo_id: str, *, cache_dir: Path | None = None) -> Path | None:
+def cached_hub_snapshot(repo_id: str, *, cache_dir: Path | None = None,
+                        patterns: tuple[list[str], list[str]] | None = None) -> Path | None:
     """The cached snapshot folder of `repo_id` if it is complete locally, else None.
 
     local_files_only=True keeps huggingface_hub off the network whatever HF_HUB_OFFLINE says.
+    `patterns` (allow, ignore) default to those of the inpainting repos.
     """
     from huggingface_hub import snapshot_download
 
-    allow, ignore = _patterns_for_repo(repo_id)
+    allow, ignore = patterns or _patterns_for_repo(repo_id)
     try:
         folder = Path(
             snapshot_download(
@@ -409,16 +414,47 @@ def fetch_inpaint_model(model: str, show_progress: bool = True, *, cache_dir: Pa
         # Unchanged unless "~" needed expanding: diffusers does not expand it.
         return str(local) if model.startswith("~") else model
     repos = _hub_repos(model)
-    if offline():
-        paths = []
-        for repo_id, _, _ in repos:
-            cached = cached_hub_snapshot(repo_id, cache_dir=cache_dir)
-            if cached is None:
-                raise ModelUnavailableError(
-                    f"HF_HUB_OFFLINE=1 is set and {repo_id} is not cached: "
-                    f"run `{DOWNLOAD_INPAINT_COMMAND}` with network access first"
-                )
-            paths.append(str(cached))
-        return paths[0]
-    paths = [_hub_download(repo, allow, ignore, show_progress, cache_dir) for repo, allow, ignore in repos]
+    if offline():  # check every repo first: nothing is fetched offline
+        for repo_id, allow, ignore in repos:
+            _cached_or_explain(repo_id, (allow, ignore), DOWNLOAD_INPAINT_COMMAND, cache_dir)
+    paths = [_fetch_repo(repo, (allow, ignore), DOWNLOAD_INPAINT_COMMAND, show_progress, cache_dir)
+             for repo, allow, ignore in repos]
     return paths[0]
+
+
+# --------------------------------------------------------------------------- detector (Hub)
+
+
+def detector_patterns() -> tuple[list[str], list[str]]:
+    return list(DETECTOR_ALLOW_PATTERNS), []
+
+
+def fetch_detector(model: str, show_progress: bool = True, *, cache_dir: Path | None = None) -> str:
+    """Local path of the open-vocabulary detector `model` (Hub id or local folder), fetched if needed."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return str(local)
+    if not _REPO_ID.match(model):
+        raise EditorError(f"detector model {model!r} is neither a Hugging Face repo id nor an existing folder")
+    return _fetch_repo(model, detector_patterns(), DOWNLOAD_DETECTOR_COMMAND, show_progress, cache_dir)
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _fetch_repo(repo_id: str, patterns: tuple[list[str], list[str]], command: str, show_progress: bool,
+                cache_dir: Path | None) -> str:
+    """The repo's snapshot folder: the cached copy when offline, else a (resumable) download."""
+    if offline():
+        return _cached_or_explain(repo_id, patterns, command, cache_dir)
+    return _hub_download(repo_id, *patterns, show_progress, cache_dir)
+
+
+def _cached_or_explain(repo_id: str, patterns: tuple[list[str], list[str]], command: str,
+                       cache_dir: Path | None) -> str:
+    cached = cached_hub_snapshot(repo_id, cache_dir=cache_dir, patterns=patterns)
+    if cached is None:
+        raise ModelUnavailableError(
+            f"HF_HUB_OFFLINE=1 is set and {repo_id} is not cached: run `{command}` with network access first"
+        )
+    return str(cached)

@@ -13,7 +13,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from editor.backends import build_engine  # noqa: E402
 from editor.config import Config, load_config  # noqa: E402
 from editor.engine import Engine  # noqa: E402
-from tests.tiny_models import make_tiny_sam_checkpoint, make_tiny_sd2_inpaint, make_tiny_sdxl_inpaint  # noqa: E402
+from tests.tiny_models import (  # noqa: E402
+    make_tiny_grounding_dino,
+    make_tiny_owlv2,
+    make_tiny_sam_checkpoint,
+    make_tiny_sd2_inpaint,
+    make_tiny_sdxl_inpaint,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +37,16 @@ def tiny_sd2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_sdxl_inpaint(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl-inpaint")
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_grounding_dino(tmp_path_factory.mktemp("detector") / "tiny-grounding-dino")
+
+
+@pytest.fixture(scope="session")
+def tiny_owlv2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_owlv2(tmp_path_factory.mktemp("owlv2") / "tiny-owlv2")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CAT = ROOT / "assets" / "chelsea.png"
-ENDPOINTS = {"/segment", "/fill", "/erase", "/replace_background"}
+ENDPOINTS = {"/segment", "/select_by_text", "/fill", "/erase", "/replace_background"}
 
 
 def free_port() -> int:
@@ -88,6 +88,8 @@ def test_bad_requests_get_readable_errors(client: Client, tmp_path: Path) -> Non
     cases = [
         (lambda: client.predict(handle_file(str(CAT)), "[[5000, 5]]", "", api_name="/segment"), "outside"),
         (lambda: client.predict(handle_file(str(CAT)), "not json", "", api_name="/segment"), "not valid JSON"),
+        (lambda: client.predict(handle_file(str(CAT)), "cat", api_name="/select_by_text"),
+         "python -m editor download detector"),
         (lambda: client.predict(handle_file(str(CAT)), handle_file(str(mask_path)), "", "{}", api_name="/fill"),
          "mask"),
         (lambda: client.predict(handle_file(str(CAT)), handle_file(str(good_mask)), '{"stepz": 3}',

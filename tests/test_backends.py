@@ -168,20 +168,26 @@ def test_auto_download_that_fails_falls_back(empty_models_dir: Path, monkeypatch
         tried.append(f"inpaint {model}")
         raise EditorError("download failed: no network")
 
+    def failing_detector(model, show_progress=True, **kwargs):  # type: ignore[no-untyped-def]
+        tried.append(f"detector {model}")
+        raise EditorError("download failed: no network")
+
     monkeypatch.setattr(weights, "fetch_sam", failing_sam)
     monkeypatch.setattr(weights, "fetch_inpaint_model", failing_inpaint)
+    monkeypatch.setattr(weights, "fetch_detector", failing_detector)
     monkeypatch.setattr(weights, "cached_hub_snapshot", lambda repo_id, **kwargs: None)
     config = tiny_config(empty_models_dir, "auto_download=true")
     info = describe(plan_backends(config), config)
     assert "downloads on first use" in info.segmenter and "downloads on first use" in info.inpainter
     engine = build_engine(config, show_progress=False)
-    assert tried == ["sam vit_b", "inpaint sd2"]
+    assert tried == ["sam vit_b", "inpaint sd2", "detector IDEA-Research/grounding-dino-tiny"]
     assert isinstance(engine.segmenter, GrabCutSegmenter) and engine.inpainter is None
+    assert engine.detector is None and engine.backends.detector.startswith("none")
     assert engine.backends.segmenter.startswith("grabcut") and engine.backends.inpainter.startswith("none")
 
 
 def test_auto_download_fetches_then_loads(tmp_path: Path, tiny_sam_path: Path, tiny_sd2_dir: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          tiny_detector_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A successful fetch (simulated by copying the tiny models into place) is loaded right away."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     snapshot: dict[str, Path] = {}
@@ -195,14 +201,20 @@ def test_auto_download_fetches_then_loads(tmp_path: Path, tiny_sam_path: Path, t
         snapshot[weights.INPAINT_PRESETS[model].repo_id] = tiny_sd2_dir
         return str(tiny_sd2_dir)
 
+    def fake_detector(model, show_progress=True, **kwargs):  # type: ignore[no-untyped-def]
+        snapshot[model] = tiny_detector_dir
+        return str(tiny_detector_dir)
+
     monkeypatch.setattr(weights, "fetch_sam", fake_sam)
     monkeypatch.setattr(weights, "fetch_inpaint_model", fake_inpaint)
+    monkeypatch.setattr(weights, "fetch_detector", fake_detector)
     monkeypatch.setattr(weights, "cached_hub_snapshot", lambda repo_id, **kwargs: snapshot.get(repo_id))
     engine = build_engine(tiny_config(tmp_path, "auto_download=true"), show_progress=False)
     assert isinstance(engine.segmenter, SamSegmenter)
     assert engine.inpainter is not None and engine.inpainter.source.path == tiny_sd2_dir
     assert engine.inpainter.native_size == 512  # the sd2 preset's size
     assert engine.backends.hint == ""
+    assert engine.detector is not None and engine.detector.path == tiny_detector_dir
 
 
 def test_preset_found_in_the_hub_cache(empty_models_dir: Path, tiny_sdxl_dir: Path,

@@ -188,3 +188,15 @@ def test_before_after_box_mode_and_brush(page) -> None:  # type: ignore[no-untyp
     page.screenshot(path=str(ARTIFACTS / "8-brushed.png"))
     assert tinted_share(canvas_pixels(page), original) > boxed_share + 0.005, "the stroke joined the selection"
     page.get_by_label("Object (+)").check()
+
+
+def test_select_by_name_without_the_detector_says_how_to_get_it(page) -> None:  # type: ignore[no-untyped-def]
+    box = page.locator("#select-text textarea, #select-text input").first
+    assert "python -m editor download detector" in (box.get_attribute("placeholder") or "")
+    before = canvas_pixels(page)
+    box.fill("cat")
+    page.locator("#select-by-name").click()
+    wait_for_status(page, "download detector")
+    page.screenshot(path=str(ARTIFACTS / "9-no-detector.png"))
+    assert page.locator("#status").inner_text().startswith("⚠️")
+    assert np.array_equal(canvas_pixels(page), before), "the selection is unchanged"

@@ -17,12 +17,16 @@ import pytest
 from PIL import Image
 
 from editor import masks
+from editor.backends import build_engine
 from editor.engine import Engine
 from editor.imageio import load_image, load_mask, read_png_metadata
 from editor.prompts import Prompts
+from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 50_000_000
+# Random weights score every detection slot high or low at random: take them all (at most 3).
+TEXT_SETTINGS = ("detector.box_threshold=0", "detector.text_threshold=0", "detector.max_detections=3")
 
 
 @dataclass
@@ -71,15 +75,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path) -> dict[str, Run]:
+def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_detector_dir: Path) -> dict[str, Run]:
     out, photo = files["out"], str(files["photo.png"])
     no_models = ["--set", f"models_dir={files['empty-models']}"]
     sam = ["--set", f"sam.checkpoint={tiny_sam_path}"]
     sd2 = ["--set", f"inpaint.model={tiny_sd2_dir}"]
+    detector = ["--set", f"detector.model={tiny_detector_dir}", *(f"--set={key}" for key in TEXT_SETTINGS)]
     commands = {
         # what works
         "info-none": ["info", *no_models],
-        "info-models": ["info", *no_models, *sam, *sd2],
+        "info-models": ["info", *no_models, *sam, *sd2, *detector],
         "segment-point": ["segment", str(files["rotated.jpg"]), "-o", str(out / "point.png"), "--point", "300,200",
                           *no_models, *sam],
         "segment-box": ["segment", photo, "-o", str(out / "box.png"), "--box", "100,60,220,180", *no_models],
@@ -91,6 +96,11 @@ def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path) -> dic
         "background-inverted": ["edit", photo, "-o", str(out / "background.png"), "--mode", "background",
                                 "--mask", str(files["background.png"]), "--invert", "--prompt", "a beach",
                                 "--steps", "2", "--seed", "1", *no_models, *sd2],
+        "segment-text": ["segment", photo, "-o", str(out / "text.png"), "--text", "Person, dog", *no_models, *sam,
+                         *detector],
+        "background-text": ["edit", photo, "-o", str(out / "beach.png"), "--mode", "background", "--text", "person",
+                            "--prompt", "a beach at sunset", "--steps", "2", "--seed", "3", *no_models, *sam, *sd2,
+                            *detector],
         # what fails, each with one line
         "missing-image": ["segment", str(files["out"] / "absent.png"), "-o", str(out / "x.png"), "--point", "1,1"],
         "corrupt-image": ["edit", str(files["corrupt.png"]), "-o", str(out / "x.png"), "--mode", "erase",
@@ -109,6 +119,11 @@ def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path) -> dic
                                "--set", f"sam.checkpoint={files['out'] / 'absent.pth'}"],
         "mask-and-point": ["edit", photo, "-o", str(out / "x.png"), "--mode", "erase", "--mask", str(files["disc.png"]),
                            "--point", "1,1"],
+        "text-no-detector": ["segment", photo, "-o", str(out / "x.png"), "--text", "dog", *no_models],
+        "text-threshold-1": ["segment", photo, "-o", str(out / "x.png"), "--text", "dog", *no_models, *detector,
+                             "--set", "detector.box_threshold=1.0"],
+        "text-nothing-inside": ["segment", photo, "-o", str(out / "x.png"), "--text", "person", *no_models, *detector],
+        "text-empty": ["segment", photo, "-o", str(out / "x.png"), "--text", " , ", *no_models, *detector],
     }
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     env.pop("EDITOR_DEBUG", None)
@@ -146,11 +161,49 @@ def test_info_without_weights_names_the_fallbacks(runs: dict[str, Run]) -> None:
     assert "python -m editor download inpaint" in info["missing"]
 
 
-def test_info_with_models_names_them(runs: dict[str, Run], tiny_sam_path: Path, tiny_sd2_dir: Path) -> None:
+def test_info_with_models_names_them(runs: dict[str, Run], tiny_sam_path: Path, tiny_sd2_dir: Path,
+                                     tiny_detector_dir: Path) -> None:
     info = lines(ok(runs["info-models"]).stdout)
     assert info["segmenter"].startswith("sam ") and str(tiny_sam_path) in info["segmenter"]
     assert info["inpainter"].startswith("diffusers") and str(tiny_sd2_dir) in info["inpainter"]
+    assert info["detector"].startswith(str(tiny_detector_dir)) and "box threshold 0" in info["detector"]
     assert "missing" not in info
+
+
+def test_info_without_the_detector_says_how_to_get_it(runs: dict[str, Run]) -> None:
+    info = lines(ok(runs["info-none"]).stdout)
+    assert info["detector"].startswith("none") and "python -m editor download detector" in info["detector"]
+
+
+def text_engine(files: dict[str, Path], tiny_sam_path: Path, tiny_detector_dir: Path) -> Engine:
+    """The engine the --text commands ran with, to compare what they wrote with."""
+    return build_engine(tiny_config(files["empty-models"], f"sam.checkpoint={tiny_sam_path}",
+                                    f"detector.model={tiny_detector_dir}", *TEXT_SETTINGS), show_progress=False)
+
+
+def test_segment_text_writes_the_union_of_the_detected_instances(runs: dict[str, Run], files: dict[str, Path],
+                                                                 tiny_sam_path: Path, tiny_detector_dir: Path) -> None:
+    run = ok(runs["segment-text"])
+    mask = load_mask(files["out"] / "text.png", (320, 240), LIMIT)
+    found = text_engine(files, tiny_sam_path, tiny_detector_dir).select_by_text(make_photo(), "person, dog")
+    assert np.array_equal(mask, found.mask)
+    assert run.stdout.startswith(f"found {len(found.detections)}: ")
+    for d in found.detections:
+        assert f"{d.label} {d.score:.2f} at {d.box[0]:.0f}," in run.stdout
+
+
+def test_background_by_text_keeps_the_detected_subject_exact(runs: dict[str, Run], files: dict[str, Path],
+                                                             tiny_sam_path: Path, tiny_detector_dir: Path) -> None:
+    run = ok(runs["background-text"])
+    photo = make_photo()
+    out = load_image(files["out"] / "beach.png", LIMIT)
+    subject = text_engine(files, tiny_sam_path, tiny_detector_dir).select_by_text(photo, "person").mask > 0
+    assert out.shape == photo.shape and subject.any() and not subject.all()
+    assert np.array_equal(out[subject], photo[subject])
+    assert (out[~subject] != photo[~subject]).any()
+    meta = read_png_metadata(files["out"] / "beach.png")
+    assert meta["mode"] == "background" and meta["prompt"] == "a beach at sunset" and meta["seed"] == "3"
+    assert "found " in run.stdout and "person" in run.stdout
 
 
 def test_segment_point_writes_a_binary_mask_of_the_rotated_size(runs: dict[str, Run], files: dict[str, Path]) -> None:
@@ -241,6 +294,10 @@ def test_background_with_invert_keeps_the_subject_exact(runs: dict[str, Run], fi
     ("mask-size", ["100x80", "320x240"]),
     ("missing-checkpoint", ["sam.checkpoint", "absent.pth"]),
     ("mask-and-point", ["--mask"]),
+    ("text-no-detector", ["python -m editor download detector"]),
+    ("text-threshold-1", ["no dog found", "detector.box_threshold"]),
+    ("text-empty", ["type what to select"]),
+    ("text-nothing-inside", ["found 3 boxes", "grabcut", "selected nothing"]),  # GrabCut on the tiny random boxes
 ])
 def test_bad_input_is_one_line_on_stderr(runs: dict[str, Run], files: dict[str, Path], name: str,
                                          words: list[str]) -> None:

@@ -189,3 +189,34 @@ def test_grow_and_soft_edge_sliders_show_on_the_canvas(fallback_engine: Engine, 
     far = ~(masks.grow(selected, 10 + 6 + 4) > 0)
     assert np.array_equal(grown[far], original[far])
     assert np.array_equal(session.edit_mask(fallback_engine.select), masks.grow(selected, 10))
+
+
+def test_select_by_name_draws_the_named_boxes_and_clicks_refine(empty_models_dir: Path, tiny_sam_path: Path,
+                                                               tiny_detector_dir: Path, tmp_path: Path) -> None:
+    from editor.backends import build_engine
+
+    engine = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}",
+                                      f"detector.model={tiny_detector_dir}", "detector.box_threshold=0",
+                                      "detector.text_threshold=0", "detector.max_detections=3"), show_progress=False)
+    handlers = handlers_for(engine, tmp_path)
+    session, _ = opened(handlers)
+    status, canvas = handlers.select_by_name(session, "Cat, dog")
+    detected = [part for part in session.selection.parts if part.label]
+    assert len(detected) == 3 and status.startswith("Found 3: ")
+    for part in detected:
+        assert part.label in status and part.label.split()[0] in ("cat", "dog")
+    assert np.array_equal(canvas, canvas_view(session, session.selection_mask(engine.select)))
+    assert not np.array_equal(canvas, canvas_view(session, None)), "the selection is drawn"
+    photo_only = session.image.copy()
+    handlers.undo_click(session)
+    assert session.selection.is_empty and np.array_equal(session.image, photo_only)
+
+
+def test_select_by_name_without_the_detector_says_how_to_get_it(fallback_engine: Engine, tmp_path: Path) -> None:
+    from editor.ui_handlers import guard
+
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    status, canvas = guard(handlers.select_by_name, 2)(session, "cat")
+    assert status.startswith("⚠️") and "python -m editor download detector" in status
+    assert session.selection.is_empty

@@ -234,3 +234,73 @@ def make_tiny_sdxl_inpaint(folder: pathlib.Path) -> pathlib.Path:
         add_watermarker=False,
     )
     return _save(pipe, folder)
+
+
+# ------------------------------------------------------------------ Grounding DINO
+
+# A BERT word-piece vocabulary: the specials, the punctuation Grounding DINO's prompts use, and
+# the words the tests ask for. Anything else becomes [UNK].
+DETECTOR_WORDS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "the", "dog", "cat", "person",
+                  "car", "sky", "red", "disc", "ball")
+DETECTOR_TEXT_LENGTH = 32  # tokens; the real model takes 256
+DETECTOR_QUERIES = 12  # detection slots; the real model has 900
+DETECTOR_IMAGE_EDGES = {"shortest_edge": 128, "longest_edge": 192}  # real: 800 / 1333; smaller leaves 1x1 maps
+
+
+def make_tiny_grounding_dino(folder: pathlib.Path) -> pathlib.Path:
+    """Save a tiny random Grounding DINO (Swin backbone, BERT text encoder) with its processor to `folder`.
+
+    The layout is that of a hub repo such as IDEA-Research/grounding-dino-tiny, so that
+    `AutoProcessor` and `AutoModelForZeroShotObjectDetection` load it by path.
+    """
+    from transformers import (
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(DETECTOR_WORDS) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(vocab), model_max_length=DETECTOR_TEXT_LENGTH)
+    processor = GroundingDinoProcessor(GroundingDinoImageProcessor(size=DETECTOR_IMAGE_EDGES), tokenizer)
+    backbone = SwinConfig(window_size=7, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], image_size=64,
+                          out_features=["stage2", "stage3", "stage4"], out_indices=[2, 3, 4])
+    text = {"model_type": "bert", "vocab_size": len(DETECTOR_WORDS), "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 8, "max_position_embeddings": DETECTOR_TEXT_LENGTH}
+    config = GroundingDinoConfig(
+        backbone_config=backbone, text_config=text, max_text_len=DETECTOR_TEXT_LENGTH,
+        d_model=32, encoder_layers=1, decoder_layers=2,  # one decoder layer breaks the tied box heads
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16,
+        num_queries=DETECTOR_QUERIES, num_feature_levels=4, encoder_n_points=2, decoder_n_points=2,
+    )
+    torch.manual_seed(SEED)
+    GroundingDinoForObjectDetection(config).eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# ------------------------------------------------------------------ OWLv2
+
+
+def make_tiny_owlv2(folder: pathlib.Path) -> pathlib.Path:
+    """Save a tiny random OWLv2 (CLIP-style text and vision towers, 64 px, 4x4 patches) with its processor."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    folder = pathlib.Path(folder)
+    tokenizer = write_clip_tokenizer(folder)
+    tokenizer.model_max_length = 16  # OWLv2 pads every query to this many tokens
+    text = {"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 64, "patch_size": 16}
+    torch.manual_seed(SEED)
+    model = Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=16))
+    model.eval().save_pretrained(folder)
+    Owlv2Processor(Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer).save_pretrained(folder)
+    return folder

@@ -245,6 +245,12 @@ def click_sequence(image: np.ndarray, count: int) -> list[Prompts]:
 
 
 def _bench_inpaint(settings: BenchSettings, models: _Models, report: Report) -> None:
+    photo, mask, common = _bench_inpaint_speed(settings, models, report)
+    _bench_inpaint_memory(settings, models, report, photo, mask, common)
+
+
+def _bench_inpaint_speed(settings: BenchSettings, models: _Models,
+                         report: Report) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     engine = models.engine(inpaint=True)
     native = engine.inpainter.native_size  # type: ignore[union-attr]
     photo = synthetic_photo(native, native)
@@ -265,7 +271,7 @@ def _bench_inpaint(settings: BenchSettings, models: _Models, report: Report) -> 
     total = _median_after_warmup([fill] * (settings.runs + 1))
     report.add("inpaint_s", total, "s", note="end to end, prompt to pasted result", **common)
     report.add("inpaint_step_s", statistics.median(steps) if steps else total / settings.steps, "s", **common)
-    _bench_inpaint_memory(settings, models, report, photo, mask, common)
+    return photo, mask, common
 
 
 def _bench_inpaint_memory(settings: BenchSettings, models: _Models, report: Report, photo: np.ndarray,

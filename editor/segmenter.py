@@ -61,22 +61,28 @@ def image_key(image: np.ndarray) -> str:
 
 
 class ImageKeys:
-    """`image_key`, remembered for the last read-only image seen.
+    """`image_key`, remembered for the last few read-only images seen.
 
     The session stores each version read-only, so the same array object always holds the
     same pixels, and clicks on a 24-megapixel photo need not hash it again each time.
     """
 
-    def __init__(self) -> None:
-        self._last: tuple[weakref.ref, str] | None = None
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._known: OrderedDict[int, tuple[weakref.ref, str]] = OrderedDict()  # by id(image)
+        self._lock = threading.Lock()  # the hashing itself runs outside it
 
     def __call__(self, image: np.ndarray) -> str:
-        last = self._last
-        if last is not None and last[0]() is image and not image.flags.writeable:
-            return last[1]
+        with self._lock:
+            known = self._known.get(id(image))
+        if known is not None and known[0]() is image and not image.flags.writeable:
+            return known[1]
         key = image_key(image)
         if not image.flags.writeable and image.base is None:
-            self._last = (weakref.ref(image), key)
+            with self._lock:
+                self._known[id(image)] = (weakref.ref(image), key)
+                while len(self._known) > self._size:
+                    self._known.popitem(last=False)
         return key
 
 
@@ -89,7 +95,7 @@ class SamSegmenter:
         self._cache_size = cache_size
         self._embeddings: OrderedDict[str, Embedding] = OrderedDict()
         self._decoded: OrderedDict[tuple[str, Prompts], torch.Tensor] = OrderedDict()
-        self._keys = ImageKeys()
+        self._keys = ImageKeys(cache_size)
         self._lock = threading.Lock()  # one model, many sessions: one computation at a time
         self._load_lock = threading.Lock()
 

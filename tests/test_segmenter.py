@@ -175,7 +175,7 @@ def test_read_only_versions_are_hashed_once_and_writeable_arrays_every_time(monk
     hashed = []
     real = segmenter_module.image_key
     monkeypatch.setattr(segmenter_module, "image_key", lambda image: hashed.append(1) or real(image))
-    keys = segmenter_module.ImageKeys()
+    keys = segmenter_module.ImageKeys(size=1)
     frozen = random_image(7)
     frozen.flags.writeable = False
     assert keys(frozen) == keys(frozen) == real(frozen) and len(hashed) == 1
@@ -185,7 +185,7 @@ def test_read_only_versions_are_hashed_once_and_writeable_arrays_every_time(monk
     other = random_image(8)
     other.flags.writeable = False
     keys(other)
-    assert keys(frozen) == real(frozen) and len(hashed) == 5, "only the last read-only array is remembered"
+    assert keys(frozen) == real(frozen) and len(hashed) == 5, "only the last `size` read-only arrays are remembered"
 
 
 def test_sam_loads_on_first_use_or_warm_up(empty_models_dir: Path, tiny_sam_path: Path) -> None:

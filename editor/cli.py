@@ -252,15 +252,12 @@ def _download(args: argparse.Namespace, config: Config) -> int:
 
 
 def _bench(args: argparse.Namespace, config: Config) -> int:
-    import torch
-
+    from editor.backends import resolve_device
     from editor.bench import BenchSettings, run
 
     quiet_libraries()
     os.environ["HF_HUB_OFFLINE"] = "1"  # a benchmark never downloads: real weights only when already here
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EditorError("--device cuda but no CUDA GPU is available here")
+    device = resolve_device(args.device or "auto")
     if args.steps is not None and args.steps < 1 or args.runs is not None and args.runs < 1:
         raise EditorError("--steps and --runs must be at least 1")
     settings = BenchSettings.for_run(device, args.only, args.quick, sam_model=args.sam_model,

@@ -22,10 +22,11 @@ from editor.errors import EditorError, ModelUnavailableError, SelectionError
 from editor.inpainter import Inpainter, InpaintRequest, Progress
 from editor.prompts import Detection, Prompts, SelectionPart, detected_parts, refine_detected
 from editor.segmenter import Segmenter
+from editor.weights import DOWNLOAD_DETECTOR_COMMAND, DOWNLOAD_INPAINT_COMMAND
 
 FALLBACK_NATIVE_SIZE = 512  # the OpenCV fallback's working size for its crop
-DOWNLOAD_HINT = "python -m editor download inpaint"
-DETECTOR_DOWNLOAD_HINT = "python -m editor download detector"
+DOWNLOAD_HINT = DOWNLOAD_INPAINT_COMMAND  # one spelling of each command, in weights
+DETECTOR_DOWNLOAD_HINT = DOWNLOAD_DETECTOR_COMMAND
 
 
 @dataclass(frozen=True)

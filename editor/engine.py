@@ -39,6 +39,8 @@ class EditOptions:
     strength: float | None = None
     seed: int | None = None  # None: a random seed, reported in the result
     num_images: int | None = None
+    grow: int | None = None  # paste-back band: the selection grown (negative: shrunk) by this many pixels
+    feather: int | None = None  # then softened over this many pixels; None: composite.grow / .feather
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ class Engine:
             raise EditorError("Fill needs a prompt: describe what should appear in the selection")
         mask = masks.require_selection(mask, image.shape[:2])
         request = self._request(prompt, options, self.defaults.negative_prompt, self.defaults.strength)
-        return self._generate("fill", image, mask, request, None, progress, cancel)
+        return self._generate("fill", image, mask, request, self._alpha(mask, options), progress, cancel)
 
     def erase(self, image: np.ndarray, mask: np.ndarray, options: EditOptions = EditOptions(),
               progress: Progress | None = None, cancel: threading.Event | None = None) -> EditResult:
@@ -167,9 +169,10 @@ class Engine:
         mask = masks.require_selection(mask, image.shape[:2])
         request = self._request(self.erase_config.prompt, options, self.erase_config.negative_prompt,
                                 self.erase_config.strength)
+        alpha = self._alpha(mask, options)
         if self.inpainter is None:
-            return self._classical_erase(image, mask, request)
-        return self._generate("erase", image, mask, request, None, progress, cancel, prefill=True)
+            return self._classical_erase(image, mask, alpha, request)
+        return self._generate("erase", image, mask, request, alpha, progress, cancel, prefill=True)
 
     def replace_background(self, image: np.ndarray, subject_mask: np.ndarray, prompt: str,
                            options: EditOptions = EditOptions(), progress: Progress | None = None,
@@ -182,7 +185,9 @@ class Engine:
         if masks.is_empty(background):
             raise EditorError("the subject covers the whole photo: there is no background to replace")
         request = self._request(prompt, options, self.defaults.negative_prompt, self.defaults.strength)
-        return self._generate("background", image, background, request, subject, progress, cancel)
+        # The subject is kept exactly: no grow, and the soft edge never reaches into it.
+        alpha = composite.paste_alpha(background, 0, self._feather(options), protect=subject)
+        return self._generate("background", image, background, request, alpha, progress, cancel, match_color=False)
 
     # --- internals -------------------------------------------------------------------------
 
@@ -200,16 +205,26 @@ class Engine:
         _check_request(request)
         return request
 
+    def paste_band(self, mask: np.ndarray, options: EditOptions = EditOptions()) -> np.ndarray:
+        """Every pixel a Fill or Erase of `mask` may change (255), and no other."""
+        return masks.binary(self._alpha(mask, options) > 0)
+
+    def _alpha(self, mask: np.ndarray, options: EditOptions) -> np.ndarray:
+        grow_px = self.composite.grow if options.grow is None else options.grow
+        return composite.paste_alpha(mask, grow_px, self._feather(options))
+
+    def _feather(self, options: EditOptions) -> int:
+        return self.composite.feather if options.feather is None else options.feather
+
     def _generate(self, mode: str, image: np.ndarray, mask: np.ndarray, request: InpaintRequest,
-                  protect: np.ndarray | None, progress: Progress | None, cancel: threading.Event | None,
-                  prefill: bool = False) -> EditResult:
+                  alpha: np.ndarray, progress: Progress | None, cancel: threading.Event | None,
+                  prefill: bool = False, match_color: bool = True) -> EditResult:
+        """Inpaint the crop around `alpha` (the paste-back weights) and paste each output through it."""
         if self.inpainter is None:
             raise ModelUnavailableError(
                 f"{mode} needs an inpainting model and none is on this machine: run `{DOWNLOAD_HINT}` "
                 "or set inpaint.model to a local diffusers folder"
             )
-        grow_px = 0 if protect is not None else self.composite.grow
-        alpha = composite.paste_alpha(mask, grow_px, self.composite.feather, protect)
         band = masks.binary(alpha > 0)
         plan = composite.plan_crop(band, self.inpainter.native_size, self.composite.context, self.composite.min_context_px)
         crop, crop_band = plan.crop(image), plan.crop(band)
@@ -219,7 +234,7 @@ class Engine:
         work_mask = composite.resize_mask(crop_band, plan.work_width, plan.work_height)
         outputs = _translate_oom(lambda: self.inpainter.inpaint(work_image, work_mask, request, progress, cancel))
         # A new background has its own colours: matching it to the subject's edge would be wrong.
-        match = self.composite.match_color and protect is None
+        match = self.composite.match_color and match_color
         images = [self._paste(image, out, plan, crop_band, alpha, match) for out in outputs]
         return EditResult(images, mask, request.seed, self._metadata(mode, request, self.inpainter.model_name))
 
@@ -231,8 +246,8 @@ class Engine:
             patch = composite.match_color(patch, plan.crop(image), crop_band, ring_px=max(4, self.composite.feather))
         return composite.paste_back(image, patch, plan, alpha)
 
-    def _classical_erase(self, image: np.ndarray, mask: np.ndarray, request: InpaintRequest) -> EditResult:
-        alpha = composite.paste_alpha(mask, self.composite.grow, self.composite.feather)
+    def _classical_erase(self, image: np.ndarray, mask: np.ndarray, alpha: np.ndarray,
+                         request: InpaintRequest) -> EditResult:
         band = masks.binary(alpha > 0)
         plan = composite.plan_crop(band, FALLBACK_NATIVE_SIZE, self.composite.context, self.composite.min_context_px)
         patch = classical.inpaint(plan.crop(image), plan.crop(band))

@@ -15,11 +15,17 @@ import gradio as gr
 from editor.config import Config
 from editor.engine import DETECTOR_DOWNLOAD_HINT, Engine
 from editor.ui_api import Api
-from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, make_work_dir
+from editor.session import SessionStore
+from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLE_NAMES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
 CANVAS_HEIGHT = 470
+TAB_KEY = "photo-editor-session"
+# The session id lives in the tab's sessionStorage: it survives a reload (and a restart of the app),
+# and, unlike localStorage (gr.BrowserState), a second tab of the same browser gets a session of its own.
+READ_TAB_ID = f"(saved) => [sessionStorage.getItem('{TAB_KEY}') || '']"
+SAVE_TAB_ID = f"(id) => {{ if (id) sessionStorage.setItem('{TAB_KEY}', id); return []; }}"
 CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box"),
                ("Drop a found box", "drop")]
 
@@ -59,14 +65,22 @@ def backends_markdown(engine: Engine) -> str:
     return text
 
 
-def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None) -> gr.Blocks:
-    """The editor page for one shared engine; each browser session gets its own `Session`."""
+def session_store(config: Config) -> SessionStore:
+    server = config.server
+    return SessionStore(Path(server.sessions_dir), server.session_memory_mb * 2**20,
+                        server.session_ttl_minutes * 60.0, feather_px=config.composite.feather)
+
+
+def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
+             sessions: SessionStore | None = None) -> gr.Blocks:
+    """The editor page for one shared engine; each browser tab gets its own `Session`."""
     examples = default_examples() if examples is None else examples
-    handlers = Handlers(engine, config, examples, make_work_dir())
+    handlers = Handlers(engine, config, examples, session_store(config) if sessions is None else sessions)
     with gr.Blocks(title="Photo editor", delete_cache=(3600, 24 * 3600)) as demo:
-        # A plain (not callable) initial value: Gradio deep-copies it for each browser session the
-        # first time an event touches it, so there is no load event to race with and no endpoint.
-        state = gr.State(handlers.new_session(), delete_callback=handlers.forget)
+        # Plain data only: Gradio deep-copies a state's value (and its callbacks) per tab and per
+        # /config request, so the state holds the session's id, never an object holding a model.
+        state = gr.State(None, time_to_live=config.server.session_ttl_minutes * 60)
+        saved_id = gr.Textbox(visible=False)
         with gr.Row(elem_id="header"):
             gr.Markdown("# Photo editor", elem_id="title")
             gr.Markdown(backends_markdown(engine), elem_id="backends")
@@ -76,8 +90,15 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None)
             with gr.Column(scale=2, min_width=360):
                 controls = _controls_column(config, engine.detector is not None)
         _wire(handlers, config, state, view, controls)
+        _wire_tab(demo, handlers, config, state, saved_id, view, controls)
         _api(Api(engine, config), config)
     return demo
+
+
+def _photo_outputs(view: dict[str, Any], controls: dict[str, Any]) -> list[Any]:
+    """What changes when the working photo changes; the order of `Handlers._photo_outputs`."""
+    return [view["status"], view["canvas"], controls["history"], view["result"], controls["download"],
+            controls["variations"], controls["undo"], controls["redo"]]
 
 
 def _view_column(examples: list[Path]) -> dict[str, Any]:
@@ -126,7 +147,7 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
             add_part = gr.Button("+ Add another object", size="sm", elem_id="add-object")
             subtract_part = gr.Button("− Subtract an object", size="sm", elem_id="subtract-object")
         with gr.Row():
-            grow = gr.Slider(-30, 60, value=0, step=1, label="Grow", elem_id="grow")
+            grow = gr.Slider(-30, 60, value=config.composite.grow, step=1, label="Grow", elem_id="grow")
             feather = gr.Slider(0, 60, value=config.composite.feather, step=1, label="Soft edge",
                                 elem_id="feather")
     with gr.Column(variant="panel", elem_classes="step"):
@@ -176,16 +197,22 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     quick = dict(concurrency_limit=None, api_visibility="private")
     canvas, status = view["canvas"], view["status"]
     selection_out = [status, canvas]
-    photo_out = [status, canvas, controls["history"], view["result"], controls["download"], controls["variations"],
-                 controls["undo"], controls["redo"]]
-    photo = functools.partial(guard, outputs=len(photo_out))
-    select = functools.partial(guard, outputs=len(selection_out))
-    prepare = dict(fn=guard(handlers.prepare, 1), inputs=[state], outputs=[status], **gpu)
+    photo_out = _photo_outputs(view, controls)
+    bind = handlers.bind
+    photo = lambda fn: guard(bind(fn), len(photo_out))  # noqa: E731
+    select = lambda fn: guard(bind(fn), len(selection_out))  # noqa: E731
+    # After every change of the working photo, outside the model's queue: the download PNG;
+    # then, in the queue, the new photo's embedding, so the next click is fast.
+    download = dict(fn=bind(handlers.download), inputs=[state], outputs=[controls["download"]], **quick)
+    prepare = dict(fn=guard(bind(handlers.prepare), 1), inputs=[state], outputs=[status], **gpu)
+
+    def photo_changed(event: Any) -> None:
+        event.then(**download).then(**prepare)
 
     # Opening a photo: read the file as uploaded (no re-encoding), then embed it for SAM at once.
-    canvas.upload(photo(handlers.upload), [state, canvas], photo_out, preprocess=False, **quick).then(**prepare)
-    view["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick).then(**prepare)
-    canvas.clear(guard(handlers.canvas_cleared, 1), [state], [status], **quick)
+    photo_changed(canvas.upload(photo(handlers.upload), [state, canvas], photo_out, preprocess=False, **quick))
+    photo_changed(view["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick))
+    canvas.clear(guard(bind(handlers.canvas_cleared), 1), [state], [status], **quick)
 
     # Selecting: each click runs the segmenter (shared with the edits), then redraws the canvas.
     canvas.select(select(handlers.click), [state, controls["mode"]], selection_out, **gpu)
@@ -200,26 +227,40 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
                                     selection_out, **gpu)
     for slider in (controls["grow"], controls["feather"]):
         slider.release(select(handlers.refine), [state, controls["grow"], controls["feather"]], selection_out, **gpu)
-    view["brush_tab"].select(guard(handlers.brush_load, 2), [state], [status, view["brush"]], **gpu)
-    view["apply_brush"].click(guard(handlers.brush_apply, 3), [state, view["brush"]], [status, canvas, view["brush"]],
-                              **gpu)
+    view["brush_tab"].select(guard(bind(handlers.brush_load), 2), [state], [status, view["brush"]], **gpu)
+    view["apply_brush"].click(guard(bind(handlers.brush_apply), 3), [state, view["brush"]],
+                              [status, canvas, view["brush"]], **gpu)
 
-    # Editing: mark the session busy at once (so Cancel works while waiting), then queue the model work.
+    # Editing: mark the session busy at once (so Cancel works while waiting, and the history
+    # stays put), then queue the model work; afterwards the history buttons come back.
     options = [controls[name] for name in ("prompt", "negative", "steps", "guidance", "strength", "seed", "count")]
-    for mode in ("fill", "erase", "background"):
-        controls[mode].click(handlers.begin_edit, [state], [status], **quick).then(
+    history_buttons = [controls["undo"], controls["redo"]]
+    edits = [(controls[mode].click, mode) for mode in ("fill", "erase", "background")]
+    for trigger, mode in edits + [(controls["prompt"].submit, "fill")]:
+        edit = trigger(guard(bind(handlers.begin_edit), 3), [state], [status, *history_buttons], **quick).then(
             photo(functools.partial(handlers.edit, mode)), [state, *options], photo_out,
             show_progress_on=[canvas], **gpu)
-    controls["prompt"].submit(handlers.begin_edit, [state], [status], **quick).then(
-        photo(functools.partial(handlers.edit, "fill")), [state, *options], photo_out, show_progress_on=[canvas],
-        **gpu)
-    controls["cancel"].click(handlers.cancel, [state], [status], **quick)
-    controls["variations"].select(photo(handlers.choose_variation), [state], photo_out, **quick)
+        photo_changed(edit.then(bind(handlers.history_buttons), [state], history_buttons, **quick))
+    controls["cancel"].click(guard(bind(handlers.cancel), 1), [state], [status], **quick)
+    photo_changed(controls["variations"].select(photo(handlers.choose_variation), [state], photo_out, **quick))
 
     # History.
-    controls["undo"].click(photo(handlers.undo), [state], photo_out, **quick)
-    controls["redo"].click(photo(handlers.redo), [state], photo_out, **quick)
-    controls["history"].select(photo(handlers.goto), [state], photo_out, **quick)
+    photo_changed(controls["undo"].click(photo(handlers.undo), [state], photo_out, **quick))
+    photo_changed(controls["redo"].click(photo(handlers.redo), [state], photo_out, **quick))
+    photo_changed(controls["history"].select(photo(handlers.goto), [state], photo_out, **quick))
+
+
+def _wire_tab(demo: gr.Blocks, handlers: Handlers, config: Config, state: gr.State, saved_id: gr.Textbox,
+              view: dict[str, Any], controls: dict[str, Any]) -> None:
+    """Opening the page restores the tab's session (a reload loses nothing); closing it stops its edit."""
+    quick = dict(concurrency_limit=None, api_visibility="private")
+    outputs = [state, saved_id, *_photo_outputs(view, controls), controls["grow"], controls["feather"]]
+    demo.load(handlers.restore, [saved_id], outputs, js=READ_TAB_ID, **quick).then(
+        None, [saved_id], None, js=SAVE_TAB_ID, **quick).then(
+        handlers.bind(handlers.download), [state], [controls["download"]], **quick).then(
+        guard(handlers.bind(handlers.prepare), 1), [state], [view["status"]], concurrency_id="gpu",
+        concurrency_limit=config.server.concurrency, api_visibility="private")
+    demo.unload(handlers.tab_closed)
 
 
 def _api(api: Api, config: Config) -> None:

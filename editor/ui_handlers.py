@@ -7,16 +7,12 @@ leave the session as it was (see `guard`).
 """
 from __future__ import annotations
 
-import copy
 import functools
 import html
 import logging
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +26,12 @@ from editor.engine import EditOptions, EditResult, Engine
 from editor.errors import EditCancelled, EditorError, ImageError
 from editor.imageio import load_image, save_png
 from editor.overlay import Marker
-from editor.session import ClickMode, Session
+from editor.session import ClickMode, Session, SessionStore
 
 log = logging.getLogger(__name__)
 
-THUMB_SIDE = 160  # history and variation thumbnails
+THUMB_SIDE = 160  # variation thumbnails (history thumbnails are made once per version by the session)
+DOWNLOAD_COMPRESSION = 1  # zlib level of the download PNG: lossless all the same, several times faster than 6
 COMPARE_SIDE = 1024  # before/after view
 BRUSH_ADD = (34, 197, 94)  # the brush colours offered in the brush editor: paint in, paint out
 BRUSH_REMOVE = (239, 68, 68)
@@ -81,18 +78,65 @@ def _escape(text: str) -> str:
 
 
 class Handlers:
-    """Handlers bound to the engine and the settings; all per-person data lives in `Session`."""
+    """Handlers bound to the engine and the settings; all per-person data lives in `Session`.
 
-    def __init__(self, engine: Engine, config: Config, examples: list[Path], work_dir: Path) -> None:
+    The page keeps only a session id (a plain string) in `gr.State` and in the tab's own storage;
+    the sessions themselves live in the shared `SessionStore`, which keeps their history on disk.
+    """
+
+    def __init__(self, engine: Engine, config: Config, examples: list[Path], sessions: SessionStore) -> None:
         self.engine = engine
         self.config = config
         self.examples = examples
-        self.work_dir = work_dir  # download files, one folder per session
+        self.sessions = sessions
+        self._tabs: dict[str, str] = {}  # Gradio's session hash of an open tab -> its session id
 
-    # --- opening a photo -------------------------------------------------------------------
+    # --- sessions --------------------------------------------------------------------------
 
     def new_session(self) -> Session:
-        return Session(feather_px=self.config.composite.feather)
+        session = self.sessions.create()
+        session.grow_px, session.feather_px = self.config.composite.grow, self.config.composite.feather
+        return session
+
+    def session(self, session_id: str | None) -> Session:
+        session = self.sessions.get(session_id) if session_id else None
+        if session is None:
+            raise EditorError("this editing session has expired: reload the page to start again")
+        return session
+
+    def bind(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """`handler(session, ...)` as the page calls it: `(session_id, ...)`."""
+
+        @functools.wraps(handler)
+        def run(session_id: str | None, *args: Any, **kwargs: Any) -> Any:
+            return handler(self.session(session_id), *args, **kwargs)
+
+        return run
+
+    def restore(self, saved_id: str | None, request: gr.Request) -> tuple:
+        """Page load: the tab's saved session (a reload or a restart loses nothing), or a new one.
+
+        Returns (session id for the state, the same for the tab's storage, then the photo outputs).
+        """
+        self.sessions.expire()
+        session = self.sessions.get(saved_id) if saved_id else None
+        if session is None:
+            session = self.new_session()
+            status = "Drop a photo on the canvas or pick an example."
+        else:
+            status = f"Restored **{_escape(session.name)}** with its history." if session.has_image else gr.skip()
+        if request is not None and request.session_hash:
+            self._tabs[request.session_hash] = session.id
+        return (session.id, session.id, *self._photo_outputs(session, status), session.grow_px, session.feather_px)
+
+    def tab_closed(self, request: gr.Request) -> None:
+        """The tab closed or reloaded: stop its edit, so the model is free for others at once."""
+        session_id = self._tabs.pop(request.session_hash, None) if request is not None else None
+        session = self.sessions.get(session_id) if session_id else None
+        if session is not None:
+            session.request_cancel()
+
+    # --- opening a photo -------------------------------------------------------------------
 
     def upload(self, session: Session, payload: dict | None) -> tuple:
         """The canvas received a file (raw payload: the file is read here, as uploaded)."""
@@ -108,23 +152,32 @@ class Handlers:
         return self._open(session, str(path), path.stem)
 
     def _open(self, session: Session, path: str, name: str) -> tuple:
+        if session.edit_running:
+            message = "an edit is running: wait for it or press Cancel before opening another photo"
+            gr.Warning(message)
+            return self._photo_outputs(session, warning(message))
         try:
             image = load_image(path, self.config.max_image_pixels)
         except ImageError as exc:  # the canvas must drop the bad file and show what is kept
             gr.Warning(html.escape(str(exc)))
             return self._photo_outputs(session, warning(str(exc)))
+        had_edits = session.has_image and len(session.versions) > 1
         session.open(image, _safe_name(name))
         height, width = image.shape[:2]
-        return self._photo_outputs(session, f"Opened **{_escape(session.name)}** ({width}×{height}). "
+        kept = " The previous photo stays in the history." if had_edits else ""
+        return self._photo_outputs(session, f"Opened **{_escape(session.name)}** ({width}×{height}).{kept} "
                                             "Preparing the selection model…")
 
     def prepare(self, session: Session) -> Any:
-        """Compute the SAM embedding now, so that the first click is fast."""
+        """Compute the working photo's SAM embedding now (after an upload, an edit, an undo...),
+        so that the next click is fast; the status line is left alone unless this took a while."""
         if not session.has_image:
             return gr.skip()
         started = time.perf_counter()
         self.engine.prepare(session.image)
         took = time.perf_counter() - started
+        if took < 0.5:
+            return gr.skip()
         return f"Ready ({took:.1f} s): click the object you want to edit."
 
     def canvas_cleared(self, session: Session) -> str:
@@ -228,10 +281,12 @@ class Handlers:
 
     # --- editing ---------------------------------------------------------------------------
 
-    def begin_edit(self, session: Session) -> str:
-        """Runs at once (outside the model queue) so that Cancel works while the edit waits."""
+    def begin_edit(self, session: Session) -> tuple:
+        """Runs at once (outside the model queue) so that Cancel works while the edit waits; the
+        history controls are off until it ends, so the result lands on the version it started from."""
         session.begin_edit()
-        return "Waiting for the model…"
+        off = gr.Button(interactive=False)
+        return "Waiting for the model…", off, off
 
     def cancel(self, session: Session) -> str:
         if session.request_cancel():
@@ -240,14 +295,20 @@ class Handlers:
 
     def edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
              strength: float, seed: float | None, count: float, progress: gr.Progress = gr.Progress()) -> tuple:
-        """Fill, erase or replace the background, then make the chosen result the working photo."""
+        """Fill, erase or replace the background, then make the chosen result the working photo.
+
+        The result is attached to the version the edit started from, whatever happened meanwhile.
+        """
+        if not session.edit_running:
+            session.begin_edit()  # called without the page's begin step (the API, tests)
         try:
+            base = session.version.number
             result, took = self._run_edit(mode, session, prompt, negative, steps, guidance, strength, seed,
                                           count, progress)
         finally:
             session.end_edit()
         label = EDIT_NAMES[mode] if mode == "erase" else f"{EDIT_NAMES[mode]}: {prompt.strip()}"
-        session.add_result(result.images, result.metadata, label.lower())
+        session.add_result(result.images, result.metadata, label.lower(), base=base)
         variations = f" · {len(result.images)} variations: pick one below" if len(result.images) > 1 else ""
         status = (f"{EDIT_NAMES[mode]} done in {took:.1f} s · seed **{result.seed}** · "
                   f"{_escape(result.metadata.get('model', ''))}{variations}")
@@ -256,7 +317,7 @@ class Handlers:
     def _run_edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
                   strength: float, seed: float | None, count: float, progress: gr.Progress) -> tuple[EditResult, float]:
         image = session.image
-        mask = session.edit_mask(self.engine.select)
+        mask = session.selection_mask(self.engine.select)
         options = EditOptions(
             negative_prompt=None if mode == "erase" else negative,  # erase has its own, against new objects
             steps=int(steps),
@@ -264,8 +325,10 @@ class Handlers:
             strength=None if mode == "erase" else float(strength),  # erase keeps its classical pre-fill
             seed=None if seed is None or seed < 0 else int(seed),
             num_images=int(count),
+            grow=session.grow_px,  # the band drawn on the canvas is the band pasted back
+            feather=session.feather_px,
         )
-        engine = self._engine_with_feather(session.feather_px)
+        engine = self.engine
         if session.cancel.is_set():
             raise EditCancelled("cancelled before it started")
         progress(0, desc="Loading the model…")
@@ -284,16 +347,8 @@ class Handlers:
             raise EditorError(f"unknown edit {mode!r}")
         return result, time.perf_counter() - started
 
-    def _engine_with_feather(self, feather_px: int) -> Engine:
-        """The shared engine (same models) with this person's soft edge for the paste-back."""
-        engine = self.engine
-        if feather_px == engine.composite.feather:
-            return engine
-        own = copy.copy(engine)  # shares the models; only the settings object differs
-        own.composite = replace(engine.composite, feather=feather_px)
-        return own
-
     def choose_variation(self, session: Session, evt: gr.SelectData) -> tuple:
+        _no_edit_running(session)
         if evt.index is None:
             return self._photo_outputs(session, gr.skip())
         session.choose_variation(int(evt.index))
@@ -302,18 +357,26 @@ class Handlers:
     # --- history ---------------------------------------------------------------------------
 
     def undo(self, session: Session) -> tuple:
+        _no_edit_running(session)
         session.undo()
-        return self._photo_outputs(session, f"Back to version {session.index}: {_escape(session.version.label)}.")
+        return self._photo_outputs(session, f"Back to {_version_name(session)}.")
 
     def redo(self, session: Session) -> tuple:
+        _no_edit_running(session)
         session.redo()
-        return self._photo_outputs(session, f"Forward to version {session.index}: {_escape(session.version.label)}.")
+        return self._photo_outputs(session, f"Forward to {_version_name(session)}.")
 
     def goto(self, session: Session, evt: gr.SelectData) -> tuple:
-        if evt.index is None:
+        _no_edit_running(session)
+        if evt.index is None or not 0 <= int(evt.index) < len(session.versions):
             return self._photo_outputs(session, gr.skip())
-        session.goto(int(evt.index))
-        return self._photo_outputs(session, f"Version {session.index}: {_escape(session.version.label)}.")
+        session.goto(session.versions[int(evt.index)].number)
+        return self._photo_outputs(session, f"{_version_name(session).capitalize()}. An edit from here starts "
+                                            "a branch; the later versions stay in the history.")
+
+    def history_buttons(self, session: Session) -> tuple:
+        """Undo and redo as the working version allows (after an edit ends, whatever its outcome)."""
+        return gr.Button(interactive=session.can_undo), gr.Button(interactive=session.can_redo)
 
     # --- views -----------------------------------------------------------------------------
 
@@ -322,13 +385,12 @@ class Handlers:
         if not session.has_image:
             return (status, None, [], None, gr.DownloadButton(value=None, interactive=False),
                     gr.Gallery(value=[], visible=False), gr.Button(interactive=False), gr.Button(interactive=False))
-        download = self._download(session)
         return (
             status,
             self._canvas(session),
-            gr.Gallery(value=history_thumbnails(session), selected_index=session.index),
+            gr.Gallery(value=history_thumbnails(session), selected_index=_position(session)),
             compare_view(session),
-            gr.DownloadButton(value=download, interactive=download is not None),
+            gr.DownloadButton(value=None, interactive=False),  # made by `download` once the page shows this
             self._variations_view(session),
             gr.Button(interactive=session.can_undo),
             gr.Button(interactive=session.can_redo),
@@ -344,21 +406,22 @@ class Handlers:
         thumbs = [(_thumbnail(image), f"{i + 1}") for i, image in enumerate(variations.images)]
         return gr.Gallery(value=thumbs, visible=True, selected_index=variations.chosen)
 
-    def _download(self, session: Session) -> str | None:
-        """The working photo as a full-resolution PNG with its edit metadata (none for the original)."""
-        if session.index == 0:
-            return None
+    def download(self, session: Session) -> Any:
+        """The working photo as a full-resolution PNG with its edit metadata (none for the original).
+
+        Chained after every change of the photo, outside the model's queue: encoding a 24 MP PNG
+        takes seconds, which nobody should wait for in the queue.
+        """
+        if not session.has_image or session.version.parent is None:
+            return gr.DownloadButton(value=None, interactive=False)
         version = session.version
-        path = self.work_dir / session.uid / f"{session.name}-edit-{version.number}.png"
+        path = self.sessions.folder(session.id) / "downloads" / f"{session.name}-edit-{version.number}.png"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_png(version.image, path, version.metadata)
-        return str(path)
-
-    def forget(self, session: Session) -> None:
-        """Gradio dropped the session: remove its download files."""
-        if isinstance(session, Session):
-            shutil.rmtree(self.work_dir / session.uid, ignore_errors=True)
+            partial = path.with_suffix(".part")
+            save_png(session.image, partial, version.metadata, compress_level=DOWNLOAD_COMPRESSION)
+            partial.replace(path)
+        return gr.DownloadButton(value=str(path), interactive=True)
 
 
 def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
@@ -388,16 +451,42 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
 
 
 def history_thumbnails(session: Session) -> Gallery:
-    return [(_thumbnail(v.image), f"{i} · {v.label}") for i, v in enumerate(session.versions)]
+    """Every version of the session, each with its number and what made it; an edit made from an
+    earlier version names the version it branched from."""
+    versions = session.versions
+    return [(v.thumbnail, _caption(v, versions[i - 1] if i else None)) for i, v in enumerate(versions)]
+
+
+def _caption(version: Any, before: Any) -> str:
+    if version.parent is not None and (before is None or before.number != version.parent):
+        return f"{version.number} · {version.label} (from {version.parent})"
+    return f"{version.number} · {version.label}"
+
+
+def _position(session: Session) -> int:
+    number = session.version.number
+    return next(i for i, version in enumerate(session.versions) if version.number == number)
+
+
+def _version_name(session: Session) -> str:
+    return f"version {session.version.number}: {_escape(session.version.label)}"
+
+
+def _no_edit_running(session: Session) -> None:
+    if session.edit_running:
+        raise EditorError("an edit is running: wait for it to finish, or press Cancel, before moving in the history")
 
 
 def compare_view(session: Session) -> tuple[Image, Image] | None:
-    """(before, after) for the slider: the previous version against the working one."""
+    """(before, after) for the slider: the working version's parent against it."""
     previous = session.previous
     if previous is None:
         return None
     scale = overlay.display_scale(*session.image.shape[1::-1], max_side=COMPARE_SIDE)
-    return overlay.downscale(previous.image, scale), overlay.downscale(session.image, scale)
+    before = session.image_of(previous.number)
+    if before.shape != session.image.shape:
+        return None
+    return overlay.downscale(before, scale), overlay.downscale(session.image, scale)
 
 
 def _thumbnail(image: np.ndarray) -> Image:
@@ -441,7 +530,3 @@ def _resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
 def _safe_name(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40]
     return cleaned or "photo"
-
-
-def make_work_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="photo-editor-"))

@@ -100,20 +100,42 @@ def test_bad_requests_get_readable_errors(client: Client, tmp_path: Path) -> Non
             call()
 
 
-def test_each_browser_session_gets_its_own_fresh_session(fallback_engine: Engine, tmp_path: Path) -> None:
-    """Gradio deep-copies the State's plain initial value per browser session, at its first event."""
+def test_page_loads_never_copy_the_models(sam_sd2_engine: Engine, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gradio deep-copies each State's value and callbacks for /config and per tab: when those held
+    the handlers (and so the engine), every page load copied SAM and the pipeline."""
+    import concurrent.futures
+    import time
+    import urllib.request
+
     import gradio as gr
-    from gradio.state_holder import SessionState
 
-    from editor.session import Session
+    copies: list[int] = []
 
-    demo = build_ui(fallback_engine, tiny_config(tmp_path))
+    def count_copy(self: Engine, memo: dict) -> Engine:  # Gradio swallows errors here, so count instead
+        copies.append(1)
+        return self
+
+    monkeypatch.setattr(Engine, "__deepcopy__", count_copy, raising=False)
+    demo = build_ui(sam_sd2_engine, tiny_config(tmp_path))
     state = next(block for block in demo.blocks.values() if isinstance(block, gr.State))
-    alice, bob = SessionState(demo)[state._id], SessionState(demo)[state._id]
-    assert isinstance(alice, Session) and isinstance(bob, Session)
-    assert alice is not bob and alice.cancel is not bob.cancel and alice.uid != bob.uid
-    alice.open(np.zeros((4, 4, 3), np.uint8))
-    assert not bob.has_image and not state.value.has_image, "the template stays empty"
+    assert state.value is None, "the state holds a session id, plain data"
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+
+    def load_config() -> float:
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=30) as response:
+            assert response.status == 200 and b"Photo editor" in response.read()
+        return time.perf_counter() - started
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            took = list(pool.map(lambda _: load_config(), range(8)))
+    finally:
+        demo.close()
+    assert not copies, f"the engine was deep-copied {len(copies)} times"
+    assert max(took) < 1.0, took
 
 
 def test_app_settings_flags_and_login_from_the_environment(tmp_path: Path) -> None:

@@ -124,6 +124,21 @@ def test_upload_click_erase_undo(page) -> None:  # type: ignore[no-untyped-def]
     assert np.array_equal(canvas_pixels(page), erased)
 
 
+def test_a_reload_brings_back_the_photo_and_its_history(page) -> None:  # type: ignore[no-untyped-def]
+    """The tab keeps its session id: a reload (or a restart of the app) loses nothing."""
+    before = canvas_pixels(page)
+    page.reload()
+    wait_for_status(page, "Restored")
+    page.wait_for_timeout(400)
+    assert np.array_equal(canvas_pixels(page), before), "the working version is back, bit for bit"
+    assert page.locator("#history img").count() == 2
+    other = page.context.new_page()  # another tab of the same browser: a session of its own
+    other.goto(page.url)
+    other.locator("#status", has_text="Drop a photo").wait_for(timeout=60_000)
+    assert other.locator("#history img").count() == 0
+    other.close()
+
+
 def test_fill_without_a_prompt_warns_and_keeps_the_photo(page) -> None:  # type: ignore[no-untyped-def]
     before = canvas_pixels(page)
     page.locator("#fill").click()

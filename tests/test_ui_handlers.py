@@ -10,6 +10,7 @@ import pytest
 from editor import masks
 from editor.engine import Engine
 from editor.imageio import load_image, read_png_metadata, save_png
+from editor.session import SessionStore
 from editor.ui_handlers import Handlers, canvas_view
 from tests.conftest import tiny_config
 
@@ -23,7 +24,8 @@ def click_at(x: int, y: int) -> gr.SelectData:
 
 
 def handlers_for(engine: Engine, tmp_path: Path) -> Handlers:
-    return Handlers(engine, tiny_config(tmp_path), [CAT], tmp_path / "work")
+    store = SessionStore(tmp_path / "sessions", 256 * 2**20, 3600.0)
+    return Handlers(engine, tiny_config(tmp_path), [CAT], store)
 
 
 def opened(handlers: Handlers, path: Path = CAT):  # type: ignore[no-untyped-def]
@@ -84,7 +86,8 @@ def test_download_is_the_full_resolution_png_with_metadata(sam_sd2_engine: Engin
     session, _ = opened(handlers)
     handlers.click(session, "add", click_at(230, 150))
     outputs = handlers.edit("fill", session, **{**OPTIONS, "prompt": "a dog"})
-    path = outputs[4].value
+    assert outputs[4].value is None, "the PNG is made after the edit, outside the model's queue"
+    path = handlers.download(session).value
     path = path["path"] if isinstance(path, dict) else path
     assert np.array_equal(load_image(path, 10**8), session.image)
     metadata = read_png_metadata(path)
@@ -119,7 +122,7 @@ def test_edit_errors_are_one_line_warnings_and_the_session_survives(
     outputs = guard(lambda *a: handlers.edit(mode, *a, **{**OPTIONS, "prompt": prompt}), 8)(session)
     assert outputs[0].startswith("⚠️") and message in outputs[0] and "\n" not in outputs[0]
     assert np.array_equal(session.image, before) and len(session.versions) == 1
-    assert session.edits_pending == 0
+    assert not session.edit_running
     handlers.click(session, "add", click_at(230, 150))
     handlers.edit("erase", session, **OPTIONS)
     assert len(session.versions) == 2, "the session keeps working after the error"
@@ -220,3 +223,131 @@ def test_select_by_name_without_the_detector_says_how_to_get_it(fallback_engine:
     status, canvas = guard(handlers.select_by_name, 2)(session, "cat")
     assert status.startswith("⚠️") and "python -m editor download detector" in status
     assert session.selection.is_empty
+
+
+@pytest.mark.parametrize("grow, feather", [(0, 0), (0, 8), (10, 6), (-4, 3)])
+def test_the_band_drawn_on_the_canvas_is_the_band_repainted(fallback_engine: Engine, tmp_path: Path, grow: int,
+                                                             feather: int) -> None:
+    """One notion of grow: the page's preview of the selection is, pixel for pixel, what the
+    paste-back may change (it used to grow the selection a second time by composite.grow)."""
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    original = session.image.copy()
+    handlers.click(session, "add", click_at(230, 150))
+    handlers.refine(session, grow, feather)
+    preview = session.preview_mask(fallback_engine.select) > 0
+    from editor.engine import EditOptions
+
+    band = fallback_engine.paste_band(session.selection_mask(fallback_engine.select), EditOptions(grow=grow,
+                                                                                                 feather=feather))
+    assert np.array_equal(preview, band > 0)
+    handlers.edit("erase", session, **OPTIONS)
+    changed = np.any(session.image != original, axis=2)
+    assert changed.any() and not np.any(changed & ~preview), "nothing changed outside what was shown"
+
+
+def test_editing_an_earlier_version_starts_a_branch_and_keeps_the_later_ones(fallback_engine: Engine,
+                                                                              tmp_path: Path) -> None:
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    images = [session.image.copy()]
+    for x in (120, 230, 330):
+        handlers.click(session, "add", click_at(x, 150))
+        handlers.edit("erase", session, **OPTIONS)
+        images.append(session.image.copy())
+    handlers.goto(session, gr.SelectData(None, {"index": 1, "value": None}))
+    assert np.array_equal(session.image, images[1])
+    handlers.click(session, "add", click_at(60, 60))
+    outputs = handlers.edit("erase", session, **OPTIONS)
+    assert len(session.versions) == 5, "edits 2 and 3 are still there"
+    for number, image in zip([v.number for v in session.versions[:4]], images):
+        assert np.array_equal(session.image_of(number), image)
+    captions = [caption for _, caption in outputs[2].value] if not hasattr(outputs[2].value, "root") else []
+    assert any("from" in str(caption) for caption in captions) or captions == []
+    handlers.undo(session)
+    assert np.array_equal(session.image, images[1]), "undo goes back to where the branch started"
+
+
+def test_history_moves_and_uploads_wait_for_a_running_edit(fallback_engine: Engine, tmp_path: Path) -> None:
+    """Undo, a history pick or an upload while an edit waits or runs used to make its result land on
+    another version (or in another photo's history)."""
+    from editor.ui_handlers import guard
+
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    handlers.click(session, "add", click_at(230, 150))
+    handlers.edit("erase", session, **OPTIONS)
+    first_edit = session.image.copy()
+    handlers.click(session, "add", click_at(100, 100))
+    handlers.begin_edit(session)  # the page's Erase: the edit now waits in the queue
+    for action in (handlers.undo, lambda s: handlers.goto(s, gr.SelectData(None, {"index": 0, "value": None}))):
+        outputs = guard(action, 8)(session)
+        assert outputs[0].startswith("⚠️") and "edit is running" in outputs[0]
+    outputs = handlers.upload(session, {"path": str(ROOT / "assets" / "coffee.png"), "orig_name": "coffee.png"})
+    assert outputs[0].startswith("⚠️") and np.array_equal(session.image, first_edit)
+    handlers.edit("erase", session, **OPTIONS)
+    assert session.previous is not None and np.array_equal(session.image_of(session.previous.number), first_edit)
+    assert handlers.undo(session) and np.array_equal(session.image, first_edit)
+
+
+def test_a_result_lands_on_the_version_it_started_from(fallback_engine: Engine, tmp_path: Path) -> None:
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    handlers.click(session, "add", click_at(230, 150))
+    base = session.version.number
+    result = fallback_engine.erase(session.image, session.selection_mask(fallback_engine.select))
+    session.open(load_image(ROOT / "assets" / "coffee.png", 10**8), "coffee")  # the photo changed meanwhile
+    session.add_result(result.images, result.metadata, "erase", base=base)
+    assert session.previous is not None and session.previous.number == base
+    assert np.array_equal(session.image, result.images[0])
+
+
+def test_a_reload_restores_the_photo_history_and_selection(fallback_engine: Engine, tmp_path: Path) -> None:
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    handlers.click(session, "add", click_at(230, 150))
+    handlers.edit("erase", session, **OPTIONS)
+    handlers.click(session, "add", click_at(100, 100))
+    edited, selection = session.image.copy(), session.selection
+    restarted = handlers_for(fallback_engine, tmp_path)  # a new store over the same folder: an app restart
+    outputs = restarted.restore(session.id, None)
+    assert outputs[0] == outputs[1] == session.id and "Restored" in outputs[2]
+    again = restarted.session(session.id)
+    assert np.array_equal(again.image, edited) and len(again.versions) == 2
+    assert again.selection.current.prompts == selection.current.prompts
+    fresh = restarted.restore("", None)
+    assert fresh[0] != session.id and restarted.session(fresh[0]).has_image is False
+
+
+def test_closing_the_tab_stops_its_edit(sam_sd2_engine: Engine, tmp_path: Path) -> None:
+    import threading
+
+    import gradio as gr
+
+    from editor.errors import EditCancelled
+
+    handlers = handlers_for(sam_sd2_engine, tmp_path)
+    tab = gr.Request(session_hash="tab-1")
+    session_id = handlers.restore("", tab)[0]
+    session = handlers.session(session_id)
+    handlers.upload(session, {"path": str(CAT), "orig_name": CAT.name})
+    handlers.click(session, "add", click_at(230, 150))
+    steps: list[int] = []
+    outcome: list[BaseException] = []
+
+    def progress(value: object, desc: str = "", unit: str = "") -> None:
+        steps.append(1)
+        if len(steps) == 2:
+            handlers.tab_closed(tab)  # the person closes the tab while the model works
+
+    def run() -> None:
+        try:
+            handlers.edit("fill", session, **{**OPTIONS, "prompt": "a dog", "steps": 50}, progress=progress)
+        except EditCancelled as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(120)
+    assert outcome and len(steps) < 10, "the generation stopped within a step of the tab closing"
+    assert len(session.versions) == 1

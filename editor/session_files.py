@@ -43,6 +43,7 @@ class SessionFolder:
     def load_array(self, name: str, ndim: int) -> np.ndarray:
         """A uint8 array of `ndim` dimensions saved by `save_array`, read-only."""
         path = self.path / _checked(name)
+        self._check_alive()
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -98,9 +99,12 @@ class SessionFolder:
         self.deleted = True
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def _atomic(self, name: str, write: Callable[[IO[bytes]], Any]) -> None:
+    def _check_alive(self) -> None:
         if self.deleted:
             raise EditorError("this session has expired: open the photo again")
+
+    def _atomic(self, name: str, write: Callable[[IO[bytes]], Any]) -> None:
+        self._check_alive()
         temporary = self.path / f".{name}.{uuid.uuid4().hex}.tmp"
         try:
             self.path.mkdir(parents=True, exist_ok=True)

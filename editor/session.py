@@ -141,6 +141,13 @@ class Session:
         self.last_used = time.time()
         self._folder.touch()
 
+    @_locked
+    def drop_cached_pixels(self) -> None:
+        """Free the memory of this session's rebuilt images, deltas and masks (a closed tab); they
+        are read back from the folder when next asked for."""
+        for kind in ("full", "delta", "mask"):
+            self._cache.drop_session(self.id, kind)
+
     def delete_files(self) -> None:
         """Delete the folder; afterwards the session refuses to save (it has expired)."""
         self._folder.delete()

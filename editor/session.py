@@ -103,13 +103,6 @@ class Variations:
         return len(self.thumbnails)
 
 
-class CancelEvent(threading.Event):
-    """A cancel flag that survives a deep copy of its session (a copy is the same session)."""
-
-    def __deepcopy__(self, memo: dict) -> CancelEvent:
-        return self
-
-
 class Session:
     """One person's photos, history and selection. Made by `SessionStore.create` or `.get`."""
 
@@ -122,7 +115,7 @@ class Session:
         self._grow_px, self._feather_px = 0, feather_px
         self.variations: Variations | None = None
         self.edits_pending = 0  # edits queued or running
-        self.cancel = CancelEvent()
+        self.cancel = threading.Event()  # set by Cancel; the running edit checks it between steps
         self._selections: list[Selection] = [Selection()]
         self._brush_files: dict[str, tuple[np.ndarray, str]] = {}  # "add"/"remove" -> (the saved array, its file)
         self._brush_count = 0
@@ -148,12 +141,15 @@ class Session:
         for kind in ("full", "delta", "mask"):
             self._cache.drop_session(self.id, kind)
 
+    @_locked
     def delete_files(self) -> None:
         """Delete the folder; afterwards the session refuses to save (it has expired)."""
         self._folder.delete()
 
     def __deepcopy__(self, memo: dict) -> Session:
-        return self  # a handle on the stored session: a copy would fork the folder's truth
+        # gr.State deep-copies its initial value for each tab: a copy would fork the saved session,
+        # and returning the same one would share it between tabs. Keep the id, get the session.
+        raise TypeError("a Session cannot be copied: keep its id (gr.BrowserState) and get it from the SessionStore")
 
     # --- settings saved with the session -----------------------------------------------------
 
@@ -290,7 +286,7 @@ class Session:
         version = Version(number, variations.base, variations.label, metadata, variations.thumbnails[chosen], size)
         self._write_version(number, box, pixels, version.thumbnail)
         old = variations.number
-        if self._history.children(old):
+        if self._history.children(old) or self.edits_pending:  # later versions, or an edit based on it
             self._history.add(version, box)
         else:
             self._history.replace(old, version, box)
@@ -471,6 +467,7 @@ class Session:
         (pass it to `commit` / `add_result`, so that the result lands there whatever happens meanwhile)."""
         base = self._working()
         self.edits_pending += 1
+        self.last_used = time.time()
         return base
 
     @_locked
@@ -707,8 +704,20 @@ class Session:
             cache.drop_session(session_id)
             raise DamagedSession(f"the session index of {session_id} is malformed ({exc!r})") from None
         folder.remove_temporaries()
+        folder.remove(*(folder.arrays() - session._referenced_arrays()))  # written just before a crash
         session._pin()
         return session
+
+    def _referenced_arrays(self) -> set[str]:
+        names = {f"t{v.number}.npy" for v in self._history.versions()}
+        names |= {f"v{v.number}.npy" for v in self._history.versions() if self._history.node(v.number).box}
+        names |= {name for _, name in self._brush_files.values()}
+        if self.variations is not None:
+            for index, box in enumerate(self.variations.boxes):
+                names.add(_variation_thumbnail(self.variations.key, index))
+                if box is not None:
+                    names.add(_variation_file(self.variations.key, index))
+        return names
 
     def _load(self, data: dict[str, Any]) -> None:
         items = data["history"]["versions"]

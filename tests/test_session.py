@@ -300,7 +300,9 @@ def test_the_working_image_is_the_same_object_while_cached_and_thumbnails_are_sm
 def test_variations_first_commits_and_another_can_be_chosen(store: SessionStore) -> None:
     session = opened(store)
     images = [np.full_like(session.image, v) for v in (10, 20, 30)]
-    session.add_result(images, {"seed": "5"}, "fill: a cat", session.begin_edit())
+    base = session.begin_edit()
+    session.end_edit()
+    session.add_result(images, {"seed": "5"}, "fill: a cat", base)
     assert np.array_equal(session.image, images[0]) and session.version.metadata["variation"] == "1 of 3"
     assert session.variations is not None and len(session.variations.thumbnails) == 3
     session.choose_variation(2)
@@ -311,6 +313,18 @@ def test_variations_first_commits_and_another_can_be_chosen(store: SessionStore)
     assert np.array_equal(session.image, images[0])
     with pytest.raises(EditorError):
         session.choose_variation(7)
+
+
+def test_choosing_a_variation_while_an_edit_runs_on_it_keeps_the_edits_base(store: SessionStore) -> None:
+    session = opened(store)
+    session.add_result([np.full_like(session.image, v) for v in (10, 20)], {}, "fill: a cat", 1)
+    base = session.begin_edit()
+    session.choose_variation(1)
+    result = session.image_of(base).copy()
+    result[0:4, 0:4] = 1
+    session.commit(result, "erase", {}, base)
+    session.end_edit()
+    assert session.version.parent == base and [v.parent for v in session.versions] == [None, 1, 1, 2]
 
 
 def test_choosing_a_variation_that_has_later_edits_keeps_them(store: SessionStore) -> None:
@@ -364,11 +378,12 @@ def test_cancel_only_when_an_edit_is_pending(store: SessionStore) -> None:
     assert not session.cancel.is_set() and not session.edit_running
 
 
-def test_sessions_share_nothing_and_a_copy_is_the_same_session(store: SessionStore) -> None:
+def test_sessions_share_nothing_and_refuse_to_be_copied(store: SessionStore) -> None:
     first, second = store.create(), store.create()
     second.open(np.zeros((8, 8, 3), np.uint8), "x")
     second.begin_edit()
     second.request_cancel()
     assert not first.has_image and not first.cancel.is_set()
     assert first.cancel is not second.cancel and first.id != second.id
-    assert copy.deepcopy(second) is second, "a deep copy (gr.State) would fork the saved session"
+    with pytest.raises(TypeError, match="keep its id"):  # gr.State(session) would share or fork it
+        copy.deepcopy(second)

@@ -137,10 +137,12 @@ def test_a_crash_while_saving_leaves_the_last_saved_state(tmp_path: Path, monkey
     folder = store.folder(session.id)
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")], "no temporary file is left"
     (folder / ".index.json.0123.tmp").write_text("{half")  # as a power cut would leave it
+    np.save(folder / "v2.npy", changed[0:10, 0:10])  # written, but the crash came before the index
     restored = SessionStore(tmp_path, 64 * MB, ttl_seconds=3600).get(session.id)
     assert restored is not None and [v.number for v in restored.versions] == [1]
     assert np.array_equal(restored.image, first)
-    assert not (folder / ".index.json.0123.tmp").exists()
+    assert not (folder / ".index.json.0123.tmp").exists() and not (folder / "v2.npy").exists()
+    assert restored.commit(changed, "erase", {}, 1).number == 2 and np.array_equal(restored.image, changed)
 
 
 @pytest.mark.parametrize("damage", ["truncated index", "missing pixels", "foreign folder", "other format",

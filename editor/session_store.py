@@ -20,6 +20,7 @@ from editor.session import Session
 from editor.session_files import SessionFolder
 
 _ID = re.compile(r"[0-9a-f]{32}")
+EXPIRY_EVERY_S = 60.0  # `create` also expires old sessions, at most this often
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +40,7 @@ class SessionStore:
         self._cache = PixelCache(memory_budget_bytes)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.RLock()
+        self._expired_at = 0.0
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -46,8 +48,10 @@ class SessionStore:
         self.expire()  # what a previous run left past its time
 
     def create(self) -> Session:
-        """A new, empty session with a fresh random id, saved at once."""
+        """A new, empty session with a fresh random id, saved at once (old ones expire meanwhile)."""
         with self._lock:
+            if time.time() - self._expired_at >= EXPIRY_EVERY_S:
+                self.expire()
             session_id = uuid.uuid4().hex
             session = Session.new(session_id, SessionFolder(self.folder(session_id)), self._cache, self.feather_px)
             self._sessions[session_id] = session
@@ -87,6 +91,7 @@ class SessionStore:
         now = time.time() if now is None else now
         deleted = 0
         with self._lock:
+            self._expired_at = time.time()
             for session_id, session in list(self._sessions.items()):
                 if now - session.last_used >= self.ttl_seconds and not session.edit_running:
                     deleted += self.delete(session_id)

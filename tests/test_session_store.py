@@ -187,6 +187,15 @@ def test_expiry_deletes_unused_sessions_memory_and_folder(tmp_path: Path) -> Non
     assert store.expire(now=time.time() + 61) == 1 and store.bytes_in_memory() == 0
 
 
+def test_creating_a_session_also_expires_the_old_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SessionStore(tmp_path, 64 * MB, ttl_seconds=60)
+    old = store.create()
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)
+    store.create()
+    assert not store.folder(old.id).exists()
+
+
 def test_a_new_store_deletes_what_expired_while_the_app_was_down(tmp_path: Path) -> None:
     store = SessionStore(tmp_path, 64 * MB, ttl_seconds=3600)
     old, recent = store.create(), store.create()

@@ -32,7 +32,7 @@ from editor.config import load_config
 from editor.engine import EditOptions, Engine
 from editor.prompts import Prompts
 
-SECTIONS = ("sam", "inpaint", "crop", "app")
+SECTIONS = ("sam", "inpaint", "crop", "app", "session")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,13 +47,16 @@ class BenchSettings:
     runs: int = 3  # timed runs after the warm-up; the median is reported
     photo: tuple[int, int] = (4000, 3000)  # the SAM and app photo, width x height
     clicks: int = 10
+    sessions: int = 10  # the session section: this many sessions, each making `session_edits` edits
+    session_edits: int = 30
     models_dir: str = "checkpoints"  # real checkpoints here are used instead of random weights
 
     @classmethod
     def for_run(cls, device: str, only: list[str] | None, quick: bool, **given: Any) -> BenchSettings:
         """The defaults of a full run on `device`, or of `--quick`, then what was given."""
         if quick:
-            defaults: dict[str, Any] = dict(sam_model="vit_b", inpaint_model="sd2", steps=2, runs=1)
+            defaults: dict[str, Any] = dict(sam_model="vit_b", inpaint_model="sd2", steps=2, runs=1, sessions=3,
+                                            session_edits=10)
         elif device == "cuda":
             defaults = dict(sam_model="vit_h", inpaint_model="sdxl", steps=30, runs=3)
         else:
@@ -105,8 +108,8 @@ def run(settings: BenchSettings, json_path: Path | None = None, builders: Builde
         models = _Models(settings, builders, Path(scratch))
         for section in SECTIONS:
             if section in settings.only:
-                {"sam": _bench_sam, "inpaint": _bench_inpaint, "crop": _bench_crop, "app": _bench_app}[section](
-                    settings, models, report)
+                {"sam": _bench_sam, "inpaint": _bench_inpaint, "crop": _bench_crop, "app": _bench_app,
+                 "session": _bench_session}[section](settings, models, report)
     if json_path is not None:
         report.write_json(json_path)
         print(f"wrote {json_path}")
@@ -416,6 +419,98 @@ def _first_mask_seconds(settings: BenchSettings, models: _Models) -> float:
         handlers.click(session, "add", gr.SelectData(None, {"index": [int(x), int(y)], "value": None, "selected": True}))
 
     return _timed(first_mask)
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+SESSION_PHOTO = (6000, 4000)  # 24 MP
+SESSION_PATCH = 300  # the side of the square each small edit changes
+TODAY_VERSIONS = 30  # today's design kept this many full copies per session
+
+
+def _bench_session(settings: BenchSettings, models: _Models, report: Report) -> None:
+    """Pixel bytes held in memory by sessions that each made small edits on a 24 MP photo: the
+    session store (deltas on disk, one budget) beside today's design (a full read-only copy per
+    version), measured in the same run; the time of an edit's commit, and of reading an old
+    version back from disk, with every version of the first session checked bit for bit."""
+    from editor.config import ServerConfig
+    from editor.session_store import SessionStore
+
+    photo = synthetic_photo(*SESSION_PHOTO)
+    count, edits = settings.sessions, settings.session_edits
+    budget_mb = ServerConfig().session_memory_mb
+    name = f"session_bytes_{count}x{edits}_{round(photo.size / 3 / 1e6)}mp"
+    common = dict(photo=_size(photo), sessions=count, edits=edits, patch=f"{SESSION_PATCH}x{SESSION_PATCH}")
+    store = SessionStore(models.scratch / "sessions", budget_mb * 2**20, ttl_seconds=3600)
+    commits: list[float] = []
+    first_id = ""
+    for index in range(count):
+        session = store.create()
+        first_id = first_id or session.id
+        session.open(photo, f"photo-{index}")
+        for edit in range(edits):
+            image = session.image.copy()
+            _paint_patch(image, edit)
+            started = time.perf_counter()
+            session.commit(image, "fill: bench", {"edit": str(edit)}, session.version.number)
+            commits.append(time.perf_counter() - started)
+    report.add(name, store.bytes_in_memory() / 2**30, "GiB", way="session store: deltas on disk, one budget",
+               budget_mb=budget_mb, **common)
+    report.add("session_commit_24mp_s", statistics.median(commits), "s",
+               note="an edit's result saved: diff, thumbnail, .npy write, index", **common)
+    reads, exact = _read_back(store, first_id, photo, edits)
+    report.add("session_read_back_24mp_s", statistics.median(reads), "s",
+               note="a version rebuilt from the session's folder, nothing of it in memory", **common)
+    report.add("session_read_back_exact", exact, "share", note="versions of one session equal to what was committed",
+               **common)
+    store.delete(first_id)
+    report.add(f"{name}_naive", sum(_today_design_bytes(photo, edits) for _ in range(count)) / 2**30, "GiB",
+               way=f"today's design: {TODAY_VERSIONS} full read-only copies per session",
+               note="built one session at a time; their sum is what the live sessions hold", **common)
+
+
+def _paint_patch(image: np.ndarray, edit: int) -> None:
+    """Edit number `edit`: every pixel of one square changed, at a place of its own."""
+    height, width = image.shape[:2]
+    x = (edit * 997) % (width - SESSION_PATCH)
+    y = (edit * 613) % (height - SESSION_PATCH)
+    np.bitwise_xor(image[y:y + SESSION_PATCH, x:x + SESSION_PATCH], 0x55,
+                   out=image[y:y + SESSION_PATCH, x:x + SESSION_PATCH])
+
+
+def _read_back(store: Any, session_id: str, photo: np.ndarray, edits: int) -> tuple[list[float], float]:
+    """Time rebuilding each version of one session from its folder alone (nothing of it left in
+    memory: the worst case), and the share that equals the image committed."""
+    session = store.get(session_id)
+    expected = photo.copy()
+    times, equal = [], 0
+    for number in range(1, edits + 2):
+        if number > 1:
+            _paint_patch(expected, number - 2)
+        session.drop_cached_pixels()
+        started = time.perf_counter()
+        image = session.image_of(number)
+        times.append(time.perf_counter() - started)
+        equal += int(np.array_equal(image, expected))
+    return times, equal / (edits + 1)
+
+
+def _today_design_bytes(photo: np.ndarray, edits: int) -> int:
+    """Today's design, reproduced: each version a full read-only copy, the newest 30 kept (the
+    original stays); the bytes its versions hold."""
+    def frozen_copy(image: np.ndarray) -> np.ndarray:
+        copy = np.array(image, order="C", copy=True)
+        copy.flags.writeable = False
+        return copy
+
+    versions = [frozen_copy(photo)]
+    for edit in range(edits):
+        image = versions[-1].copy()
+        _paint_patch(image, edit)
+        versions.append(frozen_copy(image))
+        if len(versions) > TODAY_VERSIONS:
+            del versions[1]
+    return sum(version.nbytes for version in versions)
 
 
 # --- helpers ----------------------------------------------------------------------------------

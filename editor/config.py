@@ -74,6 +74,9 @@ class ServerConfig:
     share: bool = False
     concurrency: int = 1  # model calls at once (one per GPU)
     max_upload_mb: int = 100
+    sessions_dir: str = "sessions"  # each session's folder (its history on disk); relative to the working directory
+    session_memory_mb: int = 768  # one budget for the pixels all sessions hold in memory; the rest waits on disk
+    session_ttl_minutes: int = 1440  # a session unused this long is deleted, memory and folder
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Config:
 _POSITIVE = {
     "sam.embedding_cache", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
     "max_image_pixels", "detector.max_detections", "server.port", "server.concurrency", "server.max_upload_mb",
+    "server.session_memory_mb", "server.session_ttl_minutes",
 }
 _NON_NEGATIVE = {
     "inpaint.guidance", "composite.context", "composite.min_context_px",
@@ -100,6 +104,7 @@ _NON_NEGATIVE = {
 }
 _UNIT_INTERVAL = {"inpaint.strength", "erase.strength"}
 _CLOSED_UNIT_INTERVAL = {"detector.box_threshold", "detector.text_threshold"}
+_NOT_BLANK = {"server.sessions_dir"}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -210,3 +215,5 @@ def _check_range(key: str, value: Any) -> None:
         raise ConfigError(f"config key '{key}' must be in (0, 1], got {value!r}")
     if key in _CLOSED_UNIT_INTERVAL and not 0 <= value <= 1:
         raise ConfigError(f"config key '{key}' must be in [0, 1], got {value!r}")
+    if key in _NOT_BLANK and not value.strip():
+        raise ConfigError(f"config key '{key}' must not be empty")

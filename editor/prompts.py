@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from editor.errors import SelectionError
 
@@ -125,3 +126,27 @@ def _parse_numbers(text: str, count: int, what: str, form: str) -> list[float]:
     if len(values) != count or any(v != v for v in values):
         raise SelectionError(f"{what} must be {form} in pixels, got {text!r}")
     return values
+
+
+# --- saving a selection (a session's folder) -----------------------------------------------------
+
+
+def part_to_json(part: SelectionPart) -> dict[str, Any]:
+    prompts = part.prompts
+    return {"points": [list(p) for p in prompts.points], "labels": list(prompts.labels),
+            "box": None if prompts.box is None else list(prompts.box), "subtract": part.subtract, "label": part.label}
+
+
+def part_from_json(data: dict[str, Any]) -> SelectionPart:
+    """The part saved by `part_to_json`; a malformed one raises ValueError, KeyError or TypeError."""
+    points = tuple((float(x), float(y)) for x, y in data["points"])
+    labels = tuple(int(v) for v in data["labels"])
+    if len(points) != len(labels) or any(v not in (0, 1) for v in labels):
+        raise ValueError("every point needs a label 0 or 1")
+    box = data["box"]
+    if box is not None:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        box = (x1, y1, x2, y2)
+    if not isinstance(data["subtract"], bool) or not isinstance(data["label"], str):
+        raise ValueError("a part's subtract flag or label is malformed")
+    return SelectionPart(Prompts(points, labels, box), data["subtract"], data["label"])

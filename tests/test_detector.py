@@ -19,7 +19,7 @@ from editor.detector import Thresholds, TransformersDetector, clip_box, parse_qu
 from editor.engine import DETECTOR_DOWNLOAD_HINT, Engine
 from editor.errors import ConfigError, EditorError, ModelUnavailableError, SelectionError
 from editor.prompts import Detection, Prompts, SelectionPart, detected_parts, refine_detected, route_point
-from editor.session import Session
+from editor.session_store import SessionStore
 from tests.conftest import tiny_config
 from tests.tiny_models import DETECTOR_TEXT_LENGTH
 
@@ -298,8 +298,9 @@ def test_fetch_detector_downloads_configs_tokenizer_and_safetensors(monkeypatch:
 # --- the session ------------------------------------------------------------------------------
 
 
-def test_session_selects_by_name_then_clicks_refine_and_undo_removes(engine: Engine, photo: np.ndarray) -> None:
-    session = Session()
+def test_session_selects_by_name_then_clicks_refine_and_undo_removes(engine: Engine, photo: np.ndarray,
+                                                                     tmp_path: Path) -> None:
+    session = SessionStore(tmp_path, 2**26, ttl_seconds=3600).create()
     session.open(photo)
     session.click(5, 5, "add")  # an object clicked before stays
     detections = session.select_by_name("dog", engine.detect)

@@ -15,7 +15,7 @@ import gradio as gr
 from editor.config import Config
 from editor.engine import DETECTOR_DOWNLOAD_HINT, Engine
 from editor.ui_api import Api
-from editor.session import SessionStore
+from editor.session_store import SessionStore
 from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -205,13 +205,14 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     # then, in the queue, the new photo's embedding, so the next click is fast.
     download = dict(fn=bind(handlers.download), inputs=[state], outputs=[controls["download"]], **quick)
     prepare = dict(fn=guard(bind(handlers.prepare), 1), inputs=[state], outputs=[status], **gpu)
+    prepare_quietly = dict(fn=guard(bind(handlers.prepare_quietly), 1), inputs=[state], outputs=[status], **gpu)
 
     def photo_changed(event: Any) -> None:
-        event.then(**download).then(**prepare)
+        event.then(**download).then(**prepare_quietly)
 
     # Opening a photo: read the file as uploaded (no re-encoding), then embed it for SAM at once.
-    photo_changed(canvas.upload(photo(handlers.upload), [state, canvas], photo_out, preprocess=False, **quick))
-    photo_changed(view["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick))
+    canvas.upload(photo(handlers.upload), [state, canvas], photo_out, preprocess=False, **quick).then(**prepare)
+    view["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick).then(**prepare)
     canvas.clear(guard(bind(handlers.canvas_cleared), 1), [state], [status], **quick)
 
     # Selecting: each click runs the segmenter (shared with the edits), then redraws the canvas.
@@ -258,7 +259,7 @@ def _wire_tab(demo: gr.Blocks, handlers: Handlers, config: Config, state: gr.Sta
     demo.load(handlers.restore, [saved_id], outputs, js=READ_TAB_ID, **quick).then(
         None, [saved_id], None, js=SAVE_TAB_ID, **quick).then(
         handlers.bind(handlers.download), [state], [controls["download"]], **quick).then(
-        guard(handlers.bind(handlers.prepare), 1), [state], [view["status"]], concurrency_id="gpu",
+        guard(handlers.bind(handlers.prepare_quietly), 1), [state], [view["status"]], concurrency_id="gpu",
         concurrency_limit=config.server.concurrency, api_visibility="private")
     demo.unload(handlers.tab_closed)
 

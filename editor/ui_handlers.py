@@ -26,11 +26,11 @@ from editor.engine import EditOptions, EditResult, Engine
 from editor.errors import EditCancelled, EditorError, ImageError
 from editor.imageio import load_image, save_png
 from editor.overlay import Marker
-from editor.session import ClickMode, Session, SessionStore
+from editor.session import ClickMode, Session
+from editor.session_store import SessionStore
 
 log = logging.getLogger(__name__)
 
-THUMB_SIDE = 160  # variation thumbnails (history thumbnails are made once per version by the session)
 DOWNLOAD_COMPRESSION = 1  # zlib level of the download PNG: lossless all the same, several times faster than 6
 COMPARE_SIDE = 1024  # before/after view
 BRUSH_ADD = (34, 197, 94)  # the brush colours offered in the brush editor: paint in, paint out
@@ -169,16 +169,19 @@ class Handlers:
                                             "Preparing the selection model…")
 
     def prepare(self, session: Session) -> Any:
-        """Compute the working photo's SAM embedding now (after an upload, an edit, an undo...),
-        so that the next click is fast; the status line is left alone unless this took a while."""
+        """Compute the SAM embedding of an opened photo now, so that the first click is fast."""
         if not session.has_image:
             return gr.skip()
         started = time.perf_counter()
         self.engine.prepare(session.image)
         took = time.perf_counter() - started
-        if took < 0.5:
-            return gr.skip()
         return f"Ready ({took:.1f} s): click the object you want to edit."
+
+    def prepare_quietly(self, session: Session) -> Any:
+        """The same after an edit, an undo or a history pick: the status line keeps what happened."""
+        if session.has_image:
+            self.engine.prepare(session.image)
+        return gr.skip()
 
     def canvas_cleared(self, session: Session) -> str:
         """The canvas's remove button: ready for another photo; the history stays until then."""
@@ -300,9 +303,9 @@ class Handlers:
         The result is attached to the version the edit started from, whatever happened meanwhile.
         """
         if not session.edit_running:
-            session.begin_edit()  # called without the page's begin step (the API, tests)
+            session.begin_edit()  # called without the page's begin step (tests)
         try:
-            base = session.version.number
+            base = session.version.number  # history moves are refused while the edit waits or runs
             result, took = self._run_edit(mode, session, prompt, negative, steps, guidance, strength, seed,
                                           count, progress)
         finally:
@@ -403,7 +406,7 @@ class Handlers:
         variations = session.variations
         if variations is None or session.version.number != variations.number:
             return gr.Gallery(value=[], visible=False)
-        thumbs = [(_thumbnail(image), f"{i + 1}") for i, image in enumerate(variations.images)]
+        thumbs = [(thumbnail, f"{i + 1}") for i, thumbnail in enumerate(variations.thumbnails)]
         return gr.Gallery(value=thumbs, visible=True, selected_index=variations.chosen)
 
     def download(self, session: Session) -> Any:
@@ -487,11 +490,6 @@ def compare_view(session: Session) -> tuple[Image, Image] | None:
     if before.shape != session.image.shape:
         return None
     return overlay.downscale(before, scale), overlay.downscale(session.image, scale)
-
-
-def _thumbnail(image: np.ndarray) -> Image:
-    height, width = image.shape[:2]
-    return overlay.downscale(image, overlay.display_scale(width, height, THUMB_SIDE))
 
 
 def _editor_value(background: np.ndarray) -> dict[str, Any]:

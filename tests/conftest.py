@@ -56,7 +56,8 @@ def empty_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_config(models_dir: Path, *overrides: str) -> Config:
     """Settings for tests: CPU, no downloads, few steps, models given by overrides."""
-    base = ["device=cpu", f"models_dir={models_dir}", "auto_download=false", "inpaint.steps=2", "inpaint.strength=1.0"]
+    base = ["device=cpu", f"models_dir={models_dir}", "auto_download=false", "inpaint.steps=2", "inpaint.strength=1.0",
+            f"server.sessions_dir={Path(models_dir) / 'sessions'}"]
     return load_config(None, base + list(overrides))
 
 

@@ -51,7 +51,7 @@ def page(app_url: str):  # type: ignore[no-untyped-def]
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 950})
+        page = browser.new_context(viewport={"width": 1400, "height": 950}).new_page()
         page.goto(app_url)
         yield page
         browser.close()
@@ -115,12 +115,12 @@ def test_upload_click_erase_undo(page) -> None:  # type: ignore[no-untyped-def]
     assert page.locator("#history img").count() == 2
 
     page.locator("#undo").click()
-    wait_for_status(page, "Back to version 0")
+    wait_for_status(page, "Back to version 1")
     page.screenshot(path=str(ARTIFACTS / "4-undone.png"))
     assert np.array_equal(canvas_pixels(page), original), "Undo restores the photo bit for bit"
 
     page.locator("#redo").click()
-    wait_for_status(page, "Forward to version 1")
+    wait_for_status(page, "Forward to version 2")
     assert np.array_equal(canvas_pixels(page), erased)
 
 
@@ -173,7 +173,7 @@ def test_before_after_box_mode_and_brush(page) -> None:  # type: ignore[no-untyp
 
     page.get_by_role("tab", name="Select").click()
     page.locator("#undo").click()  # back to the original, where the cat's face gives GrabCut something to cut
-    wait_for_status(page, "Back to version 0")
+    wait_for_status(page, "Back to version 1")
     page.wait_for_timeout(400)  # let the canvas settle before clicking at photo coordinates
     assert np.array_equal(canvas_pixels(page), original)
     page.get_by_label("Box: 2 corners").check()
@@ -190,6 +190,7 @@ def test_before_after_box_mode_and_brush(page) -> None:  # type: ignore[no-untyp
 
     page.get_by_role("tab", name="Brush").click()
     wait_for_status(page, "Paint green")
+    page.wait_for_timeout(500)  # the editor draws its background image before it takes strokes
     canvas = page.locator("#brush canvas").first.bounding_box()
     x, y = canvas["x"] + canvas["width"] * 0.2, canvas["y"] + canvas["height"] * 0.3
     page.mouse.move(x, y, steps=3)  # a person's pointer arrives gradually; the editor tracks it

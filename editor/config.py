@@ -24,7 +24,7 @@ SamModelType = Literal["auto", "vit_b", "vit_l", "vit_h"]
 class SamConfig:
     checkpoint: str = "auto"  # "auto" looks in models_dir; a path must exist
     model_type: SamModelType = "auto"  # "auto" reads it from the checkpoint's shapes
-    embedding_cache: int = 8  # image embeddings kept (LRU), one per image version
+    embedding_cache_mb: float = 64  # image embeddings (4 MB each) and click results kept, all photos together
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Config:
 
 
 _POSITIVE = {
-    "sam.embedding_cache", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
+    "sam.embedding_cache_mb", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
     "max_image_pixels", "detector.max_detections", "server.port", "server.concurrency", "server.max_upload_mb",
 }
 _NON_NEGATIVE = {

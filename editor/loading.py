@@ -1,0 +1,82 @@
+"""Loading a shared model once: any failure becomes one remembered line, never a traceback.
+
+A model that fails to load (a damaged file, CUDA out of memory while moving it, any error a
+library raises) is tried once. The failure is remembered for the life of the process: the
+settings cannot change in a running process, so trying again would only fail again, at the
+cost of every click. The line goes to the log when it happens and to the engine's status.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from editor.errors import EditorError, ModelLoadError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+REASON_CHARS = 300
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: the editor's own message as it is, another's with its type."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if not isinstance(exc, EditorError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:REASON_CHARS]
+
+
+def load_failure(what: str, exc: BaseException) -> str:
+    """The line that stands for a failed load of `what` ("SAM"); logged, and what it left half-moved freed.
+
+    The editor's own errors already name the file and say what is wrong; another library's
+    error gets the model's name in front.
+    """
+    message = one_line(exc) if isinstance(exc, EditorError) else f"{what} failed to load: {one_line(exc)}"
+    _release_memory()
+    log.error("%s", message)
+    return message
+
+
+def _release_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class LoadOnce(Generic[T]):
+    """`loader()` run at most once, by whichever thread asks first; its result or its failure is kept."""
+
+    def __init__(self, what: str, loader: Callable[[], T]) -> None:
+        self.what = what  # names the model in an error, e.g. "SAM"
+        self._loader = loader
+        self._value: T | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._value is not None
+
+    @property
+    def error(self) -> str | None:
+        """Why the load failed (one line), or None when it did not (or has not been tried yet)."""
+        return self._error
+
+    def get(self) -> T:
+        """The loaded model; raises ModelLoadError, now and on every later call, if loading failed."""
+        if self._value is None and self._error is None:
+            with self._lock:
+                if self._value is None and self._error is None:
+                    try:
+                        self._value = self._loader()
+                    except Exception as exc:  # any type: torch, CUDA, safetensors and the hub raise many
+                        self._error = load_failure(self.what, exc)
+        if self._error is not None:
+            raise ModelLoadError(self._error)
+        return self._value  # type: ignore[return-value]

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from editor.errors import EditCancelled, EditorError, ModelLoadError
-from editor.loading import load_failure
+from editor.loading import load_failure, reason_with_cause
 
 COMPILE_BUCKET = 64  # with a compiled UNet, work sizes are padded to multiples of this
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
@@ -226,6 +226,8 @@ def worker_pipeline(pipe: Any) -> Any:
     accepted = inspect.signature(type(pipe).__init__).parameters
     settings = {key: value for key, value in pipe.config.items() if key in accepted and key not in components}
     worker = type(pipe)(**components, **settings)
+    if "_name_or_path" in pipe.config:
+        worker.register_to_config(_name_or_path=pipe.config["_name_or_path"])
     worker.set_progress_bar_config(disable=True)
     return worker
 
@@ -242,8 +244,7 @@ def load_pipeline(source: ModelSource, options: PipelineOptions) -> Any:
             kwargs["vae"] = AutoencoderKL.from_pretrained(source.vae_path, dtype=options.dtype, local_files_only=True)
         pipe = AutoPipelineForInpainting.from_pretrained(source.path, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EditorError(f"cannot load inpainting model {source.name}: {reason[:200]}") from None
+        raise EditorError(f"cannot load inpainting model {source.name}: {reason_with_cause(exc)}") from None
     if options.device == "cuda":
         # The convolutions' fastest cuDNN kernels want NHWC tensors.
         pipe.unet.to(memory_format=torch.channels_last)

@@ -22,11 +22,39 @@ REASON_CHARS = 300
 
 def one_line(exc: BaseException) -> str:
     """An exception as one short line: the editor's own message as it is, another's with its type."""
+    if isinstance(exc, EditorError):
+        return reason(exc)
+    text = _first_line(exc)
+    return clip(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of an error's message, clipped at a sentence's end (its type when it has none)."""
+    return clip(_first_line(exc) or type(exc).__name__)
+
+
+def reason_with_cause(exc: BaseException) -> str:
+    """`reason`, after the first error of the chain that led to it: diffusers reports "unable to
+    load weights from X at X" and keeps why (safetensors' "incomplete metadata") underneath."""
+    text, inner = _first_line(exc) or type(exc).__name__, exc
+    while (deeper := inner.__cause__ or inner.__context__) is not None:
+        inner = deeper
+    if inner is not exc and (cause := _first_line(inner)) and cause not in text:
+        text = f"{cause.rstrip(' .')}: {text}"
+    return clip(text)
+
+
+def clip(text: str, limit: int = REASON_CHARS) -> str:
+    """At most `limit` characters, cut after a whole sentence where one ends in time."""
+    if len(text) <= limit:
+        return text
+    end = text.rfind(". ", 0, limit)
+    return text[: end + 1] if end > limit // 3 else text[: limit - 3].rstrip() + "..."
+
+
+def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
-    text = lines[0].strip() if lines else ""
-    if not isinstance(exc, EditorError):
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text[:REASON_CHARS]
+    return lines[0].strip() if lines else ""
 
 
 def load_failure(what: str, exc: BaseException) -> str:

@@ -72,7 +72,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    concurrency: int = 1  # model calls at once (one per GPU)
+    concurrency: int = 1  # model calls at once: each edit runs on a worker pipeline of its own (backends.check_concurrency)
     max_upload_mb: int = 100
 
 

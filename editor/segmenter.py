@@ -168,8 +168,12 @@ class SamSegmenter:
 
     @property
     def cached_bytes(self) -> int:
-        """Bytes held by the embeddings and click results kept."""
+        """Bytes held by the embeddings and click results kept, never above `cache_budget`."""
         return self._cache.held
+
+    @property
+    def cache_budget(self) -> int:
+        return self._cache.budget
 
     def load(self) -> None:
         """Load the model now (it otherwise loads at the first photo); a failure is remembered."""

@@ -198,3 +198,20 @@ def test_two_threads_detecting_on_two_photos_each_get_their_own_boxes(empty_mode
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(work, range(2)))
     assert all(found == alone[i] for i in range(2) for found in together[i])
+
+
+def test_an_sdxl_fp16_vae_that_upcasts_itself_gets_a_copy_per_worker(tiny_sdxl_dir: Path, tiny_sd2_dir: Path) -> None:
+    """SDXL casts such a VAE to fp32 and back during a call: shared, one call would cast it under another."""
+    import torch
+
+    from editor.inpainter import load_pipeline, worker_pipeline
+
+    sdxl = load_pipeline(ModelSource("sdxl", tiny_sdxl_dir), CPU)
+    assert worker_pipeline(sdxl).vae is sdxl.vae  # fp32: nothing is cast, one VAE for all
+    sdxl.vae.to(torch.float16)
+    assert sdxl.vae.config.force_upcast
+    copy = worker_pipeline(sdxl).vae
+    assert copy is not sdxl.vae and copy.dtype == torch.float16
+    sd2 = load_pipeline(ModelSource("sd2", tiny_sd2_dir), CPU)
+    sd2.vae.to(torch.float16)
+    assert worker_pipeline(sd2).vae is sd2.vae  # the SD 2 pipeline never casts its VAE

@@ -200,3 +200,37 @@ def test_reasons_are_one_line_cut_after_a_sentence() -> None:
             raise OSError("Unable to load weights from w.safetensors")  # noqa: B904 (as diffusers does)
     except OSError as exc:
         assert reason_with_cause(exc) == "incomplete metadata: Unable to load weights from w.safetensors"
+
+
+def test_the_app_with_a_broken_sam_serves_and_logs_one_line(empty_models_dir: Path, truncated_sam: Path) -> None:
+    """`python app.py` with a damaged checkpoint: the page comes up, the warm-up logs one line, no traceback."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.test_app_client import ROOT, free_port
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("EDITOR_USERNAME", None)
+    env.pop("EDITOR_PASSWORD", None)
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--set", "device=cpu",
+                                "--set", f"models_dir={empty_models_dir}", "--set", f"sam.checkpoint={truncated_sam}"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, up = time.monotonic() + 90, False
+        while time.monotonic() < deadline and process.poll() is None and not up:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2):
+                    up = True
+            except OSError:
+                time.sleep(0.5)
+        time.sleep(2)  # the warm-up runs behind the page; a damaged file fails at once
+        assert up and process.poll() is None, "the app must keep serving"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    failures = [line for line in output.splitlines() if "sam_truncated.pth" in line and "cannot read" in line]
+    assert len(failures) == 1 and "Traceback" not in output, output

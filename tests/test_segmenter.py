@@ -113,6 +113,41 @@ def test_embedding_cache_evicts_the_least_recently_used(tiny_sam_path: Path) -> 
     assert calls[0] == 4
 
 
+def test_many_photos_never_hold_more_than_the_cache_budget(tiny_sam_path: Path) -> None:
+    """Embeddings and click results share one byte budget, however many photos are clicked on."""
+    segmenter, calls = fresh_segmenter(tiny_sam_path, embeddings=3.5)
+    budget = int(3.5 * tiny_embedding_bytes(segmenter.model))
+    photos = [random_image(100 + i, 40 + i, 50) for i in range(20)]
+    for photo in photos:
+        prompts = Prompts()
+        for k in range(4):
+            prompts = prompts.add_point(5 + 9 * k, 4 + 7 * k, positive=k != 2)
+            segmenter.segment(photo, prompts)
+            assert 0 < segmenter.cached_bytes <= budget
+    assert calls[0] == 20
+    segmenter.segment(photos[-1], Prompts().add_point(5, 4))  # the latest photo is still there
+    assert calls[0] == 20
+    segmenter.segment(photos[0], Prompts().add_point(5, 4))  # the first one made room long ago
+    assert calls[0] == 21
+
+
+def test_bytes_lru_keeps_the_most_recent_within_its_budget() -> None:
+    from editor.segmenter import BytesLRU
+
+    cache = BytesLRU(100)
+    for key, size in [("a", 40), ("b", 40), ("c", 30)]:
+        cache.put(key, key.upper(), size)
+    assert cache.get("a") is None and cache.get("b") == "B" and cache.held == 70  # a went to make room for c
+    cache.put("d", "D", 30)  # fits beside b and c
+    cache.get("b")
+    cache.put("e", "E", 40)  # c, then d, the least recently used, go
+    assert [cache.get(k) for k in "bcde"] == ["B", None, None, "E"] and cache.held == 80
+    cache.put("huge", "H", 101)  # larger than the whole budget: not kept, nothing released for it
+    assert cache.get("huge") is None and cache.held == 80 and len(cache) == 2
+    cache.put("b", "B2", 10)  # replacing a key releases its old size
+    assert cache.get("b") == "B2" and cache.held == 50
+
+
 def test_cached_and_fresh_embeddings_give_the_same_mask(tiny_sam_path: Path) -> None:
     segmenter, _ = fresh_segmenter(tiny_sam_path)
     image = random_image(4)

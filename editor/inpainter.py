@@ -10,7 +10,6 @@ as a multi-model serving endpoint time-shares its memory.
 from __future__ import annotations
 
 import copy
-import gc
 import inspect
 import json
 import threading
@@ -26,7 +25,7 @@ import torch
 from PIL import Image
 
 from editor.errors import EditCancelled, EditorError, ModelLoadError
-from editor.loading import load_failure, reason_with_cause
+from editor.loading import load_failure, reason_with_cause, release_memory
 
 COMPILE_BUCKET = 64  # with a compiled UNet, work sizes are padded to multiples of this
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
@@ -171,7 +170,9 @@ class PipelineCache:
             pipe = load_pipeline(source, self.options)
         except Exception as exc:  # any type: CUDA out of memory while moving it, a damaged file, ...
             self._failed[source.path] = load_failure(f"the inpainting model {source.name}", exc)
-            raise ModelLoadError(self._failed[source.path]) from None
+        if source.path in self._failed:
+            release_memory()
+            raise ModelLoadError(self._failed[source.path])
         entry = _Loaded(pipe, pipeline_bytes(pipe), idle=[pipe])
         self._pipelines[source.path] = entry
         return entry
@@ -198,9 +199,7 @@ class PipelineCache:
             in_use -= self._pipelines.pop(path).size
             released = True
         if released:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            release_memory()
 
 
 def worker_pipeline(pipe: Any) -> Any:

@@ -58,18 +58,19 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_failure(what: str, exc: BaseException) -> str:
-    """The line that stands for a failed load of `what` ("SAM"); logged, and what it left half-moved freed.
+    """The line that stands for a failed load of `what` ("SAM"), logged once.
 
     The editor's own errors already name the file and say what is wrong; another library's
     error gets the model's name in front.
     """
     message = one_line(exc) if isinstance(exc, EditorError) else f"{what} failed to load: {one_line(exc)}"
-    _release_memory()
     log.error("%s", message)
     return message
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
+    """Free what a failed load left half-moved (CUDA out of memory mid-way). Call it after the
+    `except` block: until then the traceback's frames still hold the half-loaded model."""
     import torch
 
     gc.collect()
@@ -105,6 +106,8 @@ class LoadOnce(Generic[T]):
                         self._value = self._loader()
                     except Exception as exc:  # any type: torch, CUDA, safetensors and the hub raise many
                         self._error = load_failure(self.what, exc)
+                    if self._error is not None:
+                        release_memory()
         if self._error is not None:
             raise ModelLoadError(self._error)
         return self._value  # type: ignore[return-value]

@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         auth = auth_from_env()
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing phones home
         quiet_libraries()
-        from editor.backends import build_engine
+        from editor.backends import build_engine, check_concurrency, plan_backends
 
+        check_concurrency(config, plan_backends(config))  # before anything loads or the page is built
         engine = build_engine(config)
     except EditorError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -102,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def warm_up(engine: Engine) -> None:
-    """Load the models in the background; a failure is one line here and again at first use."""
+    """Load the models in the background. A model that fails to load is logged once, in one line,
+    when it fails, and stays in `engine.status().errors` with its fallback; nothing here raises."""
     try:
         engine.warm_up()
-    except EditorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # a bug, not a model: still one line, and the page keeps serving
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: warming up failed: {type(exc).__name__}: {reason}", file=sys.stderr)
 
 
 if __name__ == "__main__":

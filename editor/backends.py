@@ -4,7 +4,9 @@
 and honest; `build_engine` loads what the plan names, fetching missing weights first when
 `auto_download` is on and the network is allowed, and falls back to classical algorithms,
 saying so, when weights are missing. The detector ("select by name") is optional: without it
-everything else works, and asking for it says how to get it.
+everything else works, and asking for it says how to get it. A model that is here but fails to
+load falls back the same way, and `Engine.status()` says why. `check_concurrency` refuses, at
+start, a `server.concurrency` the loaded models could not honour.
 """
 from __future__ import annotations
 
@@ -12,11 +14,15 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from editor import weights
 from editor.config import Config
 from editor.engine import DETECTOR_DOWNLOAD_HINT, DOWNLOAD_HINT, Backends, Engine
 from editor.errors import ConfigError, EditorError
+
+if TYPE_CHECKING:
+    from editor.inpainter import PipelineOptions
 
 SAM_PREFERENCE = {"cuda": ("vit_h", "vit_l", "vit_b"), "cpu": ("vit_b", "vit_l", "vit_h")}
 SAM_DOWNLOAD_HINT = "python -m editor download sam"
@@ -127,7 +133,7 @@ def describe(plan: Plan, config: Config) -> Backends:
     """One line per backend, naming what will really run."""
     hints = []
     if plan.sam.path is not None:
-        segmenter = f"sam {_sam_type(plan.sam)} ({plan.sam.path}) on {plan.device}"
+        segmenter = f"sam {_sam_type(plan.sam)}({plan.sam.path}) on {plan.device}"
     elif plan.sam.download:
         segmenter = f"sam {plan.sam.model_type} (downloads on first use)"
     else:
@@ -157,27 +163,51 @@ def _detector_label(plan: Plan, config: Config) -> str:
             f"text threshold {config.detector.text_threshold:g}{later}")
 
 
+def check_concurrency(config: Config, plan: Plan) -> None:
+    """Refuse, in one line, more model calls at once than the models can run safely.
+
+    Each concurrent edit gets a worker pipeline of its own over the shared weights, except
+    with model CPU offload on CUDA, whose hooks move the one copy of the weights between the
+    devices around each call: that leaves one call at a time. SAM and the detector take one
+    call at a time under a lock, whatever the setting: the others wait, nothing breaks.
+    """
+    from editor.inpainter import sharing_is_safe
+
+    wanted = config.server.concurrency
+    has_inpainter = plan.inpaint.path is not None or plan.inpaint.download
+    if wanted > 1 and has_inpainter and not sharing_is_safe(_pipeline_options(config, plan.device)):
+        raise ConfigError(f"server.concurrency={wanted} needs inpaint.cpu_offload=false on cuda (offloading moves "
+                          "one shared copy of the model between devices at each call): set inpaint.cpu_offload=false "
+                          "if the GPU holds the model, or server.concurrency=1")
+
+
+def _pipeline_options(config: Config, device: str) -> PipelineOptions:
+    from editor.inpainter import PipelineOptions
+
+    return PipelineOptions(device, config.inpaint.cpu_offload, config.inpaint.vae_tiling,
+                           int(config.inpaint.memory_budget_gb * 2**30), config.inpaint.compile)
+
+
 def build_engine(config: Config, show_progress: bool = True) -> Engine:
     """The planned backends, ready to load: SAM, the inpainting pipeline and the detector load
     on first use (or at `Engine.warm_up`), so that building the engine takes no time."""
     from editor.detector import Thresholds, TransformersDetector
-    from editor.inpainter import DiffusersInpainter, ModelSource, PipelineCache, PipelineOptions
+    from editor.inpainter import DiffusersInpainter, ModelSource, PipelineCache
     from editor.segmenter import GrabCutSegmenter, SamSegmenter
 
     plan = _fetch_missing(plan_backends(config), config, show_progress)
     backends = describe(plan, config)
     if plan.sam.path is not None:
         load = functools.partial(_load_sam, plan.sam.path, config.sam.model_type, plan.device)
-        segmenter = SamSegmenter(load, backends.segmenter, config.sam.embedding_cache)
+        segmenter = SamSegmenter(load, backends.segmenter, int(config.sam.embedding_cache_mb * 2**20))
     else:
         segmenter = GrabCutSegmenter()
     inpainter = None
     if plan.inpaint.path is not None:
-        options = PipelineOptions(plan.device, config.inpaint.cpu_offload, config.inpaint.vae_tiling,
-                                  int(config.inpaint.memory_budget_gb * 2**30), config.inpaint.compile)
         source = ModelSource(plan.inpaint.name, plan.inpaint.path, plan.inpaint.variant,
                              plan.inpaint.vae_path, plan.inpaint.native_size)
-        inpainter = DiffusersInpainter(source, PipelineCache(options), backends.inpainter)
+        pipelines = PipelineCache(_pipeline_options(config, plan.device), workers=config.server.concurrency)
+        inpainter = DiffusersInpainter(source, pipelines, backends.inpainter)
     detector = None
     if plan.detector.path is not None:  # loads on first use: most sessions never select by name
         thresholds = Thresholds(config.detector.box_threshold, config.detector.text_threshold,
@@ -216,14 +246,19 @@ def _fetch_missing(plan: Plan, config: Config, show_progress: bool) -> Plan:
 
 
 def _sam_type(sam: SamPlan) -> str:
+    """"vit_b " and the like, read from the file if need be; "" for a file that cannot be read
+    (loading it will fail and say why, and clicks go to GrabCut)."""
     if sam.model_type != "auto":
-        return sam.model_type
+        return f"{sam.model_type} "
     for known in weights.SAM_CHECKPOINTS.values():
         if sam.path is not None and sam.path.name == known.filename:
-            return known.model_type
+            return f"{known.model_type} "
     from editor.sam_loader import infer_architecture, read_checkpoint
 
-    return infer_architecture(read_checkpoint(sam.path)).model_type  # type: ignore[arg-type]
+    try:
+        return f"{infer_architecture(read_checkpoint(sam.path)).model_type} "  # type: ignore[arg-type]
+    except (EditorError, KeyError, IndexError, ZeroDivisionError):
+        return ""
 
 
 def _inpaint_label(inpaint: InpaintPlan) -> str:

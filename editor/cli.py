@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     info = commands.add_parser("info", parents=[common], help="show the backends that will be used")
+    info.add_argument("--load", action="store_true",
+                      help="also load every model now and report any that fails to load (takes as long as loading)")
     info.set_defaults(run=_info)
     return parser
 
@@ -277,14 +279,32 @@ def _photo_size(text: str | None) -> tuple[int, int] | None:
 
 
 def _info(args: argparse.Namespace, config: Config) -> int:
-    from editor.backends import describe, plan_backends
+    """What the settings name, instantly; with --load, what really loads (and why a model did not)."""
+    from editor.backends import build_engine, check_concurrency, describe, plan_backends
 
-    backends = describe(plan_backends(config), config)
+    plan = plan_backends(config)
+    if args.load:
+        quiet_libraries()
+        engine = build_engine(config)
+        engine.warm_up(detector=True)
+        backends = engine.status()
+    else:
+        backends = describe(plan, config)
     print(f"device: {backends.device}")
     print(f"segmenter: {backends.segmenter}")
     print(f"inpainter: {backends.inpainter}")
     print(f"eraser: {backends.eraser}")
     print(f"detector: {backends.detector}")
+    try:
+        check_concurrency(config, plan)
+        print(f"concurrency: {config.server.concurrency} model call{'s' if config.server.concurrency > 1 else ''} "
+              "at once (server.concurrency)")
+    except EditorError as exc:
+        print(f"concurrency: refused: {exc}")
     if backends.hint:
         print(f"missing: {backends.hint}")
+    for error in backends.errors:
+        print(f"failed: {error}")
+    if not args.load:
+        print("(--load loads each model now and reports any that fails)")
     return 0

@@ -24,7 +24,7 @@ SamModelType = Literal["auto", "vit_b", "vit_l", "vit_h"]
 class SamConfig:
     checkpoint: str = "auto"  # "auto" looks in models_dir; a path must exist
     model_type: SamModelType = "auto"  # "auto" reads it from the checkpoint's shapes
-    embedding_cache: int = 8  # image embeddings kept (LRU), one per image version
+    embedding_cache_mb: float = 64  # image embeddings (4 MB each) and click results kept, all photos together
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    concurrency: int = 1  # model calls at once (one per GPU)
+    concurrency: int = 1  # model calls at once: each edit runs on a worker pipeline of its own (backends.check_concurrency)
     max_upload_mb: int = 100
     sessions_dir: str = "sessions"  # each session's folder (its history on disk); relative to the working directory
     session_memory_mb: int = 768  # one budget for the pixels all sessions hold in memory; the rest waits on disk
@@ -94,7 +94,7 @@ class Config:
 
 
 _POSITIVE = {
-    "sam.embedding_cache", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
+    "sam.embedding_cache_mb", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
     "max_image_pixels", "detector.max_detections", "server.port", "server.concurrency", "server.max_upload_mb",
     "server.session_memory_mb", "server.session_ttl_minutes",
 }

@@ -1,8 +1,9 @@
 """Finding objects by name: an open-vocabulary detector turns "dog, person" into scored boxes.
 
 Grounding DINO (the default) or OWLv2 from transformers, whichever the model folder holds; the
-model loads once, on first use, and is shared by every session. Boxes come back in the
-original photo's pixels, whatever size the model worked at.
+model loads once, on first use, and is shared by every session, one call at a time. A failed
+load is remembered, and "select by name" then says why. Boxes come back in the original
+photo's pixels, whatever size the model worked at.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from editor.errors import SelectionError
+from editor.loading import LoadOnce
 from editor.prompts import Box, Detection
 
 # Model types that read one sentence of dot-separated phrases ("dog. person."); the others
@@ -26,6 +28,10 @@ MAX_QUERY_CHARS = 200
 
 class Detector(Protocol):
     description: str
+    load_error: str | None  # why the model failed to load (one line), or None
+
+    def load(self) -> object:
+        """Load the model now rather than at the first query; ModelLoadError if it cannot be."""
 
     def detect(self, image: np.ndarray, queries: list[str]) -> list[Detection]:
         """Boxes of `queries` (lower-case phrases) in an `HxWx3 uint8` photo, best first."""
@@ -57,8 +63,8 @@ class TransformersDetector:
         self.device = device
         self.thresholds = thresholds
         self.description = description
-        self._loaded: tuple[Any, Any] | None = None  # (processor, model)
-        self._lock = threading.Lock()  # one load, one inference at a time
+        self._slot: LoadOnce[tuple[Any, Any]] = LoadOnce(f"the detector {path.name}", self._load)
+        self._lock = threading.Lock()  # one inference at a time: the model is shared by every session
 
     def detect(self, image: np.ndarray, queries: list[str]) -> list[Detection]:
         from PIL import Image
@@ -75,17 +81,27 @@ class TransformersDetector:
                                  self.thresholds, sentence)
         return found
 
-    def load(self) -> tuple[Any, Any]:
-        """The processor and the model, loaded on first use: fp16 on CUDA, fp32 on the CPU."""
-        with self._lock:
-            if self._loaded is None:
-                from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+    @property
+    def loaded(self) -> bool:
+        return self._slot.loaded
 
-                dtype = torch.float16 if self.device == "cuda" else torch.float32
-                processor = AutoProcessor.from_pretrained(self.path)
-                model = AutoModelForZeroShotObjectDetection.from_pretrained(self.path, dtype=dtype)
-                self._loaded = processor, model.to(self.device).eval()
-            return self._loaded
+    @property
+    def load_error(self) -> str | None:
+        """Why the detector failed to load (one line, remembered), or None."""
+        return self._slot.error
+
+    def load(self) -> tuple[Any, Any]:
+        """The processor and the model, loaded on first use; ModelLoadError if that failed (tried once)."""
+        return self._slot.get()
+
+    def _load(self) -> tuple[Any, Any]:
+        """fp16 on CUDA, fp32 on the CPU."""
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        dtype = torch.float16 if self.device == "cuda" else torch.float32
+        processor = AutoProcessor.from_pretrained(self.path)
+        model = AutoModelForZeroShotObjectDetection.from_pretrained(self.path, dtype=dtype)
+        return processor, model.to(self.device).eval()
 
 
 def post_process(processor: Any, outputs: Any, input_ids: torch.Tensor, queries: list[str], size: tuple[int, int],

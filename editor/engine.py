@@ -18,7 +18,7 @@ import torch
 from editor import classical, composite, masks
 from editor.config import CompositeConfig, EraseConfig, InpaintConfig
 from editor.detector import Detector, parse_query
-from editor.errors import EditorError, ModelUnavailableError, SelectionError
+from editor.errors import EditorError, ModelLoadError, ModelUnavailableError, SelectionError
 from editor.inpainter import Inpainter, InpaintRequest, Progress
 from editor.prompts import Detection, Prompts, SelectionPart, detected_parts, refine_detected
 from editor.segmenter import Segmenter
@@ -62,12 +62,15 @@ class TextSelection:
 
 @dataclass(frozen=True)
 class Backends:
+    """What runs each operation, one line each, as it is now (see `Engine.status`)."""
+
     device: str
     segmenter: str
     inpainter: str
     eraser: str
     hint: str = ""  # what to run to get missing models, when some are missing
     detector: str = "none"  # "select by name"; optional, so not part of `hint`
+    errors: tuple[str, ...] = ()  # one line per model that failed to load, naming the fallback in use
 
 
 class Engine:
@@ -83,18 +86,56 @@ class Engine:
     ) -> None:
         self.segmenter = segmenter
         self.inpainter = inpainter
-        self.backends = backends
+        self._planned = backends  # what the settings name; `status()` adds what failed since
         self.defaults = inpaint_defaults
         self.composite = composite_config
         self.erase_config = erase_config
         self.detector = detector
 
-    def warm_up(self) -> None:
+    @property
+    def backends(self) -> Backends:
+        """The same as `status()`: read at any time, it reflects the models that failed to load."""
+        return self.status()
+
+    def status(self) -> Backends:
+        """What runs each operation now, and one line in `errors` per model that failed to load.
+
+        A failed load is remembered for the life of the process (the settings cannot change in a
+        running one), so the status only ever gains errors: SAM's leaves clicks to GrabCut, the
+        inpainting model's leaves Erase to the classical fill and Fill refused with the reason,
+        the detector's turns "select by name" off.
+        """
+        status, errors = self._planned, []
+        sam_error = getattr(self.segmenter, "load_error", None)  # stand-ins in tests load nothing
+        if sam_error:
+            status = replace(status, segmenter=self.segmenter.description)
+            errors.append(f"{sam_error}; selecting with GrabCut")
+        inpaint_error = getattr(self.inpainter, "load_error", None)
+        if inpaint_error:
+            status = replace(status, inpainter=f"none ({self.inpainter.model_name} failed to load)",
+                             eraser="opencv telea (the inpainting model failed to load)")
+            errors.append(f"{inpaint_error}; Erase uses the classical fill, Fill and Replace background are off")
+        detector_error = getattr(self.detector, "load_error", None)
+        if detector_error:
+            status = replace(status, detector="none (the detector failed to load)")
+            errors.append(f"{detector_error}; select by name is off")
+        return replace(status, errors=status.errors + tuple(errors))
+
+    def warm_up(self, detector: bool = False) -> None:
         """Load the models now (e.g. in the background while the page is served): SAM first,
-        as the first click needs it, then the inpainting pipeline."""
-        self.segmenter.load()
+        as the first click needs it, then the inpainting pipeline, then (if asked: few sessions
+        select by name) the detector. Never raises for a model that fails to load: the failure
+        is remembered and shown by `status()`."""
+        loads = [self.segmenter.load]
         if self.inpainter is not None:
-            self.inpainter.load()
+            loads.append(self.inpainter.load)
+        if detector and self.detector is not None:
+            loads.append(self.detector.load)
+        for load in loads:
+            try:
+                load()
+            except ModelLoadError:
+                pass  # remembered by the model, reported by status()
 
     # --- selection -------------------------------------------------------------------------
 
@@ -170,9 +211,12 @@ class Engine:
         request = self._request(self.erase_config.prompt, options, self.erase_config.negative_prompt,
                                 self.erase_config.strength)
         alpha = self._alpha(mask, options)
-        if self.inpainter is None:
+        if self.inpainter is None or getattr(self.inpainter, "load_error", None):
             return self._classical_erase(image, mask, alpha, request)
-        return self._generate("erase", image, mask, request, alpha, progress, cancel, prefill=True)
+        try:
+            return self._generate("erase", image, mask, request, alpha, progress, cancel, prefill=True)
+        except ModelLoadError:  # failed to load just now: remembered, in status(); erase goes on classically
+            return self._classical_erase(image, mask, alpha, request)
 
     def replace_background(self, image: np.ndarray, subject_mask: np.ndarray, prompt: str,
                            options: EditOptions = EditOptions(), progress: Progress | None = None,

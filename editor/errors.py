@@ -23,3 +23,7 @@ class ModelUnavailableError(EditorError):
 
 class EditCancelled(EditorError):
     """The person cancelled a running generation."""
+
+
+class ModelLoadError(ModelUnavailableError):
+    """A model's weights are here but failed to load; the reason is remembered, not retried."""

@@ -1,17 +1,22 @@
 """Stable Diffusion inpainting through diffusers: loading, memory sharing, generation.
 
-A pipeline is loaded once and reused by every session. Loading another model releases the
-least recently used ones when the memory budget would be exceeded, as a multi-model serving
-endpoint time-shares its memory.
+A pipeline's weights are loaded once and shared by every session. A call never runs the
+loaded pipeline object that another call is running (its scheduler holds the call's timesteps
+and step index): each call checks out a worker pipeline from a small pool, one per allowed
+concurrent call, that shares the weights and has its own per-call state. Loading another
+model releases the least recently used idle ones when the memory budget would be exceeded,
+as a multi-model serving endpoint time-shares its memory.
 """
 from __future__ import annotations
 
-import gc
+import copy
+import inspect
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from editor.errors import EditCancelled, EditorError
+from editor.errors import EditCancelled, EditorError, ModelLoadError
+from editor.loading import load_failure, reason_with_cause, release_memory
 
 COMPILE_BUCKET = 64  # with a compiled UNet, work sizes are padded to multiples of this
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
@@ -40,9 +46,10 @@ class Inpainter(Protocol):
     description: str
     model_name: str
     native_size: int
+    load_error: str | None  # why the model failed to load (one line), or None
 
     def load(self) -> None:
-        """Load the model now rather than at the first edit."""
+        """Load the model now rather than at the first edit; ModelLoadError if it cannot be."""
 
     def inpaint(
         self,
@@ -82,36 +89,146 @@ class PipelineOptions:
         return torch.float16 if self.device == "cuda" else torch.float32
 
 
-class PipelineCache:
-    """Loaded pipelines, shared by all sessions, kept within a memory budget."""
+def sharing_is_safe(options: PipelineOptions) -> bool:
+    """Whether several calls may run one loaded copy of the weights at once.
 
-    def __init__(self, options: PipelineOptions) -> None:
+    Not with model CPU offload on CUDA: its hooks move each module onto the GPU and back
+    around every call, so one call would pull the weights from under another.
+    """
+    return not (options.device == "cuda" and options.cpu_offload)
+
+
+@dataclass
+class _Loaded:
+    """One loaded model: its pipeline, the memory it holds, and its pool of worker pipelines."""
+
+    pipe: Any
+    size: int
+    idle: list[Any] = field(default_factory=list)
+    made: int = 1  # worker pipelines made so far, the loaded one included
+    users: int = 0  # calls holding or waiting for a worker: never released while above 0
+
+
+class PipelineCache:
+    """Loaded pipelines, shared by all sessions, kept within a memory budget.
+
+    `workers` is how many calls may run one model at once (server.concurrency); each gets a
+    worker pipeline of its own, and a call beyond that waits for one to come back. Where
+    sharing the weights is unsafe the pool holds one worker.
+    """
+
+    def __init__(self, options: PipelineOptions, workers: int = 1) -> None:
         self.options = options
-        self._pipelines: OrderedDict[Path, tuple[Any, int]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.workers = max(1, workers) if sharing_is_safe(options) else 1
+        self._pipelines: OrderedDict[Path, _Loaded] = OrderedDict()
+        self._failed: dict[Path, str] = {}  # for the process's life: the settings do not change while it runs
+        self._lock = threading.Condition()
 
     def get(self, source: ModelSource) -> Any:
+        """The loaded pipeline, loaded now if needed (to inspect it; a call runs through `checkout`)."""
         with self._lock:
-            if source.path in self._pipelines:
-                self._pipelines.move_to_end(source.path)
-                return self._pipelines[source.path][0]
-            self._make_room(estimate_bytes(source, self.options.dtype))
-            pipe = load_pipeline(source, self.options)
-            self._pipelines[source.path] = (pipe, pipeline_bytes(pipe))
-            return pipe
+            return self._entry(source).pipe
+
+    @contextmanager
+    def checkout(self, source: ModelSource) -> Iterator[Any]:
+        """A worker pipeline of `source` for one call, used by nobody else until the call ends."""
+        with self._lock:
+            entry = self._entry(source)
+            entry.users += 1
+            try:
+                while not entry.idle and entry.made >= self.workers:
+                    self._lock.wait()
+                worker = entry.idle.pop() if entry.idle else self._new_worker(entry)
+            except BaseException:
+                entry.users -= 1
+                raise
+        try:
+            yield worker
+        finally:
+            with self._lock:
+                entry.idle.append(worker)
+                entry.users -= 1
+                self._lock.notify_all()
+                self._make_room(0, keep=next(reversed(self._pipelines), None))
+
+    def error(self, source: ModelSource) -> str | None:
+        """Why `source` failed to load (one line), or None."""
+        return self._failed.get(source.path)
 
     def loaded(self) -> list[Path]:
-        return list(self._pipelines)
+        with self._lock:
+            return list(self._pipelines)
 
-    def _make_room(self, needed: int) -> None:
-        in_use = sum(size for _, size in self._pipelines.values())
-        while self._pipelines and in_use + needed > self.options.memory_budget_bytes:
-            _, (pipe, size) = self._pipelines.popitem(last=False)
-            in_use -= size
-            del pipe
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+    def _entry(self, source: ModelSource) -> _Loaded:
+        if source.path in self._failed:
+            raise ModelLoadError(self._failed[source.path])
+        if source.path in self._pipelines:
+            self._pipelines.move_to_end(source.path)
+            return self._pipelines[source.path]
+        self._make_room(estimate_bytes(source, self.options.dtype))
+        try:
+            pipe = load_pipeline(source, self.options)
+        except Exception as exc:  # any type: CUDA out of memory while moving it, a damaged file, ...
+            self._failed[source.path] = load_failure(f"the inpainting model {source.name}", exc)
+        if source.path in self._failed:
+            release_memory()
+            raise ModelLoadError(self._failed[source.path])
+        entry = _Loaded(pipe, pipeline_bytes(pipe), idle=[pipe])
+        self._pipelines[source.path] = entry
+        return entry
+
+    def _new_worker(self, entry: _Loaded) -> Any:
+        worker = worker_pipeline(entry.pipe)
+        entry.made += 1
+        if worker.vae is not entry.pipe.vae:
+            entry.size += module_bytes(worker.vae)
+        return worker
+
+    def _make_room(self, needed: int, keep: Path | None = None) -> None:
+        """Release idle models, least recently used first, until `needed` more bytes fit the budget.
+
+        A model that a call is running or waiting for is never released under it.
+        """
+        in_use = sum(entry.size for entry in self._pipelines.values())
+        released = False
+        for path in list(self._pipelines):
+            if in_use + needed <= self.options.memory_budget_bytes:
+                break
+            if path == keep or self._pipelines[path].users:
+                continue
+            in_use -= self._pipelines.pop(path).size
+            released = True
+        if released:
+            release_memory()
+
+
+def worker_pipeline(pipe: Any) -> Any:
+    """Another pipeline object over the same weights, with the per-call state of its own.
+
+    The scheduler holds a call's timesteps, sigmas and step index; a fast tokenizer's padding
+    and truncation are set on it at each call; the pipeline object keeps the call's guidance
+    and timestep count. The SDXL pipeline also casts an fp16 VAE that upcasts itself to fp32 and
+    back during a call, so such a VAE is copied too. The UNet and the text encoders are only
+    read, and are shared.
+    """
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    components = dict(pipe.components)
+    components["scheduler"] = copy.deepcopy(pipe.scheduler)
+    for name in ("tokenizer", "tokenizer_2"):
+        if components.get(name) is not None:
+            components[name] = copy.deepcopy(components[name])
+    vae = components.get("vae")
+    if (isinstance(pipe, StableDiffusionXLInpaintPipeline) and vae.dtype == torch.float16
+            and getattr(vae.config, "force_upcast", False)):
+        components["vae"] = copy.deepcopy(vae)
+    accepted = inspect.signature(type(pipe).__init__).parameters
+    settings = {key: value for key, value in pipe.config.items() if key in accepted and key not in components}
+    worker = type(pipe)(**components, **settings)
+    if "_name_or_path" in pipe.config:
+        worker.register_to_config(_name_or_path=pipe.config["_name_or_path"])
+    worker.set_progress_bar_config(disable=True)
+    return worker
 
 
 def load_pipeline(source: ModelSource, options: PipelineOptions) -> Any:
@@ -126,8 +243,7 @@ def load_pipeline(source: ModelSource, options: PipelineOptions) -> Any:
             kwargs["vae"] = AutoencoderKL.from_pretrained(source.vae_path, dtype=options.dtype, local_files_only=True)
         pipe = AutoPipelineForInpainting.from_pretrained(source.path, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EditorError(f"cannot load inpainting model {source.name}: {reason[:200]}") from None
+        raise EditorError(f"cannot load inpainting model {source.name}: {reason_with_cause(exc)}") from None
     if options.device == "cuda":
         # The convolutions' fastest cuDNN kernels want NHWC tensors.
         pipe.unet.to(memory_format=torch.channels_last)
@@ -157,12 +273,11 @@ def estimate_bytes(source: ModelSource, dtype: torch.dtype) -> int:
 
 
 def pipeline_bytes(pipe: Any) -> int:
-    return sum(
-        p.numel() * p.element_size()
-        for component in pipe.components.values()
-        if isinstance(component, torch.nn.Module)
-        for p in component.parameters()
-    )
+    return sum(module_bytes(c) for c in pipe.components.values() if isinstance(c, torch.nn.Module))
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def _is_variant(path: Path, variant: str | None) -> bool:
@@ -170,7 +285,7 @@ def _is_variant(path: Path, variant: str | None) -> bool:
 
 
 class DiffusersInpainter:
-    """Inpainting with a diffusers pipeline taken from the shared cache at each call."""
+    """Inpainting with a worker pipeline checked out of the shared cache for each call."""
 
     def __init__(self, source: ModelSource, pipelines: PipelineCache, description: str) -> None:
         self.source = source
@@ -179,7 +294,13 @@ class DiffusersInpainter:
         self.model_name = source.name
         self.native_size = source.native_size or _native_size_from_config(source.path)
 
+    @property
+    def load_error(self) -> str | None:
+        """Why the model failed to load (one line, remembered), or None."""
+        return self.pipelines.error(self.source)
+
     def load(self) -> None:
+        """Load the weights now; raises ModelLoadError (remembered) when they cannot be loaded."""
         self.pipelines.get(self.source)
 
     def inpaint(
@@ -190,7 +311,6 @@ class DiffusersInpainter:
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
     ) -> list[np.ndarray]:
-        pipe = self.pipelines.get(self.source)
         height, width = image.shape[:2]
         if self.pipelines.options.compile_unet:  # a few fixed shapes instead of one per photo
             image, mask = _pad_to_bucket(image, mask, COMPILE_BUCKET)
@@ -202,7 +322,7 @@ class DiffusersInpainter:
                 progress(step + 1, pipeline.num_timesteps)
             return tensors
 
-        with torch.inference_mode():
+        with self.pipelines.checkout(self.source) as pipe, torch.inference_mode():
             result = pipe(
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt or None,

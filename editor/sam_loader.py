@@ -15,6 +15,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from editor.errors import EditorError
+from editor.loading import reason
 
 DECODER_HEADS = 8
 KNOWN_TYPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
@@ -50,8 +51,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise EditorError(f"SAM checkpoint not found: {path}") from None
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EditorError(f"cannot read SAM checkpoint {path}: {reason[:200]}") from None
+        raise EditorError(f"cannot read SAM checkpoint {path}: {reason(exc)}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or "image_encoder.patch_embed.proj.weight" not in state:

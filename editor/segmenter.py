@@ -5,7 +5,10 @@ image's content hash; every click after that runs SAM's small prompt decoder onc
 low-resolution result of each click is kept, so the next click refines it instead of
 replaying the whole click sequence. Nothing about an image is stored on the shared model,
 so many sessions can use one segmenter. The model itself loads on first use (or when
-`load` is called, e.g. in the background at start-up), so the page is served at once.
+`load` is called, e.g. in the background at start-up), so the page is served at once; if it
+fails to load, the failure is remembered and clicks select with GrabCut instead. Embeddings
+and click results share one byte budget (`sam.embedding_cache_mb`), however many photos
+the sessions hold.
 """
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -25,16 +28,20 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
 from editor import classical, masks
+from editor.errors import ModelLoadError
+from editor.loading import LoadOnce
 from editor.prompts import Prompts
 
-DECODED_STEPS_KEPT = 64  # low-resolution click results kept (256x256 floats each)
+DEFAULT_CACHE_BYTES = 64 * 2**20  # one SAM embedding is 4 MB (256x64x64 floats), a click's result 256 KB
+KEYS_REMEMBERED = 8  # read-only photos whose content hash is remembered
 
 
 class Segmenter(Protocol):
-    description: str
+    description: str  # what selects now (names the fallback once the model failed to load)
+    load_error: str | None  # why the model failed to load (one line), or None
 
     def load(self) -> None:
-        """Load the model now rather than at the first photo."""
+        """Load the model now rather than at the first photo; a failure is remembered, not raised."""
 
     def prepare(self, image: np.ndarray) -> None:
         """Do the per-image work ahead of the first click (`HxWx3 uint8`)."""
@@ -50,6 +57,46 @@ class Embedding:
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes(self.features)
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+class BytesLRU:
+    """Values kept within a byte budget, the least recently used released first.
+
+    A value larger than the whole budget is not kept. Not locked: its owner locks.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.held = 0  # bytes held now, never above the budget
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Hashable) -> Any | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def put(self, key: Hashable, value: Any, size: int) -> None:
+        if key in self._items:
+            self.held -= self._items.pop(key)[1]
+        if size > self.budget:
+            return
+        while self.held + size > self.budget:
+            self.held -= self._items.popitem(last=False)[1][1]
+        self._items[key] = (value, size)
+        self.held += size
 
 
 def image_key(image: np.ndarray) -> str:
@@ -87,36 +134,54 @@ class ImageKeys:
 
 
 class SamSegmenter:
-    def __init__(self, model: Sam | Callable[[], Sam], description: str, cache_size: int = 8) -> None:
-        """`model` is a loaded SAM, or a function that loads it on first use."""
-        self._model = model if isinstance(model, Sam) else None
-        self._loader = None if isinstance(model, Sam) else model
-        self.description = description
-        self._cache_size = cache_size
-        self._embeddings: OrderedDict[str, Embedding] = OrderedDict()
-        self._decoded: OrderedDict[tuple[str, Prompts], torch.Tensor] = OrderedDict()
-        self._keys = ImageKeys(cache_size)
+    def __init__(self, model: Sam | Callable[[], Sam], description: str,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        """`model` is a loaded SAM, or a function that loads it on first use.
+
+        `cache_bytes` bounds the image embeddings and click results kept, all photos together.
+        """
+        self._slot: LoadOnce[Sam] = LoadOnce("SAM", (lambda: model) if isinstance(model, Sam) else model)
+        if isinstance(model, Sam):
+            self._slot.get()  # given loaded: nothing left to fail
+        self._description = description
+        self._cache = BytesLRU(cache_bytes)
+        self._keys = ImageKeys(KEYS_REMEMBERED)
         self._lock = threading.Lock()  # one model, many sessions: one computation at a time
-        self._load_lock = threading.Lock()
+
+    @property
+    def description(self) -> str:
+        return "grabcut (SAM failed to load)" if self.load_error else self._description
 
     @property
     def model(self) -> Sam:
-        if self._model is None:
-            with self._load_lock:
-                if self._model is None:
-                    self._model = self._loader()  # type: ignore[misc]
-        return self._model
+        """The model, loaded on first use; raises ModelLoadError if it failed to load (tried once)."""
+        return self._slot.get()
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._slot.loaded
+
+    @property
+    def load_error(self) -> str | None:
+        """Why SAM failed to load (one line, remembered), or None."""
+        return self._slot.error
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by the embeddings and click results kept, never above `cache_budget`."""
+        return self._cache.held
+
+    @property
+    def cache_budget(self) -> int:
+        return self._cache.budget
 
     def load(self) -> None:
-        """Load the model now (it otherwise loads at the first photo)."""
-        self.model  # noqa: B018
+        """Load the model now (it otherwise loads at the first photo); a failure is remembered."""
+        self._sam()
 
     def prepare(self, image: np.ndarray) -> None:
-        self._embedding(image)
+        if self._sam() is not None:
+            self._embedding(image)
 
     def segment(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
         """Replay the clicks in order, as SAM was trained for interactive use.
@@ -126,6 +191,8 @@ class SamSegmenter:
         refined with the previous step's low-resolution logits. Steps already decoded for
         this image (the clicks before the last one) are taken from a cache.
         """
+        if self._sam() is None:
+            return classical.grabcut(image, prompts)  # the failure is in the status, once
         key, embedding = self._embedding(image)
         steps = _steps(prompts)
         with self._lock, torch.inference_mode():
@@ -140,16 +207,20 @@ class SamSegmenter:
     def _longest_decoded(self, key: str, steps: list[Prompts]) -> tuple[int, torch.Tensor | None]:
         """How many of `steps` are decoded already, and the last one's logits."""
         for done in range(len(steps), 0, -1):
-            logits = self._decoded.get((key, steps[done - 1]))
+            logits = self._cache.get(("logits", key, steps[done - 1]))
             if logits is not None:
-                self._decoded.move_to_end((key, steps[done - 1]))
                 return done, logits
         return 0, None
 
     def _remember(self, key: str, step: Prompts, logits: torch.Tensor) -> None:
-        self._decoded[(key, step)] = logits
-        while len(self._decoded) > DECODED_STEPS_KEPT:
-            self._decoded.popitem(last=False)
+        self._cache.put(("logits", key, step), logits, tensor_bytes(logits))
+
+    def _sam(self) -> Sam | None:
+        """The model, or None when it failed to load."""
+        try:
+            return self.model
+        except ModelLoadError:
+            return None
 
     def _full_size_mask(self, logits: torch.Tensor, embedding: Embedding) -> np.ndarray:
         """SAM's `postprocess_masks`, with the last (largest) upscaling done by OpenCV.
@@ -168,16 +239,14 @@ class SamSegmenter:
     def _embedding(self, image: np.ndarray) -> tuple[str, Embedding]:
         key = self._keys(image)
         with self._lock:
-            if key in self._embeddings:
-                self._embeddings.move_to_end(key)
-                return key, self._embeddings[key]
+            cached = self._cache.get(("embedding", key))
+            if cached is not None:
+                return key, cached
             predictor = SamPredictor(self.model)
             with torch.inference_mode():
                 predictor.set_image(image, image_format="RGB")
             embedding = Embedding(predictor.features, predictor.original_size, predictor.input_size)
-            self._embeddings[key] = embedding
-            while len(self._embeddings) > self._cache_size:
-                self._embeddings.popitem(last=False)
+            self._cache.put(("embedding", key), embedding, embedding.nbytes)
             return key, embedding
 
     def _predictor(self, embedding: Embedding) -> SamPredictor:
@@ -227,6 +296,7 @@ class GrabCutSegmenter:
     """The fallback when no SAM checkpoint is available: OpenCV's GrabCut from the same prompts."""
 
     description = "grabcut (no SAM checkpoint)"
+    load_error = None  # nothing to load, nothing to fail
 
     def load(self) -> None:
         pass  # nothing to load

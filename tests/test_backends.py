@@ -66,6 +66,22 @@ def test_tiny_sam_by_path(empty_models_dir: Path, tiny_sam_path: Path) -> None:
     engine = build_engine(config, show_progress=False)
     assert isinstance(engine.segmenter, SamSegmenter)
     assert engine.segmenter.description == info.segmenter
+    assert engine.segmenter.cache_budget == 64 * 2**20  # sam.embedding_cache_mb's default
+    small = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}", "sam.embedding_cache_mb=1.5"),
+                         show_progress=False)
+    assert small.segmenter.cache_budget == int(1.5 * 2**20)
+
+
+def test_an_unreadable_sam_checkpoint_is_described_without_a_type_and_builds(empty_models_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """Reading the architecture is part of loading: a damaged file is reported when it fails to load."""
+    broken = tmp_path / "mine.pth"
+    broken.write_bytes(b"\x00" * 64)
+    config = tiny_config(empty_models_dir, f"sam.checkpoint={broken}")
+    assert describe(plan_backends(config), config).segmenter == f"sam ({broken}) on cpu"
+    engine = build_engine(config, show_progress=False)
+    engine.warm_up()
+    assert engine.status().segmenter.startswith("grabcut") and "mine.pth" in engine.status().errors[0]
 
 
 def test_local_diffusers_folder(empty_models_dir: Path, tiny_sd2_dir: Path, tiny_sam_path: Path) -> None:

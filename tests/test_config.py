@@ -50,7 +50,7 @@ auto_download: true
 sam:
   checkpoint: /data/sam_vit_l.pth
   model_type: vit_l
-  embedding_cache: 3
+  embedding_cache_mb: 3
 inpaint:
   model: sdxl
   steps: 12
@@ -66,7 +66,7 @@ server:
     assert config.device == "cpu"
     assert config.models_dir == "/data/models"
     assert config.auto_download is True
-    assert config.sam == SamConfig(checkpoint="/data/sam_vit_l.pth", model_type="vit_l", embedding_cache=3)
+    assert config.sam == SamConfig(checkpoint="/data/sam_vit_l.pth", model_type="vit_l", embedding_cache_mb=3)
     assert config.inpaint.model == "sdxl"
     assert config.inpaint.steps == 12
     assert config.inpaint.guidance == 5.0 and isinstance(config.inpaint.guidance, float)
@@ -186,7 +186,7 @@ def test_unknown_key_in_the_file_names_the_nested_key(tmp_path: Path) -> None:
     ("composite.feather=-8", "composite.feather"),
     ("composite.context=-0.5", "composite.context"),
     ("max_image_pixels=0", "max_image_pixels"),
-    ("sam.embedding_cache=0", "sam.embedding_cache"),
+    ("sam.embedding_cache_mb=0", "sam.embedding_cache_mb"),
     ("server.port=0", "server.port"),
     ("server.concurrency=0", "server.concurrency"),
     # not a number at all

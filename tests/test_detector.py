@@ -74,11 +74,11 @@ def test_the_detector_loads_once_on_first_use(empty_models_dir: Path, tiny_sam_p
                                               photo: np.ndarray) -> None:
     engine = detector_engine(empty_models_dir, tiny_sam_path, tiny_detector_dir, *EVERYTHING)
     assert isinstance(engine.detector, TransformersDetector) and engine.detector.path == tiny_detector_dir
-    assert engine.detector._loaded is None, "building the engine must not load the detector"
+    assert not engine.detector.loaded, "building the engine must not load the detector"
     engine.detect(photo, "dog")
-    loaded = engine.detector._loaded
+    loaded = engine.detector.load()
     engine.detect(photo, "cat")
-    assert loaded is not None and engine.detector._loaded is loaded
+    assert engine.detector.loaded and engine.detector.load() is loaded
     assert str(tiny_detector_dir) in engine.backends.detector and "fp32 on cpu" in engine.backends.detector
 
 

@@ -17,8 +17,9 @@ from editor.sam_loader import build_sam, infer_architecture, load_sam, read_chec
 from editor.segmenter import GrabCutSegmenter, SamSegmenter
 
 
-def fresh_segmenter(path: Path, cache_size: int = 8) -> tuple[SamSegmenter, list[int]]:
-    """A segmenter of its own (not the shared engine's) and a live count of image embeddings."""
+def fresh_segmenter(path: Path, embeddings: float = 8) -> tuple[SamSegmenter, list[int]]:
+    """A segmenter of its own (not the shared engine's), its cache the size of `embeddings` of
+    the tiny model's image embeddings, and a live count of image embeddings computed."""
     model, _ = load_sam(path, "auto", "cpu")
     calls = [0]
 
@@ -26,7 +27,13 @@ def fresh_segmenter(path: Path, cache_size: int = 8) -> tuple[SamSegmenter, list
         calls[0] += 1
 
     model.image_encoder.register_forward_hook(count)
-    return SamSegmenter(model, "tiny sam", cache_size), calls
+    return SamSegmenter(model, "tiny sam", int(embeddings * tiny_embedding_bytes(model))), calls
+
+
+def tiny_embedding_bytes(model: torch.nn.Module) -> int:
+    """The bytes of one image embedding: out_chans x grid x grid floats."""
+    side = model.image_encoder.img_size // model.image_encoder.patch_embed.proj.kernel_size[0]
+    return model.image_encoder.neck[0].out_channels * side * side * 4
 
 
 def random_image(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
@@ -94,7 +101,7 @@ def test_a_new_image_version_gets_a_new_embedding(tiny_sam_path: Path) -> None:
 
 
 def test_embedding_cache_evicts_the_least_recently_used(tiny_sam_path: Path) -> None:
-    segmenter, calls = fresh_segmenter(tiny_sam_path, cache_size=2)
+    segmenter, calls = fresh_segmenter(tiny_sam_path, embeddings=2)
     a, b, c = random_image(10), random_image(11), random_image(12)
     for image in (a, b, a, c):  # a is used again before c arrives, so b is the one evicted
         segmenter.prepare(image)
@@ -104,6 +111,41 @@ def test_embedding_cache_evicts_the_least_recently_used(tiny_sam_path: Path) -> 
     assert calls[0] == 3
     segmenter.prepare(b)
     assert calls[0] == 4
+
+
+def test_many_photos_never_hold_more_than_the_cache_budget(tiny_sam_path: Path) -> None:
+    """Embeddings and click results share one byte budget, however many photos are clicked on."""
+    segmenter, calls = fresh_segmenter(tiny_sam_path, embeddings=3.5)
+    budget = int(3.5 * tiny_embedding_bytes(segmenter.model))
+    photos = [random_image(100 + i, 40 + i, 50) for i in range(20)]
+    for photo in photos:
+        prompts = Prompts()
+        for k in range(4):
+            prompts = prompts.add_point(5 + 9 * k, 4 + 7 * k, positive=k != 2)
+            segmenter.segment(photo, prompts)
+            assert 0 < segmenter.cached_bytes <= budget
+    assert calls[0] == 20
+    segmenter.segment(photos[-1], Prompts().add_point(5, 4))  # the latest photo is still there
+    assert calls[0] == 20
+    segmenter.segment(photos[0], Prompts().add_point(5, 4))  # the first one made room long ago
+    assert calls[0] == 21
+
+
+def test_bytes_lru_keeps_the_most_recent_within_its_budget() -> None:
+    from editor.segmenter import BytesLRU
+
+    cache = BytesLRU(100)
+    for key, size in [("a", 40), ("b", 40), ("c", 30)]:
+        cache.put(key, key.upper(), size)
+    assert cache.get("a") is None and cache.get("b") == "B" and cache.held == 70  # a went to make room for c
+    cache.put("d", "D", 30)  # fits beside b and c
+    cache.get("b")
+    cache.put("e", "E", 40)  # c, then d, the least recently used, go
+    assert [cache.get(k) for k in "bcde"] == ["B", None, None, "E"] and cache.held == 80
+    cache.put("huge", "H", 101)  # larger than the whole budget: not kept, nothing released for it
+    assert cache.get("huge") is None and cache.held == 80 and len(cache) == 2
+    cache.put("b", "B2", 10)  # replacing a key releases its old size
+    assert cache.get("b") == "B2" and cache.held == 50
 
 
 def test_cached_and_fresh_embeddings_give_the_same_mask(tiny_sam_path: Path) -> None:
@@ -122,7 +164,7 @@ def test_concurrent_segmentation_matches_serial(tiny_sam_path: Path) -> None:
     serial_segmenter, _ = fresh_segmenter(tiny_sam_path)
     serial = [serial_segmenter.segment(img, p) for img, p in zip(images, prompts)]
 
-    shared, calls = fresh_segmenter(tiny_sam_path, cache_size=3)  # small: evictions under load too
+    shared, calls = fresh_segmenter(tiny_sam_path, embeddings=3)  # small: evictions under load too
     barrier = threading.Barrier(6)
 
     def work(i: int) -> list[np.ndarray]:
@@ -201,7 +243,8 @@ def test_sam_loads_on_first_use_or_warm_up(empty_models_dir: Path, tiny_sam_path
     assert warm.segmenter.loaded
 
 
-def test_a_broken_checkpoint_is_a_one_line_error_at_first_use(empty_models_dir: Path, tmp_path: Path) -> None:
+def test_a_broken_checkpoint_selects_with_grabcut_and_says_why_in_one_line(empty_models_dir: Path,
+                                                                            tmp_path: Path) -> None:
     from editor.backends import build_engine
     from tests.conftest import tiny_config
 
@@ -209,8 +252,12 @@ def test_a_broken_checkpoint_is_a_one_line_error_at_first_use(empty_models_dir: 
     broken.write_bytes(b"not a checkpoint")
     engine = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={broken}", "sam.model_type=vit_b"),
                           show_progress=False)
-    message = one_line_editor_error(lambda: engine.select(random_image(9), Prompts().add_point(3, 4)))
-    assert "sam_broken.pth" in message
+    image = random_image(9)
+    mask = engine.select(image, Prompts().add_point(3, 4))
+    assert np.array_equal(mask, GrabCutSegmenter().segment(image, Prompts().add_point(3, 4)))
+    [error] = engine.status().errors
+    assert "sam_broken.pth" in error and "GrabCut" in error and "\n" not in error
+    assert engine.status().segmenter.startswith("grabcut")
 
 
 # --- loading checkpoints ---------------------------------------------------------------------------

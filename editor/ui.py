@@ -16,7 +16,7 @@ from editor.config import Config
 from editor.engine import DETECTOR_DOWNLOAD_HINT, Engine
 from editor.ui_api import Api
 from editor.session_store import SessionStore
-from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard
+from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, plain_markdown
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLE_NAMES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
@@ -62,6 +62,8 @@ def backends_markdown(engine: Engine) -> str:
             f"**Erase:** {backends.eraser} · **Select by name:** {backends.detector} · **Device:** {backends.device}")
     if backends.hint:
         text += f"  \n⚠️ Models missing, fallbacks in use: {backends.hint}"
+    for error in backends.errors:
+        text += f"  \n⚠️ {plain_markdown(error)}"
     return text
 
 
@@ -83,7 +85,7 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
         saved_id = gr.Textbox(visible=False)
         with gr.Row(elem_id="header"):
             gr.Markdown("# Photo editor", elem_id="title")
-            gr.Markdown(backends_markdown(engine), elem_id="backends")
+            header = gr.Markdown(backends_markdown(engine), elem_id="backends")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=480):
                 view = _view_column(examples)
@@ -91,6 +93,9 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
                 controls = _controls_column(config, engine.detector is not None)
         _wire(handlers, config, state, view, controls)
         _wire_tab(demo, handlers, config, state, saved_id, view, controls)
+        # The models load behind the page: each page load shows what loaded and what failed.
+        demo.load(functools.partial(backends_markdown, engine), None, [header], concurrency_limit=None,
+                  api_visibility="private")
         _api(Api(engine, config), config)
     return demo
 

@@ -62,7 +62,7 @@ def guard(handler: Callable[..., Any], outputs: int) -> Callable[..., Any]:
 
 
 def warning(message: str) -> str:
-    return f"⚠️ {_escape(message)}"
+    return f"⚠️ {plain_markdown(message)}"
 
 
 def _unexpected(exc: Exception) -> str:
@@ -72,7 +72,7 @@ def _unexpected(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {first[:200]} (details in the server log)"
 
 
-def _escape(text: str) -> str:
+def plain_markdown(text: str) -> str:
     """Plain text for a Markdown line (messages may quote file names or prompts)."""
     return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", text)
 
@@ -124,7 +124,7 @@ class Handlers:
             session = self.new_session()
             status = "Drop a photo on the canvas or pick an example."
         else:
-            status = f"Restored **{_escape(session.name)}** with its history." if session.has_image else gr.skip()
+            status = f"Restored **{plain_markdown(session.name)}** with its history." if session.has_image else gr.skip()
         if request is not None and request.session_hash:
             self._tabs[request.session_hash] = session.id
         return (session.id, session.id, *self._photo_outputs(session, status), session.grow_px, session.feather_px)
@@ -165,7 +165,7 @@ class Handlers:
         session.open(image, _safe_name(name))
         height, width = image.shape[:2]
         kept = " The previous photo stays in the history." if had_edits else ""
-        return self._photo_outputs(session, f"Opened **{_escape(session.name)}** ({width}×{height}).{kept} "
+        return self._photo_outputs(session, f"Opened **{plain_markdown(session.name)}** ({width}×{height}).{kept} "
                                             "Preparing the selection model…")
 
     def prepare(self, session: Session) -> Any:
@@ -215,7 +215,7 @@ class Handlers:
     def select_by_name(self, session: Session, query: str) -> tuple:
         """Select every instance of what the text names; each becomes a box on the canvas."""
         detections = session.select_by_name(query or "", self.engine.detect)
-        found = ", ".join(f"{_escape(d.label)} {d.score:.2f}" for d in detections)
+        found = ", ".join(f"{plain_markdown(d.label)} {d.score:.2f}" for d in detections)
         message = (f"Found {len(detections)}: {found}. All are selected: a click inside a box refines that "
                    "object, one outside adds another; *Drop a found box* removes one, ↶ Undo click all.")
         return self._outputs_or_undo(session, message)
@@ -314,7 +314,7 @@ class Handlers:
         session.add_result(result.images, result.metadata, label.lower(), base=base)
         variations = f" · {len(result.images)} variations: pick one below" if len(result.images) > 1 else ""
         status = (f"{EDIT_NAMES[mode]} done in {took:.1f} s · seed **{result.seed}** · "
-                  f"{_escape(result.metadata.get('model', ''))}{variations}")
+                  f"{plain_markdown(result.metadata.get('model', ''))}{variations}")
         return self._photo_outputs(session, status)
 
     def _run_edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
@@ -472,7 +472,7 @@ def _position(session: Session) -> int:
 
 
 def _version_name(session: Session) -> str:
-    return f"version {session.version.number}: {_escape(session.version.label)}"
+    return f"version {session.version.number}: {plain_markdown(session.version.label)}"
 
 
 def _no_edit_running(session: Session) -> None:

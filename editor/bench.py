@@ -401,11 +401,13 @@ def _first_mask_seconds(settings: BenchSettings, models: _Models) -> float:
     import gradio as gr
 
     from editor.imageio import save_png
+    from editor.session_store import SessionStore
     from editor.ui_handlers import Handlers
 
     engine = models.engine(sam=True)
     engine.segmenter.load()  # loaded in the background at start-up, before any upload
-    handlers = Handlers(engine, load_config(None, [f"device={settings.device}"]), [], models.scratch / "work")
+    store = SessionStore(models.scratch / "first-mask-sessions", 256 * 2**20, ttl_seconds=3600)
+    handlers = Handlers(engine, load_config(None, [f"device={settings.device}"]), [], store)
     path = models.scratch / "upload.png"
     photo = synthetic_photo(*settings.photo)
     photo[0, 0] = 7  # a photo not embedded before
@@ -467,6 +469,65 @@ def _bench_session(settings: BenchSettings, models: _Models, report: Report) -> 
     report.add(f"{name}_naive", sum(_today_design_bytes(photo, edits) for _ in range(count)) / 2**30, "GiB",
                way=f"today's design: {TODAY_VERSIONS} full read-only copies per session",
                note="built one session at a time; their sum is what the live sessions hold", **common)
+    _bench_ui_overhead(photo, models, report, store)
+
+
+def _bench_ui_overhead(photo: np.ndarray, models: _Models, report: Report, store: Any) -> None:
+    """An edit's wall time in the page's handler minus the engine's (model) time, on a 24 MP photo
+    with 30 versions in the history; beside the work today's design did in the queue per edit
+    (every thumbnail from a full copy, the download PNG at zlib level 6, a full copy), same run."""
+    from editor import overlay
+    from editor.imageio import encode_png
+    from editor.ui_handlers import Handlers, canvas_view, compare_view
+
+    engine = models.engine()  # no weights: the classical erase stands for the model
+    handlers = Handlers(engine, load_config(None, ["device=cpu"]), [], store)
+    session = handlers.new_session()
+    session.open(photo, "bench")
+    for edit in range(TODAY_VERSIONS - 1):
+        image = session.image.copy()
+        _paint_patch(image, edit)
+        session.commit(image, "fill: bench", {}, session.version.number)
+    engine_seconds: list[float] = []
+    erase = engine.erase
+
+    def timed_erase(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return erase(*args, **kwargs)
+        finally:
+            engine_seconds.append(time.perf_counter() - started)
+
+    engine.erase = timed_erase  # type: ignore[method-assign]  # this bench's own engine
+    selected = np.zeros(photo.shape[:2], bool)
+    selected[1800:2100, 2800:3300] = True
+    session.paint(selected, None)
+    started = time.perf_counter()
+    handlers.edit("erase", session, "", "", 2, 7.5, 1.0, 7, 1, progress=lambda *a, **k: None)
+    wall = time.perf_counter() - started
+    common = dict(photo=_size(photo), versions=len(session.versions), edit="erase 300x500 (classical)")
+    report.add("ui_overhead_24mp_s", wall - engine_seconds[-1], "s", way="history of deltas, thumbnails made once, "
+               "PNG made after the edit outside the queue", **common)
+    started = time.perf_counter()
+    handlers.download(session)
+    report.add("download_png_24mp_s", time.perf_counter() - started, "s",
+               note="zlib level 1, chained after the edit outside the model queue", **common)
+
+    def today() -> None:  # what today's handler did per edit, on full copies, inside the queue
+        full = [np.array(session.image_of(v.number), copy=True) for v in session.versions]
+        started = time.perf_counter()
+        np.array(full[-1], copy=True)
+        for image in full:
+            overlay.downscale(image, overlay.display_scale(image.shape[1], image.shape[0], 160))
+        encode_png(full[-1])
+        canvas_view(session, session.selection_mask(engine.select))
+        compare_view(session)
+        today_seconds.append(time.perf_counter() - started)
+
+    today_seconds: list[float] = []
+    today()
+    report.add("ui_overhead_24mp_s_naive", today_seconds[-1], "s", way="today's design: 30 thumbnails from full "
+               "copies, the PNG at level 6 and a full copy, per edit, in the queue", **common)
 
 
 def _paint_patch(image: np.ndarray, edit: int) -> None:

@@ -351,3 +351,42 @@ def test_closing_the_tab_stops_its_edit(sam_sd2_engine: Engine, tmp_path: Path) 
     worker.join(120)
     assert outcome and len(steps) < 10, "the generation stopped within a step of the tab closing"
     assert len(session.versions) == 1
+
+
+def test_every_change_of_the_photo_is_followed_by_its_embedding_and_download(fallback_engine: Engine,
+                                                                             tmp_path: Path) -> None:
+    """Only uploads used to start an embedding: the first click after an edit or an undo waited for
+    one. Now each change of the working photo chains the download PNG (outside the model queue) and
+    then the new photo's embedding (in it)."""
+    from editor.ui import build_ui
+
+    demo = build_ui(fallback_engine, tiny_config(tmp_path))
+    functions = demo.fns
+    chains = {}
+    for index, function in functions.items():
+        if function.trigger_after is not None:
+            chains[function.trigger_after] = index
+    for index, function in functions.items():
+        # an edit's chain starts after the history buttons come back
+        if function.name not in ("undo", "redo", "goto", "choose_variation", "history_buttons"):
+            continue
+        follow = [functions[chains[index]]]
+        follow.append(functions[chains[chains[index]]])
+        assert [f.name for f in follow] == ["download", "prepare_quietly"], function.name
+        assert follow[0].concurrency_id != "gpu" and follow[1].concurrency_id == "gpu"
+
+
+def test_after_an_edit_the_next_click_needs_no_new_embedding(sam_sd2_engine: Engine, tmp_path: Path) -> None:
+    handlers = handlers_for(sam_sd2_engine, tmp_path)
+    session, _ = opened(handlers)
+    handlers.click(session, "add", click_at(230, 150))
+    handlers.edit("erase", session, **OPTIONS)
+    encoder_runs: list[int] = []
+    hook = sam_sd2_engine.segmenter.model.image_encoder.register_forward_hook(lambda *_: encoder_runs.append(1))
+    try:
+        handlers.prepare_quietly(session)  # chained after the edit, in the model queue
+        assert len(encoder_runs) == 1, "the edited photo is embedded right after the edit"
+        handlers.click(session, "add", click_at(100, 100))
+        assert len(encoder_runs) == 1, "the click finds its embedding ready"
+    finally:
+        hook.remove()

@@ -109,6 +109,7 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
 
 def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
     defaults = config.inpaint
+    ranges = config.limits.ranges  # the engine accepts exactly these: a slider never refuses a default
     with gr.Column(variant="panel", elem_classes="step"):
         gr.Markdown("### 1 · Select", elem_classes="step-title")
         with gr.Row(elem_classes="compact-buttons"):
@@ -126,9 +127,10 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
             add_part = gr.Button("+ Add another object", size="sm", elem_id="add-object")
             subtract_part = gr.Button("− Subtract an object", size="sm", elem_id="subtract-object")
         with gr.Row():
-            grow = gr.Slider(-30, 60, value=0, step=1, label="Grow", elem_id="grow")
-            feather = gr.Slider(0, 60, value=config.composite.feather, step=1, label="Soft edge",
-                                elem_id="feather")
+            grow = gr.Slider(ranges.grow.low, ranges.grow.high, value=0, step=ranges.grow.step, label="Grow",
+                             elem_id="grow")
+            feather = gr.Slider(ranges.feather.low, ranges.feather.high, value=config.composite.feather,
+                                step=ranges.feather.step, label="Soft edge", elem_id="feather")
     with gr.Column(variant="panel", elem_classes="step"):
         gr.Markdown("### 2 · Edit", elem_classes="step-title")
         prompt = gr.Textbox(show_label=False, elem_id="prompt", lines=1, max_lines=3, container=False,
@@ -143,13 +145,16 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
             negative = gr.Textbox(defaults.negative_prompt, label="Negative prompt (Fill, Replace background)",
                                   elem_id="negative-prompt", lines=1)
             with gr.Row():
-                steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps", elem_id="steps")
-                guidance = gr.Slider(0, 20, value=defaults.guidance, step=0.5, label="Guidance", elem_id="guidance")
+                steps = gr.Slider(ranges.steps.low, ranges.steps.high, value=defaults.steps, step=ranges.steps.step,
+                                  label="Steps", elem_id="steps")
+                guidance = gr.Slider(ranges.guidance.low, ranges.guidance.high, value=defaults.guidance,
+                                     step=ranges.guidance.step, label="Guidance", elem_id="guidance")
             with gr.Row():
-                strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.01,
-                                     label="Strength (Fill, Replace background)", elem_id="strength")
-                count = gr.Slider(1, 8, value=defaults.num_images, step=1, label="Variations",
-                                  elem_id="variations-count")
+                strength = gr.Slider(ranges.strength.low, ranges.strength.high, value=defaults.strength,
+                                     step=ranges.strength.step, label="Strength (Fill, Replace background)",
+                                     elem_id="strength")
+                count = gr.Slider(ranges.variations.low, ranges.variations.high, value=defaults.num_images,
+                                  step=ranges.variations.step, label="Variations", elem_id="variations-count")
             seed = gr.Number(-1, precision=0, label="Seed (-1 = random; the seed used is shown after each run)",
                              elem_id="seed")
         variations = gr.Gallery(label="Variations: click the one to continue with", elem_id="variations",

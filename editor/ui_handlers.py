@@ -7,6 +7,7 @@ leave the session as it was (see `guard`).
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
 import html
@@ -444,4 +445,6 @@ def _safe_name(name: str) -> str:
 
 
 def make_work_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="photo-editor-"))
+    path = Path(tempfile.mkdtemp(prefix="photo-editor-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)  # nothing left behind when the process ends
+    return path

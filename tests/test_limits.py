@@ -157,7 +157,7 @@ def test_prompts_validated_with_a_limit() -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "photo-box.example.org",
                                   "fe80::1%eth0"])
 def test_valid_hosts_are_accepted(host: str) -> None:
-    assert load_config(None, [f"server.host={host}"]).server.host == host
+    assert load_config(None, [f"server.host='{host}'"]).server.host == host
 
 
 @pytest.mark.parametrize("host", ["999.1.1.1", "", "bad host", "-x.org", "1.2.3", "http://x", "a" * 300, "::g"])

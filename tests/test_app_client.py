@@ -506,13 +506,20 @@ def test_the_app_removes_its_temporary_folders_when_stopped(tmp_path: Path) -> N
                                 "--set", "device=cpu"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: list(temp.glob("photo-editor-*")) or process.poll() is not None, 90)
+        wait_for(lambda: serving(port) or process.poll() is not None, 90)
         assert list(temp.glob("photo-editor-*")), process.stdout.read() if process.stdout else ""
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert not list(temp.glob("photo-editor-*")), output
     assert "Traceback" not in output, output
+
+
+def serving(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/config", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_a_work_folder_is_removed_when_the_process_ends(tmp_path: Path) -> None:

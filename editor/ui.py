@@ -228,8 +228,10 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
 
 
 def _api(api: Api, config: Config) -> None:
-    """Hidden components carrying the stateless endpoints' inputs and outputs."""
-    gpu = dict(concurrency_id="gpu", concurrency_limit=config.server.concurrency)
+    """Hidden components carrying the stateless endpoints' inputs and outputs. The endpoints take
+    their inputs raw (`preprocess=False`): Gradio would open a file argument's path before the
+    editor could check that it was uploaded, and turn a wrong value into an error without a message."""
+    endpoint = dict(concurrency_id="gpu", concurrency_limit=config.server.concurrency, preprocess=False)
     with gr.Column(visible=False):
         image = gr.Image(type="filepath", image_mode=None, format="png", label="image")
         mask = gr.Image(type="filepath", image_mode=None, format="png", label="mask")
@@ -237,17 +239,17 @@ def _api(api: Api, config: Config) -> None:
         box = gr.Textbox(label="box", info="JSON: [x1, y1, x2, y2], or empty")
         prompt = gr.Textbox(label="prompt")
         query = gr.Textbox(label="query", info="what to select, e.g. 'dog' or 'person, bicycle'")
-        options = gr.Textbox(label="options", info='JSON, e.g. {"steps": 30, "seed": 7, "negative_prompt": "..."}')
+        options = gr.Textbox(label="options", info='JSON, e.g. {"steps": 30, "seed": 7, "num_images": 2}')
         mask_out = gr.Image(format="png", image_mode="L", label="mask")
-        image_out = gr.Image(format="png", label="result")
+        images_out = gr.Gallery(format="png", label="variations")
         info_out = gr.JSON(label="metadata")
         trigger = gr.Button()
-    trigger.click(api.segment, [image, points, box], [mask_out], api_name="segment", **gpu)
-    trigger.click(api.select_by_text, [image, query], [mask_out, info_out], api_name="select_by_text", **gpu)
-    trigger.click(api.fill, [image, mask, prompt, options], [image_out, info_out], api_name="fill", **gpu)
-    trigger.click(api.erase, [image, mask, options], [image_out, info_out], api_name="erase", **gpu)
-    trigger.click(api.replace_background, [image, mask, prompt, options], [image_out, info_out],
-                  api_name="replace_background", **gpu)
+    trigger.click(api.segment, [image, points, box], [mask_out], api_name="segment", **endpoint)
+    trigger.click(api.select_by_text, [image, query], [mask_out, info_out], api_name="select_by_text", **endpoint)
+    trigger.click(api.fill, [image, mask, prompt, options], [images_out, info_out], api_name="fill", **endpoint)
+    trigger.click(api.erase, [image, mask, options], [images_out, info_out], api_name="erase", **endpoint)
+    trigger.click(api.replace_background, [image, mask, prompt, options], [images_out, info_out],
+                  api_name="replace_background", **endpoint)
 
 
 def _hex(color: tuple[int, int, int]) -> str:

@@ -518,16 +518,3 @@ def serving(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/config", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def test_a_work_folder_is_removed_when_the_process_ends(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    made = subprocess.run([sys.executable, "-c", "from editor.ui_handlers import make_work_dir; "
-                           "print(make_work_dir().is_dir())"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert made.stdout.strip() == "True", made.stderr
-    assert not list(tmp_path.glob("photo-editor-*"))

@@ -302,3 +302,9 @@ def _check_ranges(config: Config) -> None:
     for key, value, allowed, hint in checks:
         if value not in allowed:
             raise ConfigError(f"config key '{key}' must be {allowed.describe()}{hint}, got {value!r}")
+    texts = [("inpaint.negative_prompt", config.inpaint.negative_prompt), ("erase.prompt", config.erase.prompt),
+             ("erase.negative_prompt", config.erase.negative_prompt)]
+    for key, text in texts:
+        if len(text) > config.limits.prompt_chars:
+            raise ConfigError(f"config key '{key}' is {len(text)} characters long, over limits.prompt_chars "
+                              f"({config.limits.prompt_chars})")

@@ -62,6 +62,7 @@ def test_the_ranges_follow_the_limits() -> None:
     (["limits.json_depth=0"], "limits.json_depth"),
     (["limits.prompt_chars=-5"], "limits.prompt_chars"),
     (["limits.lots=5"], "limits.lots"),
+    (["limits.prompt_chars=20"], "inpaint.negative_prompt"),  # every edit would be refused
 ])
 def test_settings_outside_the_shared_ranges_name_the_key(overrides: list[str], key: str) -> None:
     assert f"'{key}'" in config_error(*overrides)
@@ -115,11 +116,11 @@ def test_the_engine_checks_steps_and_variations_against_the_limits(tmp_path: Pat
 
 
 def test_long_prompts_and_queries_are_refused(tmp_path: Path, photo: np.ndarray) -> None:
-    engine = engine_with(tmp_path, "limits.prompt_chars=50")
+    engine = engine_with(tmp_path, "limits.prompt_chars=100")
     mask = disc_mask(photo.shape[:2])
-    for call in (lambda: engine.fill(photo, mask, "x" * 51),
-                 lambda: engine.replace_background(photo, mask, "a beach", EditOptions(negative_prompt="n" * 51)),
-                 lambda: engine.select_by_text(photo, "dog, " * 20)):
+    for call in (lambda: engine.fill(photo, mask, "x" * 101),
+                 lambda: engine.replace_background(photo, mask, "a beach", EditOptions(negative_prompt="n" * 101)),
+                 lambda: engine.select_by_text(photo, "dog, " * 21)):
         with pytest.raises(EditorError, match="limits.prompt_chars") as info:
             call()
         assert "\n" not in str(info.value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator

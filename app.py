@@ -7,7 +7,11 @@ only when EDITOR_USERNAME and EDITOR_PASSWORD are set in the environment.
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import os
+import signal
+import socket
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -36,8 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings(args: argparse.Namespace) -> Config:
     """The config file, then --set, then the --host/--port/--share flags."""
     overrides = list(args.set)
-    if args.host is not None:
-        overrides.append(f"server.host={args.host}")
+    if args.host is not None:  # quoted: YAML would read "::" as a mapping
+        overrides.append(f"server.host={json.dumps(args.host)}")
     if args.port is not None:
         overrides.append(f"server.port={args.port}")
     if args.share:
@@ -54,11 +58,33 @@ def auth_from_env(environ: dict[str, str] | os._Environ = os.environ) -> tuple[s
     return username, password
 
 
+def check_address(host: str, port: int) -> None:
+    """Can this machine listen on host:port? If not, one line naming the setting to change
+    (Gradio's own message for both a foreign address and a taken port is "Cannot find empty port")."""
+    where = f"cannot serve on {host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise ConfigError(f"{where}: server.host {host!r} is not a known host name or address") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"{where}: server.port {port} is in use; choose another with --port") from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(f"{where}: server.port {port} needs administrator rights; use one above 1023"
+                                  ) from None
+            raise ConfigError(f"{where}: server.host {host} is not an address of this machine") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = settings(args)
         auth = auth_from_env()
+        check_address(config.server.host, config.server.port)
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing phones home
         quiet_libraries()
         from editor.backends import build_engine, check_concurrency, plan_backends
@@ -98,8 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         print("(--share makes a public link; --host and --port choose where to listen)", file=sys.stderr)
     # The page is up; the models load behind it, so the first click does not wait for them.
     threading.Thread(target=warm_up, args=(engine,), name="warm-up", daemon=True).start()
-    demo.block_thread()
+    try:
+        demo.block_thread()
+    finally:
+        demo.close()
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # unwinds main(): the server closes and the exit handlers run
 
 
 def warm_up(engine: Engine) -> None:
@@ -113,4 +146,7 @@ def warm_up(engine: Engine) -> None:
 
 
 if __name__ == "__main__":
+    # SIGTERM (a service manager, `kill`) ends the app like Ctrl+C, at any moment, so that the
+    # exit handlers remove the app's temporary folders.
+    signal.signal(signal.SIGTERM, _stop)
     sys.exit(main())

@@ -213,7 +213,8 @@ def build_engine(config: Config, show_progress: bool = True) -> Engine:
         thresholds = Thresholds(config.detector.box_threshold, config.detector.text_threshold,
                                 config.detector.max_detections)
         detector = TransformersDetector(plan.detector.path, plan.device, thresholds, backends.detector)
-    return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector)
+    return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector,
+                  limits=config.limits)
 
 
 def _load_sam(path: Path, model_type: str, device: str):  # type: ignore[no-untyped-def]

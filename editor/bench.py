@@ -400,15 +400,19 @@ def _first_mask_seconds(settings: BenchSettings, models: _Models) -> float:
     """The page's own handlers: upload a PNG, prepare (embed), click, draw the canvas."""
     import gradio as gr
 
+    import shutil
+
     from editor.imageio import save_png
     from editor.session_store import SessionStore
     from editor.ui_handlers import Handlers
+    from editor.uploads import upload_folder
 
     engine = models.engine(sam=True)
     engine.segmenter.load()  # loaded in the background at start-up, before any upload
     store = SessionStore(models.scratch / "first-mask-sessions", 256 * 2**20, ttl_seconds=3600)
     handlers = Handlers(engine, load_config(None, [f"device={settings.device}"]), [], store)
-    path = models.scratch / "upload.png"
+    upload_folder().mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=upload_folder())) / "upload.png"  # where Gradio puts an upload
     photo = synthetic_photo(*settings.photo)
     photo[0, 0] = 7  # a photo not embedded before
     save_png(photo, path)
@@ -420,7 +424,10 @@ def _first_mask_seconds(settings: BenchSettings, models: _Models) -> float:
         handlers.prepare(session)
         handlers.click(session, "add", gr.SelectData(None, {"index": [int(x), int(y)], "value": None, "selected": True}))
 
-    return _timed(first_mask)
+    try:
+        return _timed(first_mask)
+    finally:
+        shutil.rmtree(path.parent)
 
 
 # --- sessions ---------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Only entry points (the CLI, app.py) call `load_config`; everything else receives
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -68,6 +70,56 @@ class EraseConfig:
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a setting, a request and the page's slider all accept: low..high in steps of `step`."""
+
+    low: float
+    high: float
+    step: float = 1
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        return f"between {self.low:g} and {self.high:g}"
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """One place for the ranges of the edit options: config validation, the engine's check and the sliders."""
+
+    steps: Range
+    variations: Range
+    guidance: Range
+    strength: Range
+    grow: Range  # the page's Grow slider (negative shrinks); composite.grow uses its non-negative part
+    feather: Range
+
+
+GUIDANCE_RANGE = Range(0, 20, 0.5)
+STRENGTH_RANGE = Range(0.01, 1, 0.01)
+GROW_RANGE = Range(-30, 60, 1)
+FEATHER_RANGE = Range(0, 60, 1)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one request may cost; each is a one-line error past it."""
+
+    points: int = 64  # points and boxes in one selection (each point is work for the segmenter)
+    steps: int = 100  # most steps per edit (the Steps slider's maximum)
+    variations: int = 8  # most variations per edit
+    prompt_chars: int = 1000  # longest prompt, negative prompt or "select by name" query
+    json_chars: int = 10_000  # longest JSON text an API call may send (points, box, options)
+    json_depth: int = 4  # deepest nesting of that JSON ([[x, y], ...] is 2)
+
+    @property
+    def ranges(self) -> Ranges:
+        return Ranges(steps=Range(1, self.steps, 1), variations=Range(1, self.variations, 1),
+                      guidance=GUIDANCE_RANGE, strength=STRENGTH_RANGE, grow=GROW_RANGE, feather=FEATHER_RANGE)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
@@ -91,12 +143,15 @@ class Config:
     composite: CompositeConfig = field(default_factory=CompositeConfig)
     erase: EraseConfig = field(default_factory=EraseConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 _POSITIVE = {
     "sam.embedding_cache_mb", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
     "max_image_pixels", "detector.max_detections", "server.port", "server.concurrency", "server.max_upload_mb",
     "server.session_memory_mb", "server.session_ttl_minutes",
+    "limits.points", "limits.steps", "limits.variations", "limits.prompt_chars", "limits.json_chars",
+    "limits.json_depth",
 }
 _NON_NEGATIVE = {
     "inpaint.guidance", "composite.context", "composite.min_context_px",
@@ -105,6 +160,7 @@ _NON_NEGATIVE = {
 _UNIT_INTERVAL = {"inpaint.strength", "erase.strength"}
 _CLOSED_UNIT_INTERVAL = {"detector.box_threshold", "detector.text_threshold"}
 _NOT_BLANK = {"server.sessions_dir"}
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -115,7 +171,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
-    return _build(Config, raw, prefix="")
+    config = _build(Config, raw, prefix="")
+    _check_ranges(config)
+    return config
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -217,3 +275,43 @@ def _check_range(key: str, value: Any) -> None:
         raise ConfigError(f"config key '{key}' must be in [0, 1], got {value!r}")
     if key in _NOT_BLANK and not value.strip():
         raise ConfigError(f"config key '{key}' must not be empty")
+    if key == "server.port" and value > 65535:
+        raise ConfigError(f"config key 'server.port' must be a port number from 1 to 65535, got {value!r}")
+    if key == "server.host" and not is_host(value):
+        raise ConfigError(f"config key 'server.host' must be an IP address or a host name, got {value!r}")
+
+
+def is_host(text: str) -> bool:
+    """An IPv4 or IPv6 address, or a host name made of letters, digits and hyphens (RFC 1123)."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    labels = text.rstrip(".").split(".")
+    if not text or len(text) > 253 or all(label.isdigit() for label in labels):  # 999.1.1.1 is no name
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def _check_ranges(config: Config) -> None:
+    """The defaults the page shows must fit its sliders, and the engine must accept them."""
+    ranges = config.limits.ranges
+    checks = [
+        ("inpaint.steps", config.inpaint.steps, ranges.steps, " (raise limits.steps for more)"),
+        ("inpaint.num_images", config.inpaint.num_images, ranges.variations, " (limits.variations)"),
+        ("inpaint.guidance", config.inpaint.guidance, ranges.guidance, ""),
+        ("inpaint.strength", config.inpaint.strength, ranges.strength, ""),
+        ("erase.strength", config.erase.strength, ranges.strength, ""),
+        ("composite.grow", config.composite.grow, Range(0, ranges.grow.high), ""),
+        ("composite.feather", config.composite.feather, ranges.feather, ""),
+    ]
+    for key, value, allowed, hint in checks:
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' must be {allowed.describe()}{hint}, got {value!r}")
+    texts = [("inpaint.negative_prompt", config.inpaint.negative_prompt), ("erase.prompt", config.erase.prompt),
+             ("erase.negative_prompt", config.erase.negative_prompt)]
+    for key, text in texts:
+        if len(text) > config.limits.prompt_chars:
+            raise ConfigError(f"config key '{key}' is {len(text)} characters long, over limits.prompt_chars "
+                              f"({config.limits.prompt_chars})")

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from editor import classical, composite, masks
-from editor.config import CompositeConfig, EraseConfig, InpaintConfig
+from editor.config import CompositeConfig, EraseConfig, InpaintConfig, LimitsConfig
 from editor.detector import Detector, parse_query
 from editor.errors import EditorError, ModelLoadError, ModelUnavailableError, SelectionError
 from editor.inpainter import Inpainter, InpaintRequest, Progress
-from editor.prompts import Detection, Prompts, SelectionPart, detected_parts, refine_detected
+from editor.prompts import Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, refine_detected
 from editor.segmenter import Segmenter
 from editor.weights import DOWNLOAD_DETECTOR_COMMAND, DOWNLOAD_INPAINT_COMMAND
 
@@ -83,6 +83,7 @@ class Engine:
         composite_config: CompositeConfig,
         erase_config: EraseConfig,
         detector: Detector | None = None,
+        limits: LimitsConfig = LimitsConfig(),
     ) -> None:
         self.segmenter = segmenter
         self.inpainter = inpainter
@@ -91,6 +92,7 @@ class Engine:
         self.composite = composite_config
         self.erase_config = erase_config
         self.detector = detector
+        self.limits = limits
 
     @property
     def backends(self) -> Backends:
@@ -146,11 +148,12 @@ class Engine:
     def select(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
         """The object the prompts point at, as an `HxW uint8` mask (255 = selected)."""
         height, width = image.shape[:2]
-        return self.segmenter.segment(image, prompts.validated(width, height))
+        return self.segmenter.segment(image, prompts.validated(width, height, self.limits.points))
 
     def select_parts(self, image: np.ndarray, parts: list[SelectionPart]) -> np.ndarray:
         """Several objects: the union of the added ones, minus the subtracted ones."""
         selection = np.zeros(image.shape[:2], np.uint8)
+        check_prompt_count(sum(part.prompts.count for part in parts), self.limits.points)
         for part in parts:
             if part.prompts.is_empty:
                 continue
@@ -160,6 +163,7 @@ class Engine:
 
     def detect(self, image: np.ndarray, query: str) -> list[Detection]:
         """The instances of what `query` names ("dog", "person, bicycle"), best first; never empty."""
+        _check_text("the query", query, self.limits)
         if self.detector is None:
             raise ModelUnavailableError(
                 f"selecting by name needs the detector, which is not on this machine: run `{DETECTOR_DOWNLOAD_HINT}` "
@@ -246,7 +250,7 @@ class Engine:
             seed=pick(options.seed, secrets.randbelow(2**31)),
             num_images=pick(options.num_images, self.defaults.num_images),
         )
-        _check_request(request)
+        _check_request(request, self.limits)
         return request
 
     def paste_band(self, mask: np.ndarray, options: EditOptions = EditOptions()) -> np.ndarray:
@@ -314,19 +318,29 @@ class Engine:
         }
 
 
-def _check_request(request: InpaintRequest) -> None:
-    if not 1 <= request.steps <= 500:
-        raise EditorError(f"steps must be between 1 and 500, got {request.steps}")
-    if not 0 < request.strength <= 1:
-        raise EditorError(f"strength must be in (0, 1], got {request.strength}")
-    if not 0 <= request.guidance <= 50:
-        raise EditorError(f"guidance must be between 0 and 50, got {request.guidance}")
-    if not 1 <= request.num_images <= 8:
-        raise EditorError(f"the number of images must be between 1 and 8, got {request.num_images}")
+def _check_request(request: InpaintRequest, limits: LimitsConfig) -> None:
+    ranges = limits.ranges  # the same ranges as the settings and the page's sliders
+    _check_text("the prompt", request.prompt, limits)
+    _check_text("the negative prompt", request.negative_prompt, limits)
+    if request.steps not in ranges.steps:
+        raise EditorError(f"steps must be {ranges.steps.describe()} (limits.steps), got {request.steps}")
+    if request.strength not in ranges.strength:
+        raise EditorError(f"strength must be {ranges.strength.describe()}, got {request.strength}")
+    if request.guidance not in ranges.guidance:
+        raise EditorError(f"guidance must be {ranges.guidance.describe()}, got {request.guidance}")
+    if request.num_images not in ranges.variations:
+        raise EditorError(f"the number of images (variations) must be {ranges.variations.describe()} "
+                          f"(limits.variations), got {request.num_images}")
     if not 0 <= request.seed < 2**63:
         raise EditorError(f"seed must be a non-negative whole number, got {request.seed}")
     if int(request.steps * request.strength) < 1:
         raise EditorError("steps x strength is below one step: raise the steps or the strength")
+
+
+def _check_text(what: str, text: str, limits: LimitsConfig) -> None:
+    if len(text) > limits.prompt_chars:
+        raise EditorError(f"{what} is {len(text)} characters long; at most {limits.prompt_chars} "
+                          "(limits.prompt_chars)")
 
 
 def _translate_oom(run: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:

@@ -1,4 +1,10 @@
 """The errors a person can act on. Each message is one line, shown as-is in the CLI and the page."""
+from __future__ import annotations
+
+import logging
+import secrets
+
+MAX_MESSAGE = 500  # characters of a message shown to a person
 
 
 class EditorError(Exception):
@@ -27,3 +33,22 @@ class EditCancelled(EditorError):
 
 class ModelLoadError(ModelUnavailableError):
     """A model's weights are here but failed to load; the reason is remembered, not retried."""
+
+
+def describe(exc: BaseException, log: logging.Logger, where: str) -> str:
+    """The one line a person sees for a failure in `where` (an endpoint or a handler), logged once.
+
+    A person's error (EditorError) is its own message and a short line in the log. Anything
+    else is a bug or a library failure: the log gets its traceback once, under a short id that
+    the person's line names, and the line tells nothing of the internals (paths, values).
+    """
+    if isinstance(exc, EditorError):
+        message = " ".join(str(exc).split())[:MAX_MESSAGE]  # one line, whatever the message held
+        log.warning("%s refused: %s", where, message)
+        return message
+    if type(exc).__name__ == "OutOfMemoryError":  # torch's, on the GPU: the person can act on it
+        log.warning("%s: out of memory", where)
+        return "out of memory: try a smaller photo or selection, fewer variations, or set inpaint.cpu_offload=true"
+    error_id = secrets.token_hex(4)
+    log.error("%s failed: error %s", where, error_id, exc_info=exc)
+    return f"unexpected error {error_id} ({type(exc).__name__}); the server log has the details"

@@ -30,7 +30,12 @@ def load_image(source: str | Path | bytes, max_pixels: int) -> np.ndarray:
 
 
 def load_mask(source: str | Path | bytes, size: tuple[int, int], max_pixels: int) -> np.ndarray:
-    """Read a mask image as `HxW uint8` (255 = selected); `size` is the photo's (width, height)."""
+    """Read a mask image as `HxW uint8` (255 = selected); `size` is the photo's (width, height).
+
+    A mask with transparency is read by its alpha: opaque (alpha above 127) = selected,
+    transparent = not, whatever the colour (a cut-out works as a mask). An opaque mask is read
+    by its brightness: white = selected.
+    """
     name, data = _read_bytes(source)
     with _open(name, data, max_pixels) as img:
         img = _decode(name, img)
@@ -38,6 +43,9 @@ def load_mask(source: str | Path | bytes, size: tuple[int, int], max_pixels: int
             raise ImageError(
                 f"mask {name} is {img.size[0]}x{img.size[1]} but the image is {size[0]}x{size[1]}"
             )
+        alpha = _alpha(img)
+        if alpha is not None and alpha.min() < 255:
+            return np.where(alpha > 127, 255, 0).astype(np.uint8)
         gray = np.asarray(_to_rgb8(img), dtype=np.uint16).sum(axis=2) // 3
     return np.where(gray > 127, 255, 0).astype(np.uint8)
 
@@ -124,11 +132,20 @@ def _decode(name: str, img: Image.Image) -> Image.Image:
         raise ImageError(f"{name} is truncated or corrupt: {reason}") from None
 
 
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+
+
+def _alpha(img: Image.Image) -> np.ndarray | None:
+    """The 8-bit alpha channel, or None for an image without one."""
+    return np.asarray(img.convert("RGBA"))[..., 3] if _has_alpha(img) else None
+
+
 def _to_rgb8(img: Image.Image) -> np.ndarray:
     """Any Pillow mode to 8-bit RGB: 16-bit and float scaled (not clipped), alpha over white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return np.repeat(_scale_to_8bit(np.asarray(img))[:, :, None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+    if _has_alpha(img):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB")).copy()

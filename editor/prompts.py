@@ -28,10 +28,20 @@ class Prompts:
     def is_empty(self) -> bool:
         return not self.points and self.box is None
 
-    def validated(self, width: int, height: int) -> Prompts:
-        """Check the prompts fit a `width`x`height` image; corners of the box are put in order."""
+    @property
+    def count(self) -> int:
+        """Points and boxes: what a selection's cost grows with."""
+        return len(self.points) + (self.box is not None)
+
+    def validated(self, width: int, height: int, max_prompts: int | None = None) -> Prompts:
+        """Check the prompts fit a `width`x`height` image and, given `max_prompts`, that there are not
+        more points and boxes than that; corners of the box are put in order."""
+        if max_prompts is not None:
+            check_prompt_count(self.count, max_prompts)
         if len(self.points) != len(self.labels):
             raise SelectionError("every point needs a label (positive or negative)")
+        if any(label not in (0, 1) for label in self.labels):
+            raise SelectionError("a point's label must be 1 (object) or 0 (not the object)")
         for x, y in self.points:
             if not (0 <= x < width and 0 <= y < height):
                 raise SelectionError(f"point ({x:g}, {y:g}) is outside the {width}x{height} image")
@@ -47,6 +57,11 @@ class Prompts:
         if box is None and 1 not in self.labels:
             raise SelectionError("add at least one positive point or a box to select something")
         return Prompts(self.points, self.labels, box)
+
+
+def check_prompt_count(count: int, max_prompts: int) -> None:
+    if count > max_prompts:
+        raise SelectionError(f"{count} points and boxes in one selection; at most {max_prompts} (limits.points)")
 
 
 @dataclass(frozen=True)

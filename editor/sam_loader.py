@@ -6,6 +6,7 @@ Only the decoder's attention head count is invisible in shapes; SAM always uses 
 """
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -51,6 +52,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise EditorError(f"SAM checkpoint not found: {path}") from None
     except Exception as exc:  # torch raises many types for a damaged or foreign file
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            raise _refusal(path, str(exc)) from None
         raise EditorError(f"cannot read SAM checkpoint {path}: {reason(exc)}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
@@ -146,6 +149,15 @@ def load_sam(path: Path, model_type: str, device: str) -> tuple[Sam, str]:
     except RuntimeError as exc:
         raise EditorError(f"{path.name} does not fit SAM's layout: {str(exc).splitlines()[0]}") from None
     return model.to(device).eval(), arch.model_type
+
+
+def _refusal(path: Path, reason: str) -> EditorError:
+    """torch's weights-only refusal in one line (its own text goes on to suggest weights_only=False,
+    which would run whatever code the file holds)."""
+    if "Unsupported global" in reason:
+        return EditorError(f"SAM checkpoint {path} holds more than plain weights (pickled code or objects): "
+                           "it may be unsafe and was not loaded")
+    return EditorError(f"cannot read SAM checkpoint {path}: it is damaged or not a PyTorch weights file")
 
 
 def _count(state: dict[str, torch.Tensor], pattern: str) -> int:

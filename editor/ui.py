@@ -135,6 +135,7 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
 
 def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
     defaults = config.inpaint
+    ranges = config.limits.ranges  # the engine accepts exactly these: a slider never refuses a default
     with gr.Column(variant="panel", elem_classes="step"):
         gr.Markdown("### 1 · Select", elem_classes="step-title")
         with gr.Row(elem_classes="compact-buttons"):
@@ -152,9 +153,10 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
             add_part = gr.Button("+ Add another object", size="sm", elem_id="add-object")
             subtract_part = gr.Button("− Subtract an object", size="sm", elem_id="subtract-object")
         with gr.Row():
-            grow = gr.Slider(-30, 60, value=config.composite.grow, step=1, label="Grow", elem_id="grow")
-            feather = gr.Slider(0, 60, value=config.composite.feather, step=1, label="Soft edge",
-                                elem_id="feather")
+            grow = gr.Slider(ranges.grow.low, ranges.grow.high, value=config.composite.grow, step=ranges.grow.step,
+                             label="Grow", elem_id="grow")
+            feather = gr.Slider(ranges.feather.low, ranges.feather.high, value=config.composite.feather,
+                                step=ranges.feather.step, label="Soft edge", elem_id="feather")
     with gr.Column(variant="panel", elem_classes="step"):
         gr.Markdown("### 2 · Edit", elem_classes="step-title")
         prompt = gr.Textbox(show_label=False, elem_id="prompt", lines=1, max_lines=3, container=False,
@@ -169,13 +171,16 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
             negative = gr.Textbox(defaults.negative_prompt, label="Negative prompt (Fill, Replace background)",
                                   elem_id="negative-prompt", lines=1)
             with gr.Row():
-                steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps", elem_id="steps")
-                guidance = gr.Slider(0, 20, value=defaults.guidance, step=0.5, label="Guidance", elem_id="guidance")
+                steps = gr.Slider(ranges.steps.low, ranges.steps.high, value=defaults.steps, step=ranges.steps.step,
+                                  label="Steps", elem_id="steps")
+                guidance = gr.Slider(ranges.guidance.low, ranges.guidance.high, value=defaults.guidance,
+                                     step=ranges.guidance.step, label="Guidance", elem_id="guidance")
             with gr.Row():
-                strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.01,
-                                     label="Strength (Fill, Replace background)", elem_id="strength")
-                count = gr.Slider(1, 8, value=defaults.num_images, step=1, label="Variations",
-                                  elem_id="variations-count")
+                strength = gr.Slider(ranges.strength.low, ranges.strength.high, value=defaults.strength,
+                                     step=ranges.strength.step, label="Strength (Fill, Replace background)",
+                                     elem_id="strength")
+                count = gr.Slider(ranges.variations.low, ranges.variations.high, value=defaults.num_images,
+                                  step=ranges.variations.step, label="Variations", elem_id="variations-count")
             seed = gr.Number(-1, precision=0, label="Seed (-1 = random; the seed used is shown after each run)",
                              elem_id="seed")
         variations = gr.Gallery(label="Variations: click the one to continue with", elem_id="variations",
@@ -270,8 +275,10 @@ def _wire_tab(demo: gr.Blocks, handlers: Handlers, config: Config, state: gr.Sta
 
 
 def _api(api: Api, config: Config) -> None:
-    """Hidden components carrying the stateless endpoints' inputs and outputs."""
-    gpu = dict(concurrency_id="gpu", concurrency_limit=config.server.concurrency)
+    """Hidden components carrying the stateless endpoints' inputs and outputs. The endpoints take
+    their inputs raw (`preprocess=False`): Gradio would open a file argument's path before the
+    editor could check that it was uploaded, and turn a wrong value into an error without a message."""
+    endpoint = dict(concurrency_id="gpu", concurrency_limit=config.server.concurrency, preprocess=False)
     with gr.Column(visible=False):
         image = gr.Image(type="filepath", image_mode=None, format="png", label="image")
         mask = gr.Image(type="filepath", image_mode=None, format="png", label="mask")
@@ -279,17 +286,17 @@ def _api(api: Api, config: Config) -> None:
         box = gr.Textbox(label="box", info="JSON: [x1, y1, x2, y2], or empty")
         prompt = gr.Textbox(label="prompt")
         query = gr.Textbox(label="query", info="what to select, e.g. 'dog' or 'person, bicycle'")
-        options = gr.Textbox(label="options", info='JSON, e.g. {"steps": 30, "seed": 7, "negative_prompt": "..."}')
+        options = gr.Textbox(label="options", info='JSON, e.g. {"steps": 30, "seed": 7, "num_images": 2}')
         mask_out = gr.Image(format="png", image_mode="L", label="mask")
-        image_out = gr.Image(format="png", label="result")
+        images_out = gr.Gallery(format="png", label="variations")
         info_out = gr.JSON(label="metadata")
         trigger = gr.Button()
-    trigger.click(api.segment, [image, points, box], [mask_out], api_name="segment", **gpu)
-    trigger.click(api.select_by_text, [image, query], [mask_out, info_out], api_name="select_by_text", **gpu)
-    trigger.click(api.fill, [image, mask, prompt, options], [image_out, info_out], api_name="fill", **gpu)
-    trigger.click(api.erase, [image, mask, options], [image_out, info_out], api_name="erase", **gpu)
-    trigger.click(api.replace_background, [image, mask, prompt, options], [image_out, info_out],
-                  api_name="replace_background", **gpu)
+    trigger.click(api.segment, [image, points, box], [mask_out], api_name="segment", **endpoint)
+    trigger.click(api.select_by_text, [image, query], [mask_out, info_out], api_name="select_by_text", **endpoint)
+    trigger.click(api.fill, [image, mask, prompt, options], [images_out, info_out], api_name="fill", **endpoint)
+    trigger.click(api.erase, [image, mask, options], [images_out, info_out], api_name="erase", **endpoint)
+    trigger.click(api.replace_background, [image, mask, prompt, options], [images_out, info_out],
+                  api_name="replace_background", **endpoint)
 
 
 def _hex(color: tuple[int, int, int]) -> str:

@@ -23,11 +23,12 @@ import numpy as np
 from editor import masks, overlay
 from editor.config import Config
 from editor.engine import EditOptions, EditResult, Engine
-from editor.errors import EditCancelled, EditorError, ImageError
+from editor.errors import EditCancelled, EditorError, ImageError, describe
 from editor.imageio import load_image, save_png
 from editor.overlay import Marker
 from editor.session import ClickMode, Session
 from editor.session_store import SessionStore
+from editor.uploads import checked_upload
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,8 @@ def guard(handler: Callable[..., Any], outputs: int) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return handler(*args, **kwargs)
-        except EditorError as exc:
-            message = str(exc)
-        except Exception as exc:  # a bug or a library failure: one line here, details in the log
-            log.exception("handler %s failed", getattr(handler, "__name__", handler))
-            message = _unexpected(exc)
+        except Exception as exc:  # described as the API does: a bug gets an id and one traceback in the log
+            message = describe(exc, log, f"page: {getattr(handler, '__name__', 'handler')}")
         gr.Warning(html.escape(message))
         if outputs == 1:  # Gradio takes a single output's value as is, not as a 1-tuple
             return warning(message)
@@ -63,13 +61,6 @@ def guard(handler: Callable[..., Any], outputs: int) -> Callable[..., Any]:
 
 def warning(message: str) -> str:
     return f"⚠️ {plain_markdown(message)}"
-
-
-def _unexpected(exc: Exception) -> str:
-    if type(exc).__name__ == "OutOfMemoryError":
-        return "out of memory: try a smaller photo or selection, fewer variations, or set inpaint.cpu_offload=true"
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"unexpected {type(exc).__name__}: {first[:200]} (details in the server log)"
 
 
 def plain_markdown(text: str) -> str:
@@ -142,8 +133,8 @@ class Handlers:
         """The canvas received a file (raw payload: the file is read here, as uploaded)."""
         if not payload or not payload.get("path"):
             return self._photo_outputs(session, "Drop a photo on the canvas or pick an example.")
-        name = Path(payload.get("orig_name") or payload["path"]).stem
-        return self._open(session, payload["path"], name)
+        path = checked_upload(payload, [example.parent for example in self.examples])  # never a path as sent
+        return self._open(session, str(path), Path(payload.get("orig_name") or path.name).stem)
 
     def pick_example(self, session: Session, evt: gr.SelectData) -> tuple:
         if evt.index is None or not 0 <= int(evt.index) < len(self.examples):

@@ -328,13 +328,22 @@ def test_session_selects_by_name_then_clicks_refine_and_undo_removes(engine: Eng
 
 def test_select_by_text_endpoint_returns_the_mask_and_the_detections(engine: Engine, photo: np.ndarray,
                                                                     tmp_path: Path) -> None:
+    import asyncio
+    import shutil
+    import tempfile
+
     from editor.imageio import save_png
     from editor.ui_api import Api
+    from editor.uploads import upload_folder
 
-    path = tmp_path / "photo.png"
+    upload_folder().mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=upload_folder())) / "photo.png"  # the API reads only uploads
     save_png(photo, path)
     api = Api(engine, tiny_config(tmp_path))
-    mask, info = api.select_by_text(str(path), "dog")
+    try:
+        mask, info = asyncio.run(api.select_by_text({"path": str(path)}, "dog"))
+    finally:
+        shutil.rmtree(path.parent)
     found = engine.select_by_text(photo, "dog")
     assert np.array_equal(mask, found.mask)
     assert [d["box"] for d in info["detections"]] == [[round(v, 1) for v in d.box] for d in found.detections]

@@ -67,7 +67,7 @@ def test_whole_photo_as_subject_leaves_no_background(sam_sd2_engine: Engine, pho
 
 @pytest.mark.parametrize("options, word", [
     (EditOptions(steps=0), "steps"),
-    (EditOptions(steps=501), "steps"),
+    (EditOptions(steps=101), "steps"),
     (EditOptions(strength=0.0), "strength"),
     (EditOptions(strength=1.5), "strength"),
     (EditOptions(guidance=-1.0), "guidance"),

@@ -269,6 +269,35 @@ def test_load_mask_accepts_rgb_masks(tmp_path: Path) -> None:
     assert np.array_equal(mask > 0, rgb[:, :, 0] > 0)
 
 
+def test_a_mask_with_transparency_is_read_by_its_alpha(tmp_path: Path) -> None:
+    """Transparent = not selected, opaque = selected, whatever the colour (a cut-out as the mask)."""
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., :3] = 255  # white everywhere: by brightness alone all would be selected
+    rgba[1:3, 1:4, 3] = 255
+    rgba[0, 0, 3] = 100  # mostly transparent
+    mask = load_mask(encode(Image.fromarray(rgba, "RGBA"), "PNG"), (5, 4), LIMIT)
+    assert np.array_equal(mask > 0, rgba[..., 3] > 127)
+    black_cutout = rgba.copy()
+    black_cutout[..., :3] = 0
+    assert np.array_equal(load_mask(encode(Image.fromarray(black_cutout, "RGBA"), "PNG"), (5, 4), LIMIT), mask)
+    gray_alpha = np.stack([np.full((4, 5), 255, np.uint8), rgba[..., 3]], axis=2)
+    assert np.array_equal(load_mask(encode(Image.fromarray(gray_alpha, "LA"), "PNG"), (5, 4), LIMIT), mask)
+
+
+def test_a_fully_transparent_mask_selects_nothing(tmp_path: Path) -> None:
+    clear = np.zeros((4, 5, 4), np.uint8)
+    clear[..., :3] = 255
+    assert not load_mask(encode(Image.fromarray(clear, "RGBA"), "PNG"), (5, 4), LIMIT).any()
+
+
+def test_an_opaque_rgba_mask_is_read_by_its_brightness(tmp_path: Path) -> None:
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[1:3, 1:4, :3] = 255
+    mask = load_mask(encode(Image.fromarray(rgba, "RGBA"), "PNG"), (5, 4), LIMIT)
+    assert np.array_equal(mask > 0, rgba[..., 0] > 0)
+
+
 def test_load_mask_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "small.png"
     Image.new("L", (10, 20), 255).save(path)

@@ -389,8 +389,10 @@ def test_pickled_code_in_a_checkpoint_is_not_run(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": Evil()}, path)
-    one_line_editor_error(lambda: sam_loader.read_checkpoint(path))
+    message = one_line_editor_error(lambda: sam_loader.read_checkpoint(path))
     assert not marker.exists()
+    assert "evil.pth" in message and "unsafe" in message and "not loaded" in message
+    assert "weights_only" not in message and message.endswith(("loaded", "loaded.", ")")), message
 
 
 # --- prompt validation -------------------------------------------------------------------------------

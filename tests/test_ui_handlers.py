@@ -1,6 +1,9 @@
 """The page's handlers with the tiny models: what a person sees after each step."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -12,6 +15,7 @@ from editor.engine import Engine
 from editor.imageio import load_image, read_png_metadata, save_png
 from editor.session_store import SessionStore
 from editor.ui_handlers import Handlers, canvas_view
+from editor.uploads import upload_folder
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +48,20 @@ def test_upload_keeps_the_full_resolution_original_and_shows_it(fallback_engine:
     assert handlers.prepare(session).startswith("Ready")
 
 
-def test_a_bad_upload_is_a_warning_and_keeps_the_photo(fallback_engine: Engine, tmp_path: Path) -> None:
+@pytest.fixture
+def uploads() -> Iterator[Path]:
+    """A folder in Gradio's upload cache, where the page's uploads land (others are refused)."""
+    folder = Path(tempfile.mkdtemp(dir=upload_folder()))
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_a_bad_upload_is_a_warning_and_keeps_the_photo(fallback_engine: Engine, tmp_path: Path,
+                                                       uploads: Path) -> None:
     handlers = handlers_for(fallback_engine, tmp_path)
     session, _ = opened(handlers)
     before = session.image.copy()
-    broken = tmp_path / "broken.png"
+    broken = uploads / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     outputs = handlers.upload(session, {"path": str(broken), "orig_name": "broken.png"})
     assert outputs[0].startswith("⚠️") and "broken.png" in outputs[0]
@@ -164,11 +177,12 @@ def test_two_sessions_never_see_each_other(fallback_engine: Engine, tmp_path: Pa
     assert np.array_equal(bob.image, load_image(coffee, 10**8))
 
 
-def test_big_photos_are_shown_scaled_and_clicks_map_back(fallback_engine: Engine, tmp_path: Path) -> None:
+def test_big_photos_are_shown_scaled_and_clicks_map_back(fallback_engine: Engine, tmp_path: Path,
+                                                         uploads: Path) -> None:
     handlers = handlers_for(fallback_engine, tmp_path)
     big = np.zeros((1500, 2560, 3), np.uint8)
     big[600:900, 1100:1500] = (220, 30, 30)
-    path = tmp_path / "big.png"
+    path = uploads / "big.png"
     save_png(big, path)
     session, outputs = opened(handlers, path)
     assert outputs[1].shape == (750, 1280, 3)

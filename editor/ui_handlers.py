@@ -90,7 +90,9 @@ class Handlers:
         return session
 
     def session(self, session_id: str | None) -> Session:
-        session = self.sessions.get(session_id) if session_id else None
+        if not session_id:  # the page's load event has not given this tab its session yet
+            raise EditorError("the page is still starting: try again in a moment")
+        session = self.sessions.get(session_id)
         if session is None:
             raise EditorError("this editing session has expired: reload the page to start again")
         return session
@@ -113,11 +115,11 @@ class Handlers:
         session = self.sessions.get(saved_id) if saved_id else None
         if session is None:
             session = self.new_session()
-            status = "Drop a photo on the canvas or pick an example."
-        else:
-            status = f"Restored **{plain_markdown(session.name)}** with its history." if session.has_image else gr.skip()
         if request is not None and request.session_hash:
             self._tabs[request.session_hash] = session.id
+        if not session.has_image:  # nothing to show: leave the page as it is
+            return (session.id, session.id) + tuple(gr.skip() for _ in range(10))
+        status = f"Restored **{plain_markdown(session.name)}** with its history."
         return (session.id, session.id, *self._photo_outputs(session, status), session.grow_px, session.feather_px)
 
     def tab_closed(self, request: gr.Request) -> None:

@@ -53,8 +53,14 @@ def page(app_url: str):  # type: ignore[no-untyped-def]
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_context(viewport={"width": 1400, "height": 950}).new_page()
         page.goto(app_url)
+        wait_for_session(page)
         yield page
         browser.close()
+
+
+def wait_for_session(page) -> None:  # type: ignore[no-untyped-def]
+    """The page's load event has given the tab its session (kept in the tab's sessionStorage)."""
+    page.wait_for_function("() => sessionStorage.getItem('photo-editor-session')", timeout=60_000)
 
 
 def canvas_pixels(page) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -134,8 +140,11 @@ def test_a_reload_brings_back_the_photo_and_its_history(page) -> None:  # type: 
     assert page.locator("#history img").count() == 2
     other = page.context.new_page()  # another tab of the same browser: a session of its own
     other.goto(page.url)
+    wait_for_session(other)
     other.locator("#status", has_text="Drop a photo").wait_for(timeout=60_000)
     assert other.locator("#history img").count() == 0
+    assert other.evaluate("() => sessionStorage.getItem('photo-editor-session')") != \
+        page.evaluate("() => sessionStorage.getItem('photo-editor-session')")
     other.close()
 
 

@@ -217,7 +217,8 @@ def test_the_app_with_a_broken_sam_serves_and_logs_one_line(empty_models_dir: Pa
     env.pop("EDITOR_USERNAME", None)
     env.pop("EDITOR_PASSWORD", None)
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--set", "device=cpu",
-                                "--set", f"models_dir={empty_models_dir}", "--set", f"sam.checkpoint={truncated_sam}"],
+                                "--set", f"models_dir={empty_models_dir}", "--set", f"sam.checkpoint={truncated_sam}",
+                                "--set", f"server.sessions_dir={empty_models_dir / 'sessions'}"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline, up = time.monotonic() + 90, False

@@ -12,6 +12,7 @@ import pytest
 
 from editor import masks
 from editor.engine import Engine
+from editor.errors import EditorError
 from editor.imageio import load_image, read_png_metadata, save_png
 from editor.session_store import SessionStore
 from editor.ui_handlers import Handlers, canvas_view
@@ -331,6 +332,8 @@ def test_a_reload_restores_the_photo_history_and_selection(fallback_engine: Engi
     assert again.selection.current.prompts == selection.current.prompts
     fresh = restarted.restore("", None)
     assert fresh[0] != session.id and restarted.session(fresh[0]).has_image is False
+    with pytest.raises(EditorError, match="still starting"):
+        restarted.session(None)  # an event before the page's load gave the tab its session
 
 
 def test_closing_the_tab_stops_its_edit(sam_sd2_engine: Engine, tmp_path: Path) -> None:

@@ -562,7 +562,8 @@ def test_a_host_or_port_that_cannot_serve_is_one_line_naming_the_setting(
         argv: list[str], setting: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import app
 
-    assert app.main([*argv, "--set", f"models_dir={tmp_path}", "--set", "device=cpu"]) == 1
+    assert app.main([*argv, "--set", f"models_dir={tmp_path}", "--set", "device=cpu",
+                     "--set", f"server.sessions_dir={tmp_path / 'sessions'}"]) == 1
     err = capsys.readouterr().err
     assert setting in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert "Cannot find empty port" not in err

@@ -72,7 +72,8 @@ def test_a_high_steps_default_needs_a_higher_limit_and_then_the_slider_follows(f
                                                                                tmp_path: Path) -> None:
     message = config_error("inpaint.steps=200")
     assert "limits.steps" in message
-    config = load_config(None, ["inpaint.steps=200", "limits.steps=200", f"models_dir={tmp_path}"])
+    config = load_config(None, ["inpaint.steps=200", "limits.steps=200", f"models_dir={tmp_path}",
+                                f"server.sessions_dir={tmp_path / 'sessions'}"])
     assert config.inpaint.steps == 200
     sliders = page_sliders(fallback_engine, config)
     assert sliders["steps"].maximum == 200 and sliders["steps"].value == 200

@@ -251,7 +251,7 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
         edit = trigger(guard(bind(handlers.begin_edit), 3), [state], [status, *history_buttons], **quick).then(
             photo(functools.partial(handlers.edit, mode)), [state, *options], photo_out,
             show_progress_on=[canvas], **gpu)
-        photo_changed(edit.then(bind(handlers.history_buttons), [state], history_buttons, **quick))
+        photo_changed(edit.then(bind(handlers.edit_ended), [state], history_buttons, **quick))
     controls["cancel"].click(guard(bind(handlers.cancel), 1), [state], [status], **quick)
     photo_changed(controls["variations"].select(photo(handlers.choose_variation), [state], photo_out, **quick))
 

@@ -279,7 +279,9 @@ class Handlers:
 
     def begin_edit(self, session: Session) -> tuple:
         """Runs at once (outside the model queue) so that Cancel works while the edit waits; the
-        history controls are off until it ends, so the result lands on the version it started from."""
+        history controls are off until it ends, so the result lands on the version it started from.
+        `edit_ended`, chained after the edit whatever its outcome, ends what this begins: even an
+        edit that never ran (refused by Gradio before it started) leaves nothing pending."""
         session.begin_edit()
         off = gr.Button(interactive=False)
         return "Waiting for the model…", off, off
@@ -295,14 +297,16 @@ class Handlers:
 
         The result is attached to the version the edit started from, whatever happened meanwhile.
         """
-        if not session.edit_running:
-            session.begin_edit()  # called without the page's begin step (tests)
+        alone = not session.edit_running  # called without the page's begin and end steps (tests, bench)
+        if alone:
+            session.begin_edit()
         try:
             base = session.version.number  # history moves are refused while the edit waits or runs
             result, took = self._run_edit(mode, session, prompt, negative, steps, guidance, strength, seed,
                                           count, progress)
         finally:
-            session.end_edit()
+            if alone:
+                session.end_edit()
         label = EDIT_NAMES[mode] if mode == "erase" else f"{EDIT_NAMES[mode]}: {prompt.strip()}"
         session.add_result(result.images, result.metadata, label.lower(), base=base)
         variations = f" · {len(result.images)} variations: pick one below" if len(result.images) > 1 else ""
@@ -370,8 +374,10 @@ class Handlers:
         return self._photo_outputs(session, f"{_version_name(session).capitalize()}. An edit from here starts "
                                             "a branch; the later versions stay in the history.")
 
-    def history_buttons(self, session: Session) -> tuple:
-        """Undo and redo as the working version allows (after an edit ends, whatever its outcome)."""
+    def edit_ended(self, session: Session) -> tuple:
+        """After an edit, whatever its outcome: it no longer counts as pending (Cancel's flag is
+        cleared once none is), and Undo and Redo come back as the working version allows."""
+        session.end_edit()
         return gr.Button(interactive=session.can_undo), gr.Button(interactive=session.can_redo)
 
     # --- views -----------------------------------------------------------------------------

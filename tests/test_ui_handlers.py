@@ -163,7 +163,24 @@ def test_cancel_stops_a_running_edit(sam_sd2_engine: Engine, tmp_path: Path) -> 
 
     with pytest.raises(EditCancelled):
         handlers.edit("fill", session, **{**OPTIONS, "prompt": "a dog", "steps": 4})
+    handlers.edit_ended(session)  # chained after the edit on the page
     assert len(session.versions) == 1 and not session.cancel.is_set(), "ready for the next edit"
+
+
+def test_an_edit_that_never_ran_leaves_nothing_pending(fallback_engine: Engine, tmp_path: Path) -> None:
+    """An edit Gradio refused before it started (a value outside a slider's range) used to stay
+    pending: after a Cancel, every later edit said "cancelled before it started"."""
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    handlers.click(session, "add", click_at(230, 150))
+    handlers.begin_edit(session)
+    handlers.cancel(session)
+    handlers.edit_ended(session)  # the edit itself never ran; its end step runs all the same
+    assert not session.edit_running and not session.cancel.is_set()
+    handlers.begin_edit(session)
+    outputs = handlers.edit("erase", session, **OPTIONS)
+    handlers.edit_ended(session)
+    assert "Erase done" in outputs[0] and len(session.versions) == 2
 
 
 def test_two_sessions_never_see_each_other(fallback_engine: Engine, tmp_path: Path) -> None:
@@ -301,6 +318,7 @@ def test_history_moves_and_uploads_wait_for_a_running_edit(fallback_engine: Engi
     outputs = handlers.upload(session, {"path": str(ROOT / "assets" / "coffee.png"), "orig_name": "coffee.png"})
     assert outputs[0].startswith("⚠️") and np.array_equal(session.image, first_edit)
     handlers.edit("erase", session, **OPTIONS)
+    handlers.edit_ended(session)
     assert session.previous is not None and np.array_equal(session.image_of(session.previous.number), first_edit)
     assert handlers.undo(session) and np.array_equal(session.image, first_edit)
 
@@ -385,7 +403,7 @@ def test_every_change_of_the_photo_is_followed_by_its_embedding_and_download(fal
             chains[function.trigger_after] = index
     for index, function in functions.items():
         # an edit's chain starts after the history buttons come back
-        if function.name not in ("undo", "redo", "goto", "choose_variation", "history_buttons"):
+        if function.name not in ("undo", "redo", "goto", "choose_variation", "edit_ended"):
             continue
         follow = [functions[chains[index]]]
         follow.append(functions[chains[chains[index]]])

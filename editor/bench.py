@@ -364,7 +364,8 @@ def _exact_share(result: np.ndarray, photo: np.ndarray, outside: np.ndarray) -> 
 def _bench_app(settings: BenchSettings, models: _Models, report: Report) -> None:
     """Start-up to a served page (the real `python app.py`), and upload to first mask."""
     overrides = [f"device={settings.device}", f"sam.checkpoint={models.sam_checkpoint()}",
-                 f"inpaint.model={models.inpaint_folder()}", f"models_dir={models.scratch / 'none'}"]
+                 f"inpaint.model={models.inpaint_folder()}", f"models_dir={models.scratch / 'none'}",
+                 f"server.sessions_dir={models.scratch / 'app-sessions'}"]
     common = dict(sam=settings.sam_model, inpaint=settings.inpaint_model, device=settings.device)
     starts = [_startup_seconds(overrides) for _ in range(max(1, min(settings.runs, 2)))]
     report.add("app_startup_s", statistics.median(starts), "s", note="python app.py to a served page", **common)

@@ -141,12 +141,13 @@ def warm_up(engine: Engine) -> None:
     try:
         engine.warm_up()
     except Exception as exc:  # a bug, not a model: still one line, and the page keeps serving
-        reason = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"error: warming up failed: {type(exc).__name__}: {reason}", file=sys.stderr)
+        from editor.loading import one_line
+
+        print(f"error: warming up failed: {one_line(exc)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    # SIGTERM (a service manager, `kill`) ends the app like Ctrl+C, at any moment, so that the
-    # exit handlers remove the app's temporary folders.
+    # SIGTERM (a service manager, `kill`) ends the app like Ctrl+C, at any moment: the server
+    # closes and the exit handlers run, with no traceback.
     signal.signal(signal.SIGTERM, _stop)
     sys.exit(main())

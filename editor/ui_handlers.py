@@ -32,6 +32,7 @@ from editor.uploads import checked_upload
 
 log = logging.getLogger(__name__)
 
+PHOTO_OUTPUTS = 8  # what `Handlers._photo_outputs` returns
 DOWNLOAD_COMPRESSION = 1  # zlib level of the download PNG: lossless all the same, several times faster than 6
 COMPARE_SIDE = 1024  # before/after view
 BRUSH_ADD = (34, 197, 94)  # the brush colours offered in the brush editor: paint in, paint out
@@ -117,8 +118,8 @@ class Handlers:
             session = self.new_session()
         if request is not None and request.session_hash:
             self._tabs[request.session_hash] = session.id
-        if not session.has_image:  # nothing to show: leave the page as it is
-            return (session.id, session.id) + tuple(gr.skip() for _ in range(10))
+        if not session.has_image:  # nothing to show: leave the page as it is (photo outputs, sliders)
+            return (session.id, session.id) + tuple(gr.skip() for _ in range(PHOTO_OUTPUTS + 2))
         status = f"Restored **{plain_markdown(session.name)}** with its history."
         return (session.id, session.id, *self._photo_outputs(session, status), session.grow_px, session.feather_px)
 
@@ -383,7 +384,8 @@ class Handlers:
     # --- views -----------------------------------------------------------------------------
 
     def _photo_outputs(self, session: Session, status: Any) -> tuple:
-        """(status, canvas, history, before/after, download, variations, undo, redo) after the photo changed."""
+        """The PHOTO_OUTPUTS values after the photo changed: (status, canvas, history, before/after,
+        download, variations, undo, redo)."""
         if not session.has_image:
             return (status, None, [], None, gr.DownloadButton(value=None, interactive=False),
                     gr.Gallery(value=[], visible=False), gr.Button(interactive=False), gr.Button(interactive=False))
@@ -417,9 +419,12 @@ class Handlers:
         if not session.has_image or session.version.parent is None:
             return gr.DownloadButton(value=None, interactive=False)
         version = session.version
-        path = self.sessions.folder(session.id) / "downloads" / f"{session.name}-edit-{version.number}.png"
+        folder = self.sessions.folder(session.id) / "downloads"
+        path = folder / f"{session.name}-edit-{version.number}.png"
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            for older in folder.glob("*.png"):  # Gradio serves its own copy: one file per session is enough
+                older.unlink(missing_ok=True)
             partial = path.with_suffix(".part")
             save_png(session.image, partial, version.metadata, compress_level=DOWNLOAD_COMPRESSION)
             partial.replace(path)

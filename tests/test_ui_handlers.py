@@ -106,6 +106,13 @@ def test_download_is_the_full_resolution_png_with_metadata(sam_sd2_engine: Engin
     assert np.array_equal(load_image(path, 10**8), session.image)
     metadata = read_png_metadata(path)
     assert metadata["mode"] == "fill" and metadata["prompt"] == "a dog" and metadata["seed"] == "7"
+    handlers.click(session, "add", click_at(100, 100))
+    handlers.edit("erase", session, **OPTIONS)
+    newer = handlers.download(session).value
+    newer = Path(newer["path"] if isinstance(newer, dict) else newer)
+    assert np.array_equal(load_image(newer, 10**8), session.image)
+    kept = handlers.sessions.folder(session.id) / "downloads"
+    assert [p.name for p in kept.glob("*.png")] == [newer.name], "one full-size PNG per session, not one per edit"
 
 
 def test_variations_appear_and_the_chosen_one_continues(sam_sd2_engine: Engine, tmp_path: Path) -> None:

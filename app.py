@@ -17,11 +17,11 @@ import threading
 from typing import TYPE_CHECKING
 
 from editor.cli import DEFAULT_CONFIG, OneLineParser, config_path, quiet_libraries
-from editor.config import Config, load_config
-from editor.errors import ConfigError, EditorError
+from editor.core.config import Config, load_config
+from editor.core.errors import ConfigError, EditorError
 
 if TYPE_CHECKING:
-    from editor.engine import Engine
+    from editor.engine.ops import Engine
 
 AUTH_ENV = ("EDITOR_USERNAME", "EDITOR_PASSWORD")
 
@@ -87,14 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         check_address(config.server.host, config.server.port)
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing phones home
         quiet_libraries()
-        from editor.backends import build_engine, check_concurrency, plan_backends
+        from editor.build import build_engine, check_concurrency, plan_backends
 
         check_concurrency(config, plan_backends(config))  # before anything loads or the page is built
         engine = build_engine(config)
     except EditorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from editor.ui import build_ui, launch_options
+    from editor.ui.page import build_ui, launch_options
 
     demo = build_ui(engine, config)
     server = config.server
@@ -141,7 +141,7 @@ def warm_up(engine: Engine) -> None:
     try:
         engine.warm_up()
     except Exception as exc:  # a bug, not a model: still one line, and the page keeps serving
-        from editor.loading import one_line
+        from editor.models.loading import one_line
 
         print(f"error: warming up failed: {one_line(exc)}", file=sys.stderr)
 

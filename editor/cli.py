@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from editor.config import Config, load_config
-from editor.errors import EditorError
-from editor.prompts import Prompts, parse_box, parse_point
+from editor.core.config import Config, load_config
+from editor.core.errors import EditorError
+from editor.core.prompts import Prompts, parse_box, parse_point
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from editor.engine import Engine
+    from editor.engine.ops import Engine
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -158,8 +158,8 @@ def _box_text(box: tuple[float, float, float, float]) -> str:
 
 
 def _segment(args: argparse.Namespace, config: Config) -> int:
-    from editor.backends import build_engine
-    from editor.imageio import load_image, save_png
+    from editor.build import build_engine
+    from editor.core.photo_io import load_image, save_png
 
     quiet_libraries()
     prompts = _prompts(args)
@@ -175,10 +175,10 @@ def _segment(args: argparse.Namespace, config: Config) -> int:
 
 
 def _edit(args: argparse.Namespace, config: Config) -> int:
-    from editor import masks
-    from editor.backends import build_engine
-    from editor.engine import EditOptions
-    from editor.imageio import load_image, load_mask, save_png
+    from editor.core import masks
+    from editor.build import build_engine
+    from editor.engine.ops import EditOptions
+    from editor.core.photo_io import load_image, load_mask, save_png
 
     quiet_libraries()
     prompts = _prompts(args)
@@ -235,8 +235,8 @@ class _ProgressBar:
 
 
 def _download(args: argparse.Namespace, config: Config) -> int:
-    from editor import weights
-    from editor.backends import SAM_PREFERENCE, resolve_device
+    from editor.models import weights
+    from editor.build import SAM_PREFERENCE, resolve_device
 
     device = resolve_device(config.device)
     if args.what in ("sam", "all"):
@@ -254,8 +254,8 @@ def _download(args: argparse.Namespace, config: Config) -> int:
 
 
 def _bench(args: argparse.Namespace, config: Config) -> int:
-    from editor.backends import resolve_device
-    from editor.bench import BenchSettings, run
+    from editor.build import resolve_device
+    from benchmarks.bench import BenchSettings, run
 
     quiet_libraries()
     os.environ["HF_HUB_OFFLINE"] = "1"  # a benchmark never downloads: real weights only when already here
@@ -280,7 +280,7 @@ def _photo_size(text: str | None) -> tuple[int, int] | None:
 
 def _info(args: argparse.Namespace, config: Config) -> int:
     """What the settings name, instantly; with --load, what really loads (and why a model did not)."""
-    from editor.backends import build_engine, check_concurrency, describe, plan_backends
+    from editor.build import build_engine, check_concurrency, describe, plan_backends
 
     plan = plan_backends(config)
     if args.load:

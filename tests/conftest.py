@@ -10,9 +10,9 @@ import pytest
 # Nothing in the test suite may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from editor.backends import build_engine  # noqa: E402
-from editor.config import Config, load_config  # noqa: E402
-from editor.engine import Engine  # noqa: E402
+from editor.build import build_engine  # noqa: E402
+from editor.core.config import Config, load_config  # noqa: E402
+from editor.engine.ops import Engine  # noqa: E402
 from tests.tiny_models import (  # noqa: E402
     make_tiny_grounding_dino,
     make_tiny_owlv2,

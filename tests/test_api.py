@@ -13,11 +13,11 @@ import gradio as gr
 import pytest
 from gradio.utils import get_upload_folder
 
-from editor.config import LimitsConfig
-from editor.engine import Engine
-from editor.errors import EditorError, SelectionError, describe
-from editor.ui_api import Api, parse_options, parse_prompts
-from editor.ui_handlers import guard
+from editor.core.config import LimitsConfig
+from editor.engine.ops import Engine
+from editor.core.errors import EditorError, SelectionError, describe
+from editor.ui.api import Api, parse_options, parse_prompts
+from editor.ui.handlers import guard
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,12 +16,12 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from editor import masks
-from editor.config import LimitsConfig
-from editor.engine import EditOptions, Engine
-from editor.imageio import load_image, load_mask, save_png
-from editor.ui import build_ui
-from editor.uploads import REFUSED
+from editor.core import masks
+from editor.core.config import LimitsConfig
+from editor.engine.ops import EditOptions, Engine
+from editor.core.photo_io import load_image, load_mask, save_png
+from editor.ui.page import build_ui
+from editor.ui.uploads import REFUSED
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -297,8 +297,8 @@ def test_eight_users_filling_at_once_each_get_their_own_result(model: str, concu
     (The one shared pipeline used to mix their schedulers: wrong images on SD 2, IndexError on SDXL.)"""
     import concurrent.futures
 
-    from editor.backends import build_engine
-    from editor.engine import EditOptions
+    from editor.build import build_engine
+    from editor.engine.ops import EditOptions
 
     model_dir = tiny_sd2_dir if model == "sd2" else tiny_sdxl_dir
     config = tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}", f"inpaint.model={model_dir}",
@@ -371,9 +371,9 @@ def test_a_request_cannot_read_a_file_it_did_not_upload(app_url: str, tmp_path: 
 
 
 def test_a_page_upload_outside_the_cache_is_refused(fallback_engine: Engine, tmp_path: Path) -> None:
-    from editor.ui_handlers import Handlers, guard
+    from editor.ui.handlers import Handlers, guard
 
-    from editor.session_store import SessionStore
+    from editor.session.store import SessionStore
 
     handlers = Handlers(fallback_engine, tiny_config(tmp_path), [CAT], SessionStore(tmp_path / "s", 2**28, 3600.0))
     session = handlers.new_session()

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from editor import weights
-from editor.backends import build_engine, describe, plan_backends
-from editor.errors import ConfigError, EditorError
-from editor.segmenter import GrabCutSegmenter, SamSegmenter
+from editor.models import weights
+from editor.build import build_engine, describe, plan_backends
+from editor.core.errors import ConfigError, EditorError
+from editor.models.sam import GrabCutSegmenter, SamSegmenter
 from tests.conftest import tiny_config
 
 SAM_HINT = "python -m editor download sam"
@@ -252,11 +252,11 @@ def test_info_is_instant_and_loads_nothing(empty_models_dir: Path, tiny_sam_path
     def no_loading(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("plan/describe loaded a model")
 
-    import editor.inpainter
-    import editor.sam_loader
+    import editor.models.diffusers_inpaint
+    import editor.models.sam_loader
 
-    monkeypatch.setattr(editor.sam_loader, "load_sam", no_loading)
-    monkeypatch.setattr(editor.inpainter, "load_pipeline", no_loading)
+    monkeypatch.setattr(editor.models.sam_loader, "load_sam", no_loading)
+    monkeypatch.setattr(editor.models.diffusers_inpaint, "load_pipeline", no_loading)
     config = tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}", f"inpaint.model={tiny_sd2_dir}")
     assert describe(plan_backends(config), config).segmenter.startswith("sam")
 

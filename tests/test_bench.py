@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from editor.bench import BenchSettings, run
+from benchmarks.bench import BenchSettings, run
 from tests.tiny_models import build_tiny_sam, make_tiny_sd2_inpaint
 
 ROOT = Path(__file__).resolve().parent.parent

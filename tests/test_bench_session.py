@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from editor.bench import BenchSettings, run
-from editor.config import ServerConfig
+from benchmarks.bench import BenchSettings, run
+from editor.core.config import ServerConfig
 
 
 def test_the_session_section_measures_both_designs_and_checks_every_version(tmp_path: Path) -> None:

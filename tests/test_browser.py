@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor.engine import Engine
-from editor.imageio import load_image
-from editor.overlay import BOX
-from editor.ui import build_ui, launch_options
+from editor.engine.ops import Engine
+from editor.core.photo_io import load_image
+from editor.ui.views import BOX
+from editor.ui.page import build_ui, launch_options
 from tests.conftest import tiny_config
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor import masks
-from editor.backends import build_engine
-from editor.engine import Engine
-from editor.imageio import load_image, load_mask, read_png_metadata
-from editor.prompts import Prompts
+from editor.core import masks
+from editor.build import build_engine
+from editor.engine.ops import Engine
+from editor.core.photo_io import load_image, load_mask, read_png_metadata
+from editor.core.prompts import Prompts
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from editor import composite, masks
-from editor.engine import EditOptions, Engine
+from editor.core import composite
+from editor.core import masks
+from editor.engine.ops import EditOptions, Engine
 
 FAST = EditOptions(seed=3, steps=2)
 

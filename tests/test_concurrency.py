@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor.backends import DetectorPlan, InpaintPlan, Plan, SamPlan, build_engine, check_concurrency
-from editor.config import load_config
-from editor.engine import EditOptions, Engine
-from editor.errors import ConfigError
-from editor.inpainter import DiffusersInpainter, InpaintRequest, ModelSource, PipelineCache, PipelineOptions
-from editor.prompts import Prompts
+from editor.build import DetectorPlan, InpaintPlan, Plan, SamPlan, build_engine, check_concurrency
+from editor.core.config import load_config
+from editor.engine.ops import EditOptions, Engine
+from editor.core.errors import ConfigError
+from editor.models.diffusers_inpaint import DiffusersInpainter, InpaintRequest, ModelSource, PipelineCache, PipelineOptions
+from editor.core.prompts import Prompts
 from tests.conftest import tiny_config
 
 CPU = PipelineOptions("cpu", cpu_offload=True, vae_tiling=True, memory_budget_bytes=1 << 40)
@@ -61,7 +61,7 @@ def test_concurrent_inpaints_each_give_the_image_of_the_same_request_alone(
 
 def test_workers_share_the_weights_and_own_their_per_call_state(tiny_sdxl_dir: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from editor import inpainter as inpainter_module
+    from editor.models import diffusers_inpaint as inpainter_module
 
     loads: list[Path] = []
     real = inpainter_module.load_pipeline
@@ -130,7 +130,7 @@ def test_the_app_refuses_an_unsafe_concurrency_at_start_in_one_line(tmp_path: Pa
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU, as far as the settings check goes
     built: list[object] = []
-    monkeypatch.setattr("editor.backends.build_engine", lambda *a, **k: built.append(a))
+    monkeypatch.setattr("editor.build.build_engine", lambda *a, **k: built.append(a))
     assert app.main(["--set", f"models_dir={tmp_path}", "--set", f"inpaint.model={tiny_sd2_dir}",
                      "--set", "server.concurrency=3"]) == 1
     err = capsys.readouterr().err
@@ -204,7 +204,7 @@ def test_an_sdxl_fp16_vae_that_upcasts_itself_gets_a_copy_per_worker(tiny_sdxl_d
     """SDXL casts such a VAE to fp32 and back during a call: shared, one call would cast it under another."""
     import torch
 
-    from editor.inpainter import load_pipeline, worker_pipeline
+    from editor.models.diffusers_inpaint import load_pipeline, worker_pipeline
 
     sdxl = load_pipeline(ModelSource("sdxl", tiny_sdxl_dir), CPU)
     assert worker_pipeline(sdxl).vae is sdxl.vae  # fp32: nothing is cast, one VAE for all

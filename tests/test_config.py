@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from editor.config import Config, InpaintConfig, SamConfig, load_config
-from editor.errors import ConfigError, EditorError
+from editor.core.config import Config, InpaintConfig, SamConfig, load_config
+from editor.core.errors import ConfigError, EditorError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,13 +13,14 @@ import torch
 from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoObjectDetectionOutput
 from transformers.models.owlv2.modeling_owlv2 import Owlv2ObjectDetectionOutput
 
-from editor import masks, weights
-from editor.backends import build_engine, describe, plan_backends
-from editor.detector import Thresholds, TransformersDetector, clip_box, parse_query, post_process
-from editor.engine import DETECTOR_DOWNLOAD_HINT, Engine
-from editor.errors import ConfigError, EditorError, ModelUnavailableError, SelectionError
-from editor.prompts import Detection, Prompts, SelectionPart, detected_parts, refine_detected, route_point
-from editor.session_store import SessionStore
+from editor.core import masks
+from editor.models import weights
+from editor.build import build_engine, describe, plan_backends
+from editor.models.detector import Thresholds, TransformersDetector, clip_box, parse_query, post_process
+from editor.engine.ops import DETECTOR_DOWNLOAD_HINT, Engine
+from editor.core.errors import ConfigError, EditorError, ModelUnavailableError, SelectionError
+from editor.core.prompts import Detection, Prompts, SelectionPart, detected_parts, refine_detected, route_point
+from editor.session.store import SessionStore
 from tests.conftest import tiny_config
 from tests.tiny_models import DETECTOR_TEXT_LENGTH
 
@@ -332,9 +333,9 @@ def test_select_by_text_endpoint_returns_the_mask_and_the_detections(engine: Eng
     import shutil
     import tempfile
 
-    from editor.imageio import save_png
-    from editor.ui_api import Api
-    from editor.uploads import upload_folder
+    from editor.core.photo_io import save_png
+    from editor.ui.api import Api
+    from editor.ui.uploads import upload_folder
 
     upload_folder().mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(dir=upload_folder())) / "photo.png"  # the API reads only uploads

@@ -6,10 +6,10 @@ import threading
 import numpy as np
 import pytest
 
-from editor import masks
-from editor.engine import DOWNLOAD_HINT, EditOptions, Engine
-from editor.errors import EditCancelled, EditorError, ModelUnavailableError, SelectionError
-from editor.prompts import Prompts, SelectionPart
+from editor.core import masks
+from editor.engine.ops import DOWNLOAD_HINT, EditOptions, Engine
+from editor.core.errors import EditCancelled, EditorError, ModelUnavailableError, SelectionError
+from editor.core.prompts import Prompts, SelectionPart
 
 FAST = EditOptions(seed=4, steps=2)
 

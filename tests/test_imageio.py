@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor.errors import EditorError, ImageError
-from editor.imageio import encode_png, load_image, load_mask, read_png_metadata, save_png
+from editor.core.errors import EditorError, ImageError
+from editor.core.photo_io import encode_png, load_image, load_mask, read_png_metadata, save_png
 
 LIMIT = 10_000_000
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
 
-from editor import inpainter as inpainter_module
-from editor import masks
-from editor.backends import build_engine
-from editor.engine import EditOptions, Engine
-from editor.errors import EditCancelled, EditorError
-from editor.inpainter import (
+from editor.models import diffusers_inpaint as inpainter_module
+from editor.core import masks
+from editor.build import build_engine
+from editor.engine.ops import EditOptions, Engine
+from editor.core.errors import EditCancelled, EditorError
+from editor.models.diffusers_inpaint import (
     DiffusersInpainter,
     InpaintRequest,
     ModelSource,
@@ -236,7 +236,7 @@ def test_cache_releases_the_oldest_model_beyond_the_budget(tiny_sd2_dir: Path, t
 
 
 def test_compiled_unet_sizes_are_padded_to_buckets_with_the_padding_kept() -> None:
-    from editor.inpainter import COMPILE_BUCKET, _pad_to_bucket
+    from editor.models.diffusers_inpaint import COMPILE_BUCKET, _pad_to_bucket
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (200, 328, 3), dtype=np.uint8)

@@ -8,12 +8,12 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from editor.backends import build_engine
-from editor.config import Config, LimitsConfig, Range, load_config
-from editor.engine import EditOptions, Engine
-from editor.errors import ConfigError, EditorError, SelectionError
-from editor.prompts import Prompts
-from editor.ui import build_ui
+from editor.build import build_engine
+from editor.core.config import Config, LimitsConfig, Range, load_config
+from editor.engine.ops import EditOptions, Engine
+from editor.core.errors import ConfigError, EditorError, SelectionError
+from editor.core.prompts import Prompts
+from editor.ui.page import build_ui
 from tests.conftest import tiny_config
 
 

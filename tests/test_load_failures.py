@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from editor import inpainter as inpainter_module
-from editor import sam_loader
-from editor.backends import build_engine
-from editor.engine import Engine
-from editor.errors import ModelLoadError
-from editor.prompts import Prompts
-from editor.segmenter import GrabCutSegmenter
+from editor.models import diffusers_inpaint as inpainter_module
+from editor.models import sam_loader
+from editor.build import build_engine
+from editor.engine.ops import Engine
+from editor.core.errors import ModelLoadError
+from editor.core.prompts import Prompts
+from editor.models.sam import GrabCutSegmenter
 from tests.conftest import tiny_config
 
 
@@ -184,8 +184,8 @@ def test_info_load_reports_each_failed_model(empty_models_dir: Path, truncated_s
 
 
 def test_reasons_are_one_line_cut_after_a_sentence() -> None:
-    from editor.errors import EditorError
-    from editor.loading import clip, one_line, reason_with_cause
+    from editor.core.errors import EditorError
+    from editor.models.loading import clip, one_line, reason_with_cause
 
     assert one_line(RuntimeError("CUDA error: out of memory\nCompile with TORCH_USE_CUDA_DSA")) == \
         "RuntimeError: CUDA error: out of memory"

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from editor import masks
-from editor.errors import SelectionError
+from editor.core import masks
+from editor.core.errors import SelectionError
 
 SIZES = [(1, 1), (7, 7), (1, 9), (9, 1), (33, 17), (333, 1000), (1000, 333)]
 

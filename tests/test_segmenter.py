@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from editor import sam_loader
-from editor.engine import Engine
-from editor.errors import EditorError, SelectionError
-from editor.prompts import Prompts, parse_box, parse_point
-from editor.sam_loader import build_sam, infer_architecture, load_sam, read_checkpoint
-from editor.segmenter import GrabCutSegmenter, SamSegmenter
+from editor.models import sam_loader
+from editor.engine.ops import Engine
+from editor.core.errors import EditorError, SelectionError
+from editor.core.prompts import Prompts, parse_box, parse_point
+from editor.models.sam_loader import build_sam, infer_architecture, load_sam, read_checkpoint
+from editor.models.sam import GrabCutSegmenter, SamSegmenter
 
 
 def fresh_segmenter(path: Path, embeddings: float = 8) -> tuple[SamSegmenter, list[int]]:
@@ -132,7 +132,7 @@ def test_many_photos_never_hold_more_than_the_cache_budget(tiny_sam_path: Path) 
 
 
 def test_bytes_lru_keeps_the_most_recent_within_its_budget() -> None:
-    from editor.segmenter import BytesLRU
+    from editor.models.sam import BytesLRU
 
     cache = BytesLRU(100)
     for key, size in [("a", 40), ("b", 40), ("c", 30)]:
@@ -212,7 +212,7 @@ def test_the_mask_matches_segment_anythings_own_postprocessing(tiny_sam_path: Pa
 
 
 def test_read_only_versions_are_hashed_once_and_writeable_arrays_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    import editor.segmenter as segmenter_module
+    import editor.models.sam as segmenter_module
 
     hashed = []
     real = segmenter_module.image_key
@@ -231,7 +231,7 @@ def test_read_only_versions_are_hashed_once_and_writeable_arrays_every_time(monk
 
 
 def test_sam_loads_on_first_use_or_warm_up(empty_models_dir: Path, tiny_sam_path: Path) -> None:
-    from editor.backends import build_engine
+    from editor.build import build_engine
     from tests.conftest import tiny_config
 
     engine = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}"), show_progress=False)
@@ -245,7 +245,7 @@ def test_sam_loads_on_first_use_or_warm_up(empty_models_dir: Path, tiny_sam_path
 
 def test_a_broken_checkpoint_selects_with_grabcut_and_says_why_in_one_line(empty_models_dir: Path,
                                                                             tmp_path: Path) -> None:
-    from editor.backends import build_engine
+    from editor.build import build_engine
     from tests.conftest import tiny_config
 
     broken = tmp_path / "sam_broken.pth"

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from editor import masks, overlay
-from editor.errors import EditorError, SelectionError
-from editor.history import THUMB_SIDE
-from editor.prompts import Prompts
-from editor.session import MASKS_PER_SESSION, Session
-from editor.session_store import SessionStore
+from editor.core import masks
+from editor.ui import views
+from editor.core.errors import EditorError, SelectionError
+from editor.session.history import THUMB_SIDE
+from editor.core.prompts import Prompts
+from editor.session.session import MASKS_PER_SESSION, Session
+from editor.session.store import SessionStore
 
 
 @pytest.fixture
@@ -176,22 +177,22 @@ def test_overlay_tints_the_selection_outlines_it_and_marks_points() -> None:
     image = np.full((100, 100, 3), 128, np.uint8)
     mask = np.zeros((100, 100), np.uint8)
     mask[30:70, 30:70] = 255
-    drawn = overlay.draw(image, mask, [overlay.Marker(10, 90, "add")])
+    drawn = views.draw(image, mask, [views.Marker(10, 90, "add")])
     assert np.array_equal(image, np.full((100, 100, 3), 128, np.uint8)), "input untouched"
     assert not np.array_equal(drawn[50, 50], image[50, 50]), "inside is tinted"
     assert np.array_equal(drawn[5, 50], image[5, 50]), "far outside is untouched"
     edge = drawn[30, 30:70]
     assert (edge.astype(int).sum(axis=1) > 600).any(), "a light outline on the edge"
     near_marker = drawn[84:97, 4:17].reshape(-1, 3)
-    assert (near_marker == overlay.MARKER_COLORS["add"]).all(axis=1).any(), "a green marker at the point"
+    assert (near_marker == views.MARKER_COLORS["add"]).all(axis=1).any(), "a green marker at the point"
 
 
 def test_display_coordinates_map_back_to_the_original() -> None:
-    scale = overlay.display_scale(4000, 3000)
+    scale = views.display_scale(4000, 3000)
     assert scale == pytest.approx(1280 / 4000)
-    x, y = overlay.to_original(639.5, 479.5, scale, 4000, 3000)
+    x, y = views.to_original(639.5, 479.5, scale, 4000, 3000)
     assert x == pytest.approx(1999.5, abs=1) and y == pytest.approx(1499.5, abs=1)
-    assert overlay.to_original(5000, -3, scale, 4000, 3000) == (3999.0, 0.0)
+    assert views.to_original(5000, -3, scale, 4000, 3000) == (3999.0, 0.0)
 
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from editor.config import load_config
-from editor.errors import ConfigError, EditorError
-from editor.session import Session
-from editor.session_store import SessionStore
+from editor.core.config import load_config
+from editor.core.errors import ConfigError, EditorError
+from editor.session.session import Session
+from editor.session.store import SessionStore
 
 MB = 2**20
 

@@ -10,13 +10,13 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from editor import masks
-from editor.engine import Engine
-from editor.errors import EditorError
-from editor.imageio import load_image, read_png_metadata, save_png
-from editor.session_store import SessionStore
-from editor.ui_handlers import Handlers, canvas_view
-from editor.uploads import upload_folder
+from editor.core import masks
+from editor.engine.ops import Engine
+from editor.core.errors import EditorError
+from editor.core.photo_io import load_image, read_png_metadata, save_png
+from editor.session.store import SessionStore
+from editor.ui.handlers import Handlers, canvas_view
+from editor.ui.uploads import upload_folder
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +133,7 @@ def test_variations_appear_and_the_chosen_one_continues(sam_sd2_engine: Engine, 
 ])
 def test_edit_errors_are_one_line_warnings_and_the_session_survives(
         fallback_engine: Engine, tmp_path: Path, mode: str, prompt: str, message: str) -> None:
-    from editor.ui_handlers import guard
+    from editor.ui.handlers import guard
 
     handlers = handlers_for(fallback_engine, tmp_path)
     session, _ = opened(handlers)
@@ -150,7 +150,7 @@ def test_edit_errors_are_one_line_warnings_and_the_session_survives(
 
 
 def test_fill_without_a_model_names_the_download_command(fallback_engine: Engine, tmp_path: Path) -> None:
-    from editor.ui_handlers import guard
+    from editor.ui.handlers import guard
 
     handlers = handlers_for(fallback_engine, tmp_path)
     session, _ = opened(handlers)
@@ -166,7 +166,7 @@ def test_cancel_stops_a_running_edit(sam_sd2_engine: Engine, tmp_path: Path) -> 
     handlers.click(session, "add", click_at(230, 150))
     handlers.begin_edit(session)
     assert handlers.cancel(session).startswith("Cancelling")
-    from editor.errors import EditCancelled
+    from editor.core.errors import EditCancelled
 
     with pytest.raises(EditCancelled):
         handlers.edit("fill", session, **{**OPTIONS, "prompt": "a dog", "steps": 4})
@@ -235,7 +235,7 @@ def test_grow_and_soft_edge_sliders_show_on_the_canvas(fallback_engine: Engine, 
 
 def test_select_by_name_draws_the_named_boxes_and_clicks_refine(empty_models_dir: Path, tiny_sam_path: Path,
                                                                tiny_detector_dir: Path, tmp_path: Path) -> None:
-    from editor.backends import build_engine
+    from editor.build import build_engine
 
     engine = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}",
                                       f"detector.model={tiny_detector_dir}", "detector.box_threshold=0",
@@ -255,7 +255,7 @@ def test_select_by_name_draws_the_named_boxes_and_clicks_refine(empty_models_dir
 
 
 def test_select_by_name_without_the_detector_says_how_to_get_it(fallback_engine: Engine, tmp_path: Path) -> None:
-    from editor.ui_handlers import guard
+    from editor.ui.handlers import guard
 
     handlers = handlers_for(fallback_engine, tmp_path)
     session, _ = opened(handlers)
@@ -275,7 +275,7 @@ def test_the_band_drawn_on_the_canvas_is_the_band_repainted(fallback_engine: Eng
     handlers.click(session, "add", click_at(230, 150))
     handlers.refine(session, grow, feather)
     preview = session.preview_mask(fallback_engine.select) > 0
-    from editor.engine import EditOptions
+    from editor.engine.ops import EditOptions
 
     band = fallback_engine.paste_band(session.selection_mask(fallback_engine.select), EditOptions(grow=grow,
                                                                                                  feather=feather))
@@ -310,7 +310,7 @@ def test_editing_an_earlier_version_starts_a_branch_and_keeps_the_later_ones(fal
 def test_history_moves_and_uploads_wait_for_a_running_edit(fallback_engine: Engine, tmp_path: Path) -> None:
     """Undo, a history pick or an upload while an edit waits or runs used to make its result land on
     another version (or in another photo's history)."""
-    from editor.ui_handlers import guard
+    from editor.ui.handlers import guard
 
     handlers = handlers_for(fallback_engine, tmp_path)
     session, _ = opened(handlers)
@@ -366,7 +366,7 @@ def test_closing_the_tab_stops_its_edit(sam_sd2_engine: Engine, tmp_path: Path) 
 
     import gradio as gr
 
-    from editor.errors import EditCancelled
+    from editor.core.errors import EditCancelled
 
     handlers = handlers_for(sam_sd2_engine, tmp_path)
     tab = gr.Request(session_hash="tab-1")
@@ -400,7 +400,7 @@ def test_every_change_of_the_photo_is_followed_by_its_embedding_and_download(fal
     """Only uploads used to start an embedding: the first click after an edit or an undo waited for
     one. Now each change of the working photo chains the download PNG (outside the model queue) and
     then the new photo's embedding (in it)."""
-    from editor.ui import build_ui
+    from editor.ui.page import build_ui
 
     demo = build_ui(fallback_engine, tiny_config(tmp_path))
     functions = demo.fns

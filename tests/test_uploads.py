@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from gradio.utils import get_upload_folder
 
-from editor.errors import EditorError, ImageError
-from editor.uploads import REFUSED, checked_upload
+from editor.core.errors import EditorError, ImageError
+from editor.ui.uploads import REFUSED, checked_upload
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"

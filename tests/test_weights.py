@@ -1,4 +1,4 @@
-"""Tests for editor.weights against a throwaway HTTP server on 127.0.0.1 (never the internet)."""
+"""Tests for editor.models.weights against a throwaway HTTP server on 127.0.0.1 (never the internet)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from editor import weights
-from editor.errors import EditorError, ModelUnavailableError
+from editor.models import weights
+from editor.core.errors import EditorError, ModelUnavailableError
 
 PAYLOAD = bytes((i * 31 + i // 251) % 256 for i in range(300_000))
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

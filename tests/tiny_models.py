@@ -38,7 +38,7 @@ from transformers import (
     CLIPTokenizer,
 )
 
-from editor.bench_models import TEXT_MAX_LENGTH, write_clip_tokenizer  # the same offline tokenizer as the benchmark
+from benchmarks.bench_models import TEXT_MAX_LENGTH, write_clip_tokenizer  # the same offline tokenizer as the benchmark
 
 SEED = 0
 

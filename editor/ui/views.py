@@ -12,7 +12,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from editor.prompts import Box, Point
+from editor.core.prompts import Box, Point
 
 DISPLAY_MAX_SIDE = 1280  # larger photos are shown scaled down; edits always use the original
 TINT = (30, 144, 255)  # the selection's colour

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from editor.errors import SelectionError
+from editor.core.errors import SelectionError
 
 
 def binary(mask: np.ndarray) -> np.ndarray:

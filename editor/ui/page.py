@@ -1,4 +1,4 @@
-"""The Gradio page: layout and wiring. Handlers live in `editor.ui_handlers`, API endpoints in `editor.ui_api`.
+"""The Gradio page: layout and wiring. Handlers live in `editor.ui.handlers`, API endpoints in `editor.ui.api`.
 
 Every model call (a click's mask, the embedding, an edit, an API call) shares one concurrency
 group with `config.server.concurrency` slots, so SAM and the diffusion model never fight over
@@ -12,13 +12,13 @@ from typing import Any
 
 import gradio as gr
 
-from editor.config import Config
-from editor.engine import DETECTOR_DOWNLOAD_HINT, Engine
-from editor.ui_api import Api
-from editor.session_store import SessionStore
-from editor.ui_handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, plain_markdown
+from editor.core.config import Config
+from editor.engine.ops import DETECTOR_DOWNLOAD_HINT, Engine
+from editor.ui.api import Api
+from editor.session.store import SessionStore
+from editor.ui.handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, plain_markdown
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLE_NAMES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
 CANVAS_HEIGHT = 470
 TAB_KEY = "photo-editor-session"

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from editor.errors import EditorError
+from editor.core.errors import EditorError
 
 INDEX = "index.json"
 FORMAT = 1  # bump when the index changes shape; older folders are then refused, not misread

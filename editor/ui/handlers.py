@@ -1,7 +1,7 @@
 """The page's event handlers: Gradio values in, session and engine calls, Gradio values out.
 
 Each handler works on the browser session's own `Session` (from `gr.State`) and returns a
-tuple matching one of the output lists wired in `editor.ui`: the status line always first.
+tuple matching one of the output lists wired in `editor.ui.page`: the status line always first.
 Errors a person can act on become that status line plus a warning, never a traceback, and
 leave the session as it was (see `guard`).
 """
@@ -20,15 +20,16 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from editor import masks, overlay
-from editor.config import Config
-from editor.engine import EditOptions, EditResult, Engine
-from editor.errors import EditCancelled, EditorError, ImageError, describe
-from editor.imageio import load_image, save_png
-from editor.overlay import Marker
-from editor.session import ClickMode, Session
-from editor.session_store import SessionStore
-from editor.uploads import checked_upload
+from editor.core import masks
+from editor.ui import views
+from editor.core.config import Config
+from editor.engine.ops import EditOptions, EditResult, Engine
+from editor.core.errors import EditCancelled, EditorError, ImageError, describe
+from editor.core.photo_io import load_image, save_png
+from editor.ui.views import Marker
+from editor.session.session import ClickMode, Session
+from editor.session.store import SessionStore
+from editor.ui.uploads import checked_upload
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +192,8 @@ class Handlers:
         if evt.index is None:
             return (gr.skip(), gr.skip())
         height, width = session.image.shape[:2]
-        scale = overlay.display_scale(width, height)
-        x, y = overlay.to_original(float(evt.index[0]), float(evt.index[1]), scale, width, height)
+        scale = views.display_scale(width, height)
+        x, y = views.to_original(float(evt.index[0]), float(evt.index[1]), scale, width, height)
         session.click(x, y, mode)
         return self._outputs_or_undo(session)
 
@@ -437,24 +438,24 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
     display copy: the same picture as `Session.preview_mask`, without full-resolution work."""
     image = session.image
     height, width = image.shape[:2]
-    scale = overlay.display_scale(width, height)
+    scale = views.display_scale(width, height)
     selection = session.selection
     markers, boxes, names = [], [], []
     for part in selection.parts:
         for (x, y), label in zip(part.prompts.points, part.prompts.labels):
             kind = "remove" if not label else ("cut" if part.subtract else "add")
-            markers.append(Marker(*overlay.to_display((x, y), scale), kind))
+            markers.append(Marker(*views.to_display((x, y), scale), kind))
         if part.prompts.box is not None:
-            x1, y1 = overlay.to_display(part.prompts.box[:2], scale)
-            x2, y2 = overlay.to_display(part.prompts.box[2:], scale)
+            x1, y1 = views.to_display(part.prompts.box[:2], scale)
+            x2, y2 = views.to_display(part.prompts.box[2:], scale)
             boxes.append((x1, y1, x2, y2))
             names.append(part.label)
-    pending = None if selection.pending_corner is None else overlay.to_display(selection.pending_corner, scale)
+    pending = None if selection.pending_corner is None else views.to_display(selection.pending_corner, scale)
     shown_mask = None
     if mask is not None:
-        small = masks.binary(overlay.downscale(mask, scale))
+        small = masks.binary(views.downscale(mask, scale))
         shown_mask = masks.refine(small, round(session.grow_px * scale), round(session.feather_px * scale))
-    return overlay.draw(overlay.downscale(image, scale), shown_mask, markers, boxes, pending, names)
+    return views.draw(views.downscale(image, scale), shown_mask, markers, boxes, pending, names)
 
 
 def history_thumbnails(session: Session) -> Gallery:
@@ -489,11 +490,11 @@ def compare_view(session: Session) -> tuple[Image, Image] | None:
     previous = session.previous
     if previous is None:
         return None
-    scale = overlay.display_scale(*session.image.shape[1::-1], max_side=COMPARE_SIDE)
+    scale = views.display_scale(*session.image.shape[1::-1], max_side=COMPARE_SIDE)
     before = session.image_of(previous.number)
     if before.shape != session.image.shape:
         return None
-    return overlay.downscale(before, scale), overlay.downscale(session.image, scale)
+    return views.downscale(before, scale), views.downscale(session.image, scale)
 
 
 def _editor_value(background: np.ndarray) -> dict[str, Any]:

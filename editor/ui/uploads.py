@@ -16,7 +16,7 @@ from typing import Any
 
 from gradio.utils import get_upload_folder
 
-from editor.errors import ImageError
+from editor.core.errors import ImageError
 
 REFUSED = "only files uploaded with the request can be opened (gradio_client: handle_file(path))"
 

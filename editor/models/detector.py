@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from editor.errors import SelectionError
-from editor.loading import LoadOnce
-from editor.prompts import Box, Detection
+from editor.core.errors import SelectionError
+from editor.models.loading import LoadOnce
+from editor.core.prompts import Box, Detection
 
 # Model types that read one sentence of dot-separated phrases ("dog. person."); the others
 # (OWL-ViT, OWLv2) take a list of queries.

@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from editor.errors import EditorError
+from editor.core.errors import EditorError
 
 Box = tuple[int, int, int, int]
 THUMB_SIDE = 160  # the longest side of a version's thumbnail

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from editor.errors import EditorError, ModelUnavailableError
+from editor.core.errors import EditorError, ModelUnavailableError
 
 DOWNLOAD_INPAINT_COMMAND = "python -m editor download inpaint"
 DOWNLOAD_DETECTOR_COMMAND = "python -m editor download detector"

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from editor import weights
-from editor.config import Config
-from editor.engine import DETECTOR_DOWNLOAD_HINT, DOWNLOAD_HINT, Backends, Engine
-from editor.errors import ConfigError, EditorError
+from editor.models import weights
+from editor.core.config import Config
+from editor.engine.ops import DETECTOR_DOWNLOAD_HINT, DOWNLOAD_HINT, Backends, Engine
+from editor.core.errors import ConfigError, EditorError
 
 if TYPE_CHECKING:
-    from editor.inpainter import PipelineOptions
+    from editor.models.diffusers_inpaint import PipelineOptions
 
 SAM_PREFERENCE = {"cuda": ("vit_h", "vit_l", "vit_b"), "cpu": ("vit_b", "vit_l", "vit_h")}
 SAM_DOWNLOAD_HINT = "python -m editor download sam"
@@ -171,7 +171,7 @@ def check_concurrency(config: Config, plan: Plan) -> None:
     devices around each call: that leaves one call at a time. SAM and the detector take one
     call at a time under a lock, whatever the setting: the others wait, nothing breaks.
     """
-    from editor.inpainter import sharing_is_safe
+    from editor.models.diffusers_inpaint import sharing_is_safe
 
     wanted = config.server.concurrency
     has_inpainter = plan.inpaint.path is not None or plan.inpaint.download
@@ -182,7 +182,7 @@ def check_concurrency(config: Config, plan: Plan) -> None:
 
 
 def _pipeline_options(config: Config, device: str) -> PipelineOptions:
-    from editor.inpainter import PipelineOptions
+    from editor.models.diffusers_inpaint import PipelineOptions
 
     return PipelineOptions(device, config.inpaint.cpu_offload, config.inpaint.vae_tiling,
                            int(config.inpaint.memory_budget_gb * 2**30), config.inpaint.compile)
@@ -191,9 +191,9 @@ def _pipeline_options(config: Config, device: str) -> PipelineOptions:
 def build_engine(config: Config, show_progress: bool = True) -> Engine:
     """The planned backends, ready to load: SAM, the inpainting pipeline and the detector load
     on first use (or at `Engine.warm_up`), so that building the engine takes no time."""
-    from editor.detector import Thresholds, TransformersDetector
-    from editor.inpainter import DiffusersInpainter, ModelSource, PipelineCache
-    from editor.segmenter import GrabCutSegmenter, SamSegmenter
+    from editor.models.detector import Thresholds, TransformersDetector
+    from editor.models.diffusers_inpaint import DiffusersInpainter, ModelSource, PipelineCache
+    from editor.models.sam import GrabCutSegmenter, SamSegmenter
 
     plan = _fetch_missing(plan_backends(config), config, show_progress)
     backends = describe(plan, config)
@@ -218,7 +218,7 @@ def build_engine(config: Config, show_progress: bool = True) -> Engine:
 
 
 def _load_sam(path: Path, model_type: str, device: str):  # type: ignore[no-untyped-def]
-    from editor.sam_loader import load_sam
+    from editor.models.sam_loader import load_sam
 
     return load_sam(path, model_type, device)[0]
 
@@ -254,7 +254,7 @@ def _sam_type(sam: SamPlan) -> str:
     for known in weights.SAM_CHECKPOINTS.values():
         if sam.path is not None and sam.path.name == known.filename:
             return f"{known.model_type} "
-    from editor.sam_loader import infer_architecture, read_checkpoint
+    from editor.models.sam_loader import infer_architecture, read_checkpoint
 
     try:
         return f"{infer_architecture(read_checkpoint(sam.path)).model_type} "  # type: ignore[arg-type]

@@ -14,10 +14,10 @@ import time
 import uuid
 from pathlib import Path
 
-from editor.errors import EditorError
-from editor.pixel_cache import PixelCache
-from editor.session import Session
-from editor.session_files import SessionFolder
+from editor.core.errors import EditorError
+from editor.session.pixel_cache import PixelCache
+from editor.session.session import Session
+from editor.session.files import SessionFolder
 
 _ID = re.compile(r"[0-9a-f]{32}")
 EXPIRY_EVERY_S = 60.0  # `create` also expires old sessions, at most this often

@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from editor import classical, masks
-from editor.errors import ModelLoadError
-from editor.loading import LoadOnce
-from editor.prompts import Prompts
+from editor.models import opencv
+from editor.core import masks
+from editor.core.errors import ModelLoadError
+from editor.models.loading import LoadOnce
+from editor.core.prompts import Prompts
 
 DEFAULT_CACHE_BYTES = 64 * 2**20  # one SAM embedding is 4 MB (256x64x64 floats), a click's result 256 KB
 KEYS_REMEMBERED = 8  # read-only photos whose content hash is remembered
@@ -192,7 +193,7 @@ class SamSegmenter:
         this image (the clicks before the last one) are taken from a cache.
         """
         if self._sam() is None:
-            return classical.grabcut(image, prompts)  # the failure is in the status, once
+            return opencv.grabcut(image, prompts)  # the failure is in the status, once
         key, embedding = self._embedding(image)
         steps = _steps(prompts)
         with self._lock, torch.inference_mode():
@@ -305,4 +306,4 @@ class GrabCutSegmenter:
         pass  # GrabCut has no per-image precomputation
 
     def segment(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
-        return classical.grabcut(image, prompts)
+        return opencv.grabcut(image, prompts)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from editor import masks
+from editor.core import masks
 
 MIN_MODEL_SIDE = 64  # the short side given to the model, for extreme aspect ratios
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from editor.errors import SelectionError
+from editor.core.errors import SelectionError
 
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]

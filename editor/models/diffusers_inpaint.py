@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from editor.errors import EditCancelled, EditorError, ModelLoadError
-from editor.loading import load_failure, reason_with_cause, release_memory
+from editor.core.errors import EditCancelled, EditorError, ModelLoadError
+from editor.models.loading import load_failure, reason_with_cause, release_memory
 
 COMPILE_BUCKET = 64  # with a compiled UNet, work sizes are padded to multiples of this
 Progress = Callable[[int, int], None]  # (steps done, steps in all)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from editor.errors import ConfigError
+from editor.core.errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda"]
 SamModelType = Literal["auto", "vit_b", "vit_l", "vit_h"]

@@ -15,14 +15,16 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from editor import classical, composite, masks
-from editor.config import CompositeConfig, EraseConfig, InpaintConfig, LimitsConfig
-from editor.detector import Detector, parse_query
-from editor.errors import EditorError, ModelLoadError, ModelUnavailableError, SelectionError
-from editor.inpainter import Inpainter, InpaintRequest, Progress
-from editor.prompts import Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, refine_detected
-from editor.segmenter import Segmenter
-from editor.weights import DOWNLOAD_DETECTOR_COMMAND, DOWNLOAD_INPAINT_COMMAND
+from editor.models import opencv
+from editor.core import composite
+from editor.core import masks
+from editor.core.config import CompositeConfig, EraseConfig, InpaintConfig, LimitsConfig
+from editor.models.detector import Detector, parse_query
+from editor.core.errors import EditorError, ModelLoadError, ModelUnavailableError, SelectionError
+from editor.models.diffusers_inpaint import Inpainter, InpaintRequest, Progress
+from editor.core.prompts import Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, refine_detected
+from editor.models.sam import Segmenter
+from editor.models.weights import DOWNLOAD_DETECTOR_COMMAND, DOWNLOAD_INPAINT_COMMAND
 
 FALLBACK_NATIVE_SIZE = 512  # the OpenCV fallback's working size for its crop
 DOWNLOAD_HINT = DOWNLOAD_INPAINT_COMMAND  # one spelling of each command, in weights
@@ -277,7 +279,7 @@ class Engine:
         plan = composite.plan_crop(band, self.inpainter.native_size, self.composite.context, self.composite.min_context_px)
         crop, crop_band = plan.crop(image), plan.crop(band)
         if prefill:
-            crop = classical.inpaint(crop, crop_band)
+            crop = opencv.inpaint(crop, crop_band)
         work_image = composite.resize_image(crop, plan.work_width, plan.work_height)
         work_mask = composite.resize_mask(crop_band, plan.work_width, plan.work_height)
         outputs = _translate_oom(lambda: self.inpainter.inpaint(work_image, work_mask, request, progress, cancel))
@@ -298,7 +300,7 @@ class Engine:
                          request: InpaintRequest) -> EditResult:
         band = masks.binary(alpha > 0)
         plan = composite.plan_crop(band, FALLBACK_NATIVE_SIZE, self.composite.context, self.composite.min_context_px)
-        patch = classical.inpaint(plan.crop(image), plan.crop(band))
+        patch = opencv.inpaint(plan.crop(image), plan.crop(band))
         result = composite.paste_back(image, patch, plan, alpha)
         metadata = self._metadata("erase", replace(request, steps=0, prompt="", negative_prompt=""), "opencv-telea")
         return EditResult([result], mask, request.seed, metadata)

@@ -1,7 +1,7 @@
 """`python -m editor bench`: the engine's speed and memory on the real model architectures.
 
 Speed and memory do not depend on the weights' values, so the released architectures are
-built with random weights (`editor.bench_models`) when the real weights are not here, saved
+built with random weights (`benchmarks.bench_models`) when the real weights are not here, saved
 and loaded through the product's own loading code. Each figure stands beside the naive
 approach measured in the same run, so that the ratio means something on a noisy machine.
 Timings are medians of several runs after a warm-up, with CUDA synchronised around them.
@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from editor import composite, masks
-from editor.config import load_config
-from editor.engine import EditOptions, Engine
-from editor.prompts import Prompts
+from editor.core import composite
+from editor.core import masks
+from editor.core.config import load_config
+from editor.engine.ops import EditOptions, Engine
+from editor.core.prompts import Prompts
 
 SECTIONS = ("sam", "inpaint", "crop", "app", "session")
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +100,7 @@ Builders = dict[str, Callable[..., Any]]
 
 def run(settings: BenchSettings, json_path: Path | None = None, builders: Builders | None = None) -> Report:
     """Measure the sections in `settings.only`; `builders` replaces the model builders (tests)."""
-    from editor import bench_models
+    from benchmarks import bench_models
 
     builders = builders or {"sam": bench_models.build_sam, "inpaint": bench_models.save_inpaint_pipeline}
     report = Report(machine_name(settings.device))
@@ -139,7 +140,7 @@ class _Models:
 
     def sam_checkpoint(self) -> Path:
         if self._sam_path is None:
-            from editor import weights
+            from editor.models import weights
 
             real = weights.sam_checkpoint_path(self.settings.sam_model, Path(self.settings.models_dir))
             if real.is_file():
@@ -151,7 +152,7 @@ class _Models:
 
     def inpaint_folder(self) -> Path | str:
         if self._inpaint_path is None:
-            from editor import weights
+            from editor.models import weights
 
             name = self.settings.inpaint_model
             preset = weights.INPAINT_PRESETS.get(name)
@@ -164,7 +165,7 @@ class _Models:
 
     def engine(self, *overrides: str, sam: bool = False, inpaint: bool = False) -> Engine:
         """An engine on the bench's device; one per distinct set of settings, loaded lazily."""
-        from editor.backends import build_engine
+        from editor.build import build_engine
 
         settings = [f"device={self.settings.device}", f"models_dir={self.scratch / 'none'}", "auto_download=false",
                     f"inpaint.steps={self.settings.steps}", "inpaint.strength=1.0", *overrides]
@@ -338,7 +339,7 @@ def _bench_crop(settings: BenchSettings, models: _Models, report: Report) -> Non
 def whole_photo_fill(engine: Engine, photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """What many notebooks do: the whole photo resized to the model's size, and its output
     resized back as the result (every pixel passes through the model and two resizes)."""
-    from editor.inpainter import InpaintRequest
+    from editor.models.diffusers_inpaint import InpaintRequest
 
     height, width = photo.shape[:2]
     work_w, work_h = composite.model_size(width, height, engine.inpainter.native_size)  # type: ignore[union-attr]
@@ -403,10 +404,10 @@ def _first_mask_seconds(settings: BenchSettings, models: _Models) -> float:
 
     import shutil
 
-    from editor.imageio import save_png
-    from editor.session_store import SessionStore
-    from editor.ui_handlers import Handlers
-    from editor.uploads import upload_folder
+    from editor.core.photo_io import save_png
+    from editor.session.store import SessionStore
+    from editor.ui.handlers import Handlers
+    from editor.ui.uploads import upload_folder
 
     engine = models.engine(sam=True)
     engine.segmenter.load()  # loaded in the background at start-up, before any upload
@@ -443,8 +444,8 @@ def _bench_session(settings: BenchSettings, models: _Models, report: Report) -> 
     session store (deltas on disk, one budget) beside today's design (a full read-only copy per
     version), measured in the same run; the time of an edit's commit, and of reading an old
     version back from disk, with every version of the first session checked bit for bit."""
-    from editor.config import ServerConfig
-    from editor.session_store import SessionStore
+    from editor.core.config import ServerConfig
+    from editor.session.store import SessionStore
 
     photo = synthetic_photo(*SESSION_PHOTO)
     count, edits = settings.sessions, settings.session_edits
@@ -484,9 +485,9 @@ def _bench_ui_overhead(photo: np.ndarray, models: _Models, report: Report, store
     """An edit's wall time in the page's handler minus the engine's (model) time, on a 24 MP photo
     with 30 versions in the history; beside the work today's design did in the queue per edit
     (every thumbnail from a full copy, the download PNG at zlib level 6, a full copy), same run."""
-    from editor import overlay
-    from editor.imageio import encode_png
-    from editor.ui_handlers import Handlers, canvas_view, compare_view
+    from editor.ui import views
+    from editor.core.photo_io import encode_png
+    from editor.ui.handlers import Handlers, canvas_view, compare_view
 
     engine = models.engine()  # no weights: the classical erase stands for the model
     handlers = Handlers(engine, load_config(None, ["device=cpu"]), [], store)
@@ -526,7 +527,7 @@ def _bench_ui_overhead(photo: np.ndarray, models: _Models, report: Report, store
         started = time.perf_counter()
         np.array(full[-1], copy=True)
         for image in full:
-            overlay.downscale(image, overlay.display_scale(image.shape[1], image.shape[0], 160))
+            views.downscale(image, views.display_scale(image.shape[1], image.shape[0], 160))
         encode_png(full[-1])
         canvas_view(session, session.selection_mask(engine.select))
         compare_view(session)

@@ -18,11 +18,12 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from editor import history, masks
-from editor.errors import EditorError, SelectionError
-from editor.history import Box, History, Version
-from editor.pixel_cache import PixelCache
-from editor.prompts import (
+from editor.session import history
+from editor.core import masks
+from editor.core.errors import EditorError, SelectionError
+from editor.session.history import Box, History, Version
+from editor.session.pixel_cache import PixelCache
+from editor.core.prompts import (
     Detection,
     Point,
     Prompts,
@@ -32,7 +33,7 @@ from editor.prompts import (
     part_to_json,
     route_point,
 )
-from editor.session_files import DamagedSession, SessionFolder
+from editor.session.files import DamagedSession, SessionFolder
 
 ClickMode = Literal["add", "remove", "box", "drop"]  # drop: take a detected object out of the selection
 Segment = Callable[[np.ndarray, Prompts], np.ndarray]  # engine.select: (image, prompts) -> mask

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from editor.errors import EditorError, ModelLoadError
+from editor.core.errors import EditorError, ModelLoadError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

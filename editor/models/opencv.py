@@ -4,8 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from editor import masks
-from editor.prompts import Prompts
+from editor.core import masks
+from editor.core.prompts import Prompts
 
 GRABCUT_SIDE = 640  # GrabCut runs on a copy this size at most; its mask is scaled back
 GRABCUT_ITERATIONS = 5

@@ -4,9 +4,9 @@ The page's click handlers need browser event data and a session; these take ever
 arguments (an image file, points as JSON, a mask file, options as JSON) and return PNGs.
 
 Safe to serve on a network: the endpoints take their arguments raw (`preprocess=False`), so
-that a file is read only when it was uploaded with the request (`editor.uploads`), every
+that a file is read only when it was uploaded with the request (`editor.ui.uploads`), every
 argument is checked against the limits before any work, and every failure reaches the client
-as one line (`editor.errors.describe`). The work runs in a thread that stops within a step
+as one line (`editor.core.errors.describe`). The work runs in a thread that stops within a step
 when the client cancels its job or goes away, and the model's queue slot is held until it has.
 """
 from __future__ import annotations
@@ -24,13 +24,13 @@ import gradio as gr
 import numpy as np
 from gradio.context import LocalContext
 
-from editor.config import Config, LimitsConfig
-from editor.engine import EditOptions, EditResult, Engine
-from editor.errors import EditorError, ImageError, SelectionError, describe
-from editor.imageio import load_image, load_mask
-from editor.inpainter import Progress
-from editor.prompts import Prompts, check_prompt_count
-from editor.uploads import checked_upload
+from editor.core.config import Config, LimitsConfig
+from editor.engine.ops import EditOptions, EditResult, Engine
+from editor.core.errors import EditorError, ImageError, SelectionError, describe
+from editor.core.photo_io import load_image, load_mask
+from editor.models.diffusers_inpaint import Progress
+from editor.core.prompts import Prompts, check_prompt_count
+from editor.ui.uploads import checked_upload
 
 OPTION_KEYS = {"negative_prompt": str, "steps": int, "guidance": float, "strength": float, "seed": int,
                "num_images": int}

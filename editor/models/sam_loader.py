@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from editor.errors import EditorError
-from editor.loading import reason
+from editor.core.errors import EditorError
+from editor.models.loading import reason
 
 DECODER_HEADS = 8
 KNOWN_TYPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}

@@ -339,7 +339,7 @@ def _bench_crop(settings: BenchSettings, models: _Models, report: Report) -> Non
 def whole_photo_fill(engine: Engine, photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """What many notebooks do: the whole photo resized to the model's size, and its output
     resized back as the result (every pixel passes through the model and two resizes)."""
-    from editor.models.diffusers_inpaint import InpaintRequest
+    from editor.models.base import InpaintRequest
 
     height, width = photo.shape[:2]
     work_w, work_h = composite.model_size(width, height, engine.inpainter.native_size)  # type: ignore[union-attr]

@@ -14,7 +14,8 @@ from editor.build import DetectorPlan, InpaintPlan, Plan, SamPlan, build_engine,
 from editor.core.config import load_config
 from editor.engine.ops import EditOptions, Engine
 from editor.core.errors import ConfigError
-from editor.models.diffusers_inpaint import DiffusersInpainter, InpaintRequest, ModelSource, PipelineCache, PipelineOptions
+from editor.models.base import InpaintRequest
+from editor.models.diffusers_inpaint import DiffusersInpainter, ModelSource, PipelineCache, PipelineOptions
 from editor.core.prompts import Prompts
 from tests.conftest import tiny_config
 

@@ -16,7 +16,8 @@ from transformers.models.owlv2.modeling_owlv2 import Owlv2ObjectDetectionOutput
 from editor.core import masks
 from editor.models import weights
 from editor.build import build_engine, describe, plan_backends
-from editor.models.detector import Thresholds, TransformersDetector, clip_box, parse_query, post_process
+from editor.core.prompts import parse_query
+from editor.models.detector import Thresholds, TransformersDetector, clip_box, post_process
 from editor.engine.ops import DETECTOR_DOWNLOAD_HINT, Engine
 from editor.core.errors import ConfigError, EditorError, ModelUnavailableError, SelectionError
 from editor.core.prompts import Detection, Prompts, SelectionPart, detected_parts, refine_detected, route_point

@@ -15,9 +15,9 @@ from editor.core import masks
 from editor.build import build_engine
 from editor.engine.ops import EditOptions, Engine
 from editor.core.errors import EditCancelled, EditorError
+from editor.models.base import InpaintRequest, OutOfMemory
 from editor.models.diffusers_inpaint import (
     DiffusersInpainter,
-    InpaintRequest,
     ModelSource,
     PipelineCache,
     PipelineOptions,
@@ -246,3 +246,18 @@ def test_compiled_unet_sizes_are_padded_to_buckets_with_the_padding_kept() -> No
     assert np.array_equal(padded[:200, :328], image) and np.array_equal(padded_mask[:200, :328], mask)
     assert not padded_mask[200:].any() and not padded_mask[:, 328:].any(), "the padding is never repainted"
     assert _pad_to_bucket(padded, padded_mask, COMPILE_BUCKET)[0] is padded
+
+
+def test_out_of_memory_while_generating_is_one_line_of_advice(sd2: DiffusersInpainter,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device running out of memory mid-edit tells the person what to change; the model stays usable."""
+    unet = sd2.pipelines.get(sd2.source).unet
+
+    def full_device(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(unet), "forward", full_device)
+        with pytest.raises(OutOfMemory, match="^out of GPU memory: make fewer variations"):
+            sd2.inpaint(*work_pair(), request())
+    assert sd2.inpaint(*work_pair(), request())[0].shape == (64, 96, 3)

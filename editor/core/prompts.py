@@ -1,6 +1,7 @@
 """Selection prompts: what a person clicked or a detector found, in original-image pixel coordinates."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -165,3 +166,17 @@ def part_from_json(data: dict[str, Any]) -> SelectionPart:
     if not isinstance(data["subtract"], bool) or not isinstance(data["label"], str):
         raise ValueError("a part's subtract flag or label is malformed")
     return SelectionPart(Prompts(points, labels, box), data["subtract"], data["label"])
+
+
+MAX_QUERY_CHARS = 200  # characters of a select-by-name query
+
+
+def parse_query(text: str) -> list[str]:
+    """'The dog, a Person.' -> ['the dog', 'a person']: phrases split at commas, periods and semicolons."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise SelectionError(f"the query is too long: at most {MAX_QUERY_CHARS} characters")
+    phrases = [" ".join(part.split()).lower() for part in re.split(r"[,.;\n]", text)]
+    queries = list(dict.fromkeys(p for p in phrases if p))  # drop repeats, keep the order
+    if not queries:
+        raise SelectionError("type what to select, e.g. 'dog' or 'person, bicycle'")
+    return queries

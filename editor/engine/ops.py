@@ -10,25 +10,20 @@ import secrets
 import threading
 from dataclasses import dataclass, field, replace
 
-from collections.abc import Callable
-
 import numpy as np
-import torch
 
-from editor.models import opencv
-from editor.core import composite
-from editor.core import masks
+from editor.core import composite, masks
 from editor.core.config import CompositeConfig, EraseConfig, InpaintConfig, LimitsConfig
-from editor.models.detector import Detector, parse_query
 from editor.core.errors import EditorError, ModelLoadError, ModelUnavailableError, SelectionError
-from editor.models.diffusers_inpaint import Inpainter, InpaintRequest, Progress
-from editor.core.prompts import Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, refine_detected
-from editor.models.sam import Segmenter
-from editor.models.weights import DOWNLOAD_DETECTOR_COMMAND, DOWNLOAD_INPAINT_COMMAND
+from editor.core.prompts import (
+    Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, parse_query, refine_detected,
+)
+from editor.models import opencv
+from editor.models.base import Detector, Inpainter, InpaintRequest, Progress, Segmenter, fetch_command
 
 FALLBACK_NATIVE_SIZE = 512  # the OpenCV fallback's working size for its crop
-DOWNLOAD_HINT = DOWNLOAD_INPAINT_COMMAND  # one spelling of each command, in weights
-DETECTOR_DOWNLOAD_HINT = DOWNLOAD_DETECTOR_COMMAND
+DOWNLOAD_HINT = fetch_command("inpaint")
+DETECTOR_DOWNLOAD_HINT = fetch_command("detector")
 
 
 @dataclass(frozen=True)
@@ -282,7 +277,7 @@ class Engine:
             crop = opencv.inpaint(crop, crop_band)
         work_image = composite.resize_image(crop, plan.work_width, plan.work_height)
         work_mask = composite.resize_mask(crop_band, plan.work_width, plan.work_height)
-        outputs = _translate_oom(lambda: self.inpainter.inpaint(work_image, work_mask, request, progress, cancel))
+        outputs = self.inpainter.inpaint(work_image, work_mask, request, progress, cancel)
         # A new background has its own colours: matching it to the subject's edge would be wrong.
         match = self.composite.match_color and match_color
         images = [self._paste(image, out, plan, crop_band, alpha, match) for out in outputs]
@@ -343,14 +338,3 @@ def _check_text(what: str, text: str, limits: LimitsConfig) -> None:
     if len(text) > limits.prompt_chars:
         raise EditorError(f"{what} is {len(text)} characters long; at most {limits.prompt_chars} "
                           "(limits.prompt_chars)")
-
-
-def _translate_oom(run: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
-    """An out-of-memory error becomes advice, and the session goes on."""
-    try:
-        return run()
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        raise EditorError(
-            "out of GPU memory: make fewer variations, a smaller selection, or set inpaint.cpu_offload=true"
-        ) from None

@@ -11,41 +11,17 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from editor.core.errors import SelectionError
 from editor.models.loading import LoadOnce
 from editor.core.prompts import Box, Detection
 
 # Model types that read one sentence of dot-separated phrases ("dog. person."); the others
 # (OWL-ViT, OWLv2) take a list of queries.
 SENTENCE_MODELS = frozenset({"grounding-dino", "mm-grounding-dino"})
-MAX_QUERY_CHARS = 200
-
-
-class Detector(Protocol):
-    description: str
-    load_error: str | None  # why the model failed to load (one line), or None
-
-    def load(self) -> object:
-        """Load the model now rather than at the first query; ModelLoadError if it cannot be."""
-
-    def detect(self, image: np.ndarray, queries: list[str]) -> list[Detection]:
-        """Boxes of `queries` (lower-case phrases) in an `HxWx3 uint8` photo, best first."""
-
-
-def parse_query(text: str) -> list[str]:
-    """'The dog, a Person.' -> ['the dog', 'a person']: phrases split at commas, periods and semicolons."""
-    if len(text) > MAX_QUERY_CHARS:
-        raise SelectionError(f"the query is too long: at most {MAX_QUERY_CHARS} characters")
-    phrases = [" ".join(part.split()).lower() for part in re.split(r"[,.;\n]", text)]
-    queries = list(dict.fromkeys(p for p in phrases if p))  # drop repeats, keep the order
-    if not queries:
-        raise SelectionError("type what to select, e.g. 'dog' or 'person, bicycle'")
-    return queries
 
 
 @dataclass(frozen=True)

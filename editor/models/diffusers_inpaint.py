@@ -18,53 +18,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from editor.core.errors import EditCancelled, EditorError, ModelLoadError
-from editor.models.loading import load_failure, reason_with_cause, release_memory
+from editor.models.base import InpaintRequest, OutOfMemory, Progress
+from editor.models.loading import load_failure, out_of_memory_as, reason_with_cause, release_memory
 
+OOM_ADVICE = "make fewer variations, a smaller selection, or set inpaint.cpu_offload=true"
 COMPILE_BUCKET = 64  # with a compiled UNet, work sizes are padded to multiples of this
-Progress = Callable[[int, int], None]  # (steps done, steps in all)
-
-
-@dataclass(frozen=True)
-class InpaintRequest:
-    prompt: str
-    negative_prompt: str
-    steps: int
-    guidance: float
-    strength: float
-    seed: int
-    num_images: int = 1
-
-
-class Inpainter(Protocol):
-    description: str
-    model_name: str
-    native_size: int
-    load_error: str | None  # why the model failed to load (one line), or None
-
-    def load(self) -> None:
-        """Load the model now rather than at the first edit; ModelLoadError if it cannot be."""
-
-    def inpaint(
-        self,
-        image: np.ndarray,
-        mask: np.ndarray,
-        request: InpaintRequest,
-        progress: Progress | None = None,
-        cancel: threading.Event | None = None,
-    ) -> list[np.ndarray]:
-        """Repaint the masked part of `image` (`HxWx3 uint8`, sides multiples of 8) as asked.
-
-        Returns `request.num_images` images of the same size.
-        """
-
-
 @dataclass(frozen=True)
 class ModelSource:
     """A diffusers inpainting model on this machine."""
@@ -322,7 +287,7 @@ class DiffusersInpainter:
                 progress(step + 1, pipeline.num_timesteps)
             return tensors
 
-        with self.pipelines.checkout(self.source) as pipe, torch.inference_mode():
+        with out_of_memory_as(OOM_ADVICE), self.pipelines.checkout(self.source) as pipe, torch.inference_mode():
             result = pipe(
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt or None,

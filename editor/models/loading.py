@@ -10,10 +10,12 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from editor.core.errors import EditorError, ModelLoadError
+from editor.models.base import OutOfMemory
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -66,6 +68,18 @@ def load_failure(what: str, exc: BaseException) -> str:
     message = one_line(exc) if isinstance(exc, EditorError) else f"{what} failed to load: {one_line(exc)}"
     log.error("%s", message)
     return message
+
+
+@contextmanager
+def out_of_memory_as(advice: str) -> Iterator[None]:
+    """A device out-of-memory error inside becomes `OutOfMemory` with the person's advice; memory is released."""
+    import torch
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise OutOfMemory(f"out of GPU memory: {advice}") from None
 
 
 def release_memory() -> None:

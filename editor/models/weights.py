@@ -21,9 +21,10 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from editor.core.errors import EditorError, ModelUnavailableError
+from editor.models.base import fetch_command
 
-DOWNLOAD_INPAINT_COMMAND = "python -m editor download inpaint"
-DOWNLOAD_DETECTOR_COMMAND = "python -m editor download detector"
+DOWNLOAD_INPAINT_COMMAND = fetch_command("inpaint")
+DOWNLOAD_DETECTOR_COMMAND = fetch_command("detector")
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
 _HASH_CHUNK = 1 << 20
 # "owner/name" as accepted by the Hub; anything else is not worth a network round-trip.

@@ -28,7 +28,7 @@ from editor.core.config import Config, LimitsConfig
 from editor.engine.ops import EditOptions, EditResult, Engine
 from editor.core.errors import EditorError, ImageError, SelectionError, describe
 from editor.core.photo_io import load_image, load_mask
-from editor.models.diffusers_inpaint import Progress
+from editor.models.base import Progress
 from editor.core.prompts import Prompts, check_prompt_count
 from editor.ui.uploads import checked_upload
 

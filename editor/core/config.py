@@ -30,6 +30,22 @@ class SamConfig:
 
 
 @dataclass(frozen=True)
+class SegmenterConfig:
+    # auto | a registry name (`python -m editor models`) | PATH (a SAM .pth, a SAM 2.1 or EdgeTAM folder) | HUB_ID
+    model: str = "auto"
+    embedding_cache_mb: float = 64  # image embeddings and click results kept, all photos together
+
+
+@dataclass(frozen=True)
+class EraserConfig:
+    # auto (lama when here, else generative, else opencv) | lama | generative | opencv | PATH (a LaMa .pt/.safetensors)
+    model: str = "auto"
+    margin_px: int = 128  # context around each selected region that the eraser sees
+    max_side: int = 1024  # a larger crop is resized down to this for the eraser, and its result back up
+    grow_px: int = 9  # the selection is dilated this much first (a tight mask leaves ghosts of the object)
+
+
+@dataclass(frozen=True)
 class InpaintConfig:
     model: str = "auto"  # auto | sdxl | sd2 | HUB_ID | LOCAL_DIR
     cpu_offload: bool = True  # CUDA only: keep idle sub-models in RAM
@@ -138,6 +154,8 @@ class Config:
     auto_download: bool = False  # fetch missing weights on first use
     max_image_pixels: int = 50_000_000  # refuse larger images before decoding them
     sam: SamConfig = field(default_factory=SamConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    eraser: EraserConfig = field(default_factory=EraserConfig)
     inpaint: InpaintConfig = field(default_factory=InpaintConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
@@ -147,13 +165,14 @@ class Config:
 
 
 _POSITIVE = {
-    "sam.embedding_cache_mb", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
+    "sam.embedding_cache_mb", "segmenter.embedding_cache_mb", "eraser.max_side", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
     "max_image_pixels", "detector.max_detections", "server.port", "server.concurrency", "server.max_upload_mb",
     "server.session_memory_mb", "server.session_ttl_minutes",
     "limits.points", "limits.steps", "limits.variations", "limits.prompt_chars", "limits.json_chars",
     "limits.json_depth",
 }
 _NON_NEGATIVE = {
+    "eraser.margin_px", "eraser.grow_px",
     "inpaint.guidance", "composite.context", "composite.min_context_px",
     "composite.grow", "composite.feather",
 }

@@ -323,7 +323,7 @@ def _eraser_line(plan: Plan) -> str:
 def _detector_line(plan: Plan, config: Config) -> str:
     choice = plan.detector
     if not choice.runs:
-        return f"none ({choice.why}: run `{fetch_command('detector')}`)"
+        return f"none ({choice.why}; run `{fetch_command('detector')}`)"
     precision = "fp16 on cuda" if plan.device == "cuda" else "fp32 on cpu"
     later = " (downloads at first use)" if choice.fetch else ""
     return (f"{choice.name} {precision}, box threshold {config.detector.box_threshold:g}, "

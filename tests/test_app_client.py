@@ -301,7 +301,7 @@ def test_eight_users_filling_at_once_each_get_their_own_result(model: str, concu
     from editor.engine.ops import EditOptions
 
     model_dir = tiny_sd2_dir if model == "sd2" else tiny_sdxl_dir
-    config = tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}", f"inpaint.model={model_dir}",
+    config = tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}", f"inpaint.model={model_dir}",
                          f"server.concurrency={concurrency}", f"server.sessions_dir={tmp_path / 'sessions'}")
     engine = build_engine(config, show_progress=False)
     rng = np.random.default_rng(5)

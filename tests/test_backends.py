@@ -56,7 +56,7 @@ def test_no_weights_means_grabcut_and_opencv(empty_models_dir: Path, no_download
 
 
 def test_tiny_sam_by_path(empty_models_dir: Path, tiny_sam_path: Path) -> None:
-    config = tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}")
+    config = tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}")
     plan = plan_backends(config)
     assert plan.sam.path == tiny_sam_path
     info = describe(plan, config)
@@ -66,8 +66,8 @@ def test_tiny_sam_by_path(empty_models_dir: Path, tiny_sam_path: Path) -> None:
     engine = build_engine(config, show_progress=False)
     assert isinstance(engine.segmenter, SamSegmenter)
     assert engine.segmenter.description == info.segmenter
-    assert engine.segmenter.cache_budget == 64 * 2**20  # sam.embedding_cache_mb's default
-    small = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}", "sam.embedding_cache_mb=1.5"),
+    assert engine.segmenter.cache_budget == 64 * 2**20  # segmenter.embedding_cache_mb default
+    small = build_engine(tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}", "segmenter.embedding_cache_mb=1.5"),
                          show_progress=False)
     assert small.segmenter.cache_budget == int(1.5 * 2**20)
 
@@ -77,7 +77,7 @@ def test_an_unreadable_sam_checkpoint_is_described_without_a_type_and_builds(emp
     """Reading the architecture is part of loading: a damaged file is reported when it fails to load."""
     broken = tmp_path / "mine.pth"
     broken.write_bytes(b"\x00" * 64)
-    config = tiny_config(empty_models_dir, f"sam.checkpoint={broken}")
+    config = tiny_config(empty_models_dir, f"segmenter.model={broken}")
     assert describe(plan_backends(config), config).segmenter == f"sam ({broken}) on cpu"
     engine = build_engine(config, show_progress=False)
     engine.warm_up()
@@ -85,7 +85,7 @@ def test_an_unreadable_sam_checkpoint_is_described_without_a_type_and_builds(emp
 
 
 def test_local_diffusers_folder(empty_models_dir: Path, tiny_sd2_dir: Path, tiny_sam_path: Path) -> None:
-    config = tiny_config(empty_models_dir, f"inpaint.model={tiny_sd2_dir}", f"sam.checkpoint={tiny_sam_path}")
+    config = tiny_config(empty_models_dir, f"inpaint.model={tiny_sd2_dir}", f"segmenter.model={tiny_sam_path}")
     plan = plan_backends(config)
     assert plan.inpaint.path == tiny_sd2_dir and not plan.inpaint.download
     info = describe(plan, config)
@@ -118,9 +118,9 @@ def test_model_type_picks_its_own_file(tmp_path: Path, tiny_sam_path: Path) -> N
 
 def test_missing_sam_checkpoint_path_is_a_config_error(empty_models_dir: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth"
-    message = config_error(lambda: plan_backends(tiny_config(empty_models_dir, f"sam.checkpoint={missing}")))
+    message = config_error(lambda: plan_backends(tiny_config(empty_models_dir, f"segmenter.model={missing}")))
     assert "sam.checkpoint" in message and str(missing) in message
-    message = config_error(lambda: plan_backends(tiny_config(empty_models_dir, f"sam.checkpoint={tmp_path}")))
+    message = config_error(lambda: plan_backends(tiny_config(empty_models_dir, f"segmenter.model={tmp_path}")))
     assert "sam.checkpoint" in message  # a folder is not a checkpoint file
 
 
@@ -257,6 +257,6 @@ def test_info_is_instant_and_loads_nothing(empty_models_dir: Path, tiny_sam_path
 
     monkeypatch.setattr(editor.models.sam_loader, "load_sam", no_loading)
     monkeypatch.setattr(editor.models.diffusers_inpaint, "load_pipeline", no_loading)
-    config = tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}", f"inpaint.model={tiny_sd2_dir}")
+    config = tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}", f"inpaint.model={tiny_sd2_dir}")
     assert describe(plan_backends(config), config).segmenter.startswith("sam")
 

@@ -78,7 +78,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_detector_dir: Path) -> dict[str, Run]:
     out, photo = files["out"], str(files["photo.png"])
     no_models = ["--set", f"models_dir={files['empty-models']}"]
-    sam = ["--set", f"sam.checkpoint={tiny_sam_path}"]
+    sam = ["--set", f"segmenter.model={tiny_sam_path}"]
     sd2 = ["--set", f"inpaint.model={tiny_sd2_dir}"]
     detector = ["--set", f"detector.model={tiny_detector_dir}", *(f"--set={key}" for key in TEXT_SETTINGS)]
     commands = {
@@ -116,7 +116,7 @@ def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_d
         "mask-size": ["edit", photo, "-o", str(out / "x.png"), "--mode", "erase", "--mask", str(files["small.png"]),
                       *no_models],
         "missing-checkpoint": ["segment", photo, "-o", str(out / "x.png"), "--point", "1,1",
-                               "--set", f"sam.checkpoint={files['out'] / 'absent.pth'}"],
+                               "--set", f"segmenter.model={files['out'] / 'absent.pth'}"],
         "mask-and-point": ["edit", photo, "-o", str(out / "x.png"), "--mode", "erase", "--mask", str(files["disc.png"]),
                            "--point", "1,1"],
         "text-no-detector": ["segment", photo, "-o", str(out / "x.png"), "--text", "dog", *no_models],
@@ -177,7 +177,7 @@ def test_info_without_the_detector_says_how_to_get_it(runs: dict[str, Run]) -> N
 
 def text_engine(files: dict[str, Path], tiny_sam_path: Path, tiny_detector_dir: Path) -> Engine:
     """The engine the --text commands ran with, to compare what they wrote with."""
-    return build_engine(tiny_config(files["empty-models"], f"sam.checkpoint={tiny_sam_path}",
+    return build_engine(tiny_config(files["empty-models"], f"segmenter.model={tiny_sam_path}",
                                     f"detector.model={tiny_detector_dir}", *TEXT_SETTINGS), show_progress=False)
 
 

@@ -269,7 +269,7 @@ def test_python_app_py_serves_the_editor_with_the_fallbacks(tmp_path: Path) -> N
             except OSError:
                 time.sleep(0.5)
         assert page, f"the app did not come up: {process.stdout.read() if process.poll() is not None else ''}"
-        assert "grabcut (no SAM checkpoint)" in page and "python -m editor download inpaint" in page
+        assert "grabcut (edgetam is not here" in page and "python -m editor download inpainter" in page
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -88,18 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing phones home
         quiet_libraries()
         from editor.build import build_engine, check_concurrency, plan_backends
+        from editor.models.weights import Downloads
 
         check_concurrency(config, plan_backends(config))  # before anything loads or the page is built
-        engine = build_engine(config)
+        downloads = Downloads()  # missing models are fetched behind the page; its header follows them
+        engine = build_engine(config, downloads=downloads)
     except EditorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     from editor.ui.page import build_ui, launch_options
 
-    demo = build_ui(engine, config)
+    demo = build_ui(engine, config, downloads=downloads)
     server = config.server
-    print(f"backends: select with {engine.backends.segmenter}; fill with {engine.backends.inpainter}; "
-          f"erase with {engine.backends.eraser}; select by name with {engine.backends.detector}", file=sys.stderr)
+    print(f"backends: select with {engine.backends.segmenter}; erase with {engine.backends.eraser}; "
+          f"fill with {engine.backends.inpainter}; select by name with {engine.backends.detector}", file=sys.stderr)
     if engine.backends.hint:
         print(f"missing models: {engine.backends.hint}", file=sys.stderr)
     try:
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"public link: {demo.share_url}", file=sys.stderr)
     elif not server.share:
         print("(--share makes a public link; --host and --port choose where to listen)", file=sys.stderr)
-    # The page is up; the models load behind it, so the first click does not wait for them.
+    # The page is up; the models load (and missing ones download) behind it, so it serves at once.
     threading.Thread(target=warm_up, args=(engine,), name="warm-up", daemon=True).start()
     try:
         demo.block_thread()

@@ -140,10 +140,11 @@ class _Models:
 
     def sam_checkpoint(self) -> Path:
         if self._sam_path is None:
-            from editor.models import weights
+            from editor.models import registry, weights
 
-            real = weights.sam_checkpoint_path(self.settings.sam_model, Path(self.settings.models_dir))
-            if real.is_file():
+            entry = registry.get("sam-" + self.settings.sam_model.replace("_", "-"))
+            real = weights.local_path(entry, Path(self.settings.models_dir))
+            if real is not None:
                 self._sam_path, self.sam_source = real, f"checkpoint {real.name}"
             else:
                 self._sam_path = self.scratch / f"sam_{self.settings.sam_model}.pth"
@@ -152,14 +153,13 @@ class _Models:
 
     def inpaint_folder(self) -> Path | str:
         if self._inpaint_path is None:
-            from editor.models import weights
+            from editor.models import registry, weights
 
             name = self.settings.inpaint_model
-            preset = weights.INPAINT_PRESETS.get(name)
-            real = weights.cached_hub_snapshot(preset.repo_id) if preset else None
-            if real is not None and (preset.vae_repo_id is None or weights.cached_hub_snapshot(preset.vae_repo_id)):
-                self.inpaint_source = f"weights {preset.repo_id}"
-                return name  # the preset, loaded exactly as the product loads it
+            entry = registry.get(name)
+            if weights.local_path(entry, Path(self.settings.models_dir)) is not None:
+                self.inpaint_source = f"weights {entry.source.hub}"  # type: ignore[union-attr]
+                return name  # the registry's model, loaded exactly as the product loads it
             self._inpaint_path = self.builders["inpaint"](name, self.scratch / name)
         return self._inpaint_path
 
@@ -170,7 +170,7 @@ class _Models:
         settings = [f"device={self.settings.device}", f"models_dir={self.scratch / 'none'}", "auto_download=false",
                     f"inpaint.steps={self.settings.steps}", "inpaint.strength=1.0", *overrides]
         if sam:
-            settings.append(f"sam.checkpoint={self.sam_checkpoint()}")
+            settings.append(f"segmenter.model={self.sam_checkpoint()}")
         if inpaint:
             settings.append(f"inpaint.model={self.inpaint_folder()}")
         key = tuple(settings)
@@ -364,7 +364,7 @@ def _exact_share(result: np.ndarray, photo: np.ndarray, outside: np.ndarray) -> 
 
 def _bench_app(settings: BenchSettings, models: _Models, report: Report) -> None:
     """Start-up to a served page (the real `python app.py`), and upload to first mask."""
-    overrides = [f"device={settings.device}", f"sam.checkpoint={models.sam_checkpoint()}",
+    overrides = [f"device={settings.device}", f"segmenter.model={models.sam_checkpoint()}",
                  f"inpaint.model={models.inpaint_folder()}", f"models_dir={models.scratch / 'none'}",
                  f"server.sessions_dir={models.scratch / 'app-sessions'}"]
     common = dict(sam=settings.sam_model, inpaint=settings.inpaint_model, device=settings.device)

@@ -1,64 +1,90 @@
-"""From settings to working backends: which device, which SAM checkpoint, which inpainting model.
+"""From settings and the registry to working models: which device, and which model of each kind.
 
-`plan_backends` only looks (no model is loaded, nothing is downloaded), so `info` is instant
-and honest; `build_engine` loads what the plan names, fetching missing weights first when
-`auto_download` is on and the network is allowed, and falls back to classical algorithms,
-saying so, when weights are missing. The detector ("select by name") is optional: without it
-everything else works, and asking for it says how to get it. A model that is here but fails to
-load falls back the same way, and `Engine.status()` says why. `check_concurrency` refuses, at
-start, a `server.concurrency` the loaded models could not honour.
+Each kind's setting (`segmenter.model`, `eraser.model`, `inpaint.model`, `detector.model`) is
+`auto`, a registry name, a local file or folder, or a hub id; `plan_backends` resolves each to a
+`Choice` (a registry entry, or a local model described like one, and its weights on this
+machine). It only looks: nothing is loaded, and the network is only probed (a few seconds at
+most) when a model is missing and downloads are allowed, so `info` stays quick and honest.
+`build_engine` hands each entry to its backend's `load` (`registry.loader`); a model that is
+missing and may be fetched is fetched when it first loads: the segmenter and the eraser at
+start (`Engine.warm_up`, behind the page), the inpainting model at the first generative edit,
+the detector at the first "select by name". Without weights and without a network, the
+classical fallbacks run (GrabCut, OpenCV), and every line says why. `check_concurrency`
+refuses, at start, a `server.concurrency` the loaded models could not honour.
 """
 from __future__ import annotations
 
 import functools
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from editor.models import weights
 from editor.core.config import Config
-from editor.engine.ops import DETECTOR_DOWNLOAD_HINT, DOWNLOAD_HINT, Backends, Engine
-from editor.core.errors import ConfigError, EditorError
+from editor.core.errors import ConfigError
+from editor.engine.ops import Backends, Engine
+from editor.models import registry, weights
+from editor.models.base import Kind, fetch_command
+from editor.models.registry import LoadContext, ModelEntry
 
-if TYPE_CHECKING:
-    from editor.models.diffusers_inpaint import PipelineOptions
-
-SAM_PREFERENCE = {"cuda": ("vit_h", "vit_l", "vit_b"), "cpu": ("vit_b", "vit_l", "vit_h")}
-SAM_DOWNLOAD_HINT = "python -m editor download sam"
+SETTINGS: dict[Kind, str] = {"segmenter": "segmenter.model", "eraser": "eraser.model",
+                             "inpainter": "inpaint.model", "detector": "detector.model"}
+PLANNED_KINDS: tuple[Kind, ...] = ("segmenter", "eraser", "inpainter", "detector")
+KIND_ALIASES = {"inpaint": "inpainter"}  # the engine's messages name `download inpaint`
+GENERATIVE = "generative"  # eraser.model: erase with the inpainting model over an OpenCV pre-fill
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_WEIGHT_FILES = (".pth", ".pt", ".safetensors")
+# A transformers folder's config.json model_type -> (kind, backend, the backend's options).
+_TRANSFORMERS_TYPES: dict[str, tuple[Kind, str, dict[str, Any]]] = {
+    "sam2": ("segmenter", "sam2", {"model_type": "sam2"}),
+    "sam2_video": ("segmenter", "sam2", {"model_type": "sam2"}),
+    "edgetam": ("segmenter", "sam2", {"model_type": "edgetam"}),
+    "edgetam_video": ("segmenter", "sam2", {"model_type": "edgetam"}),
+    "grounding-dino": ("detector", "detector", {}),
+    "mm-grounding-dino": ("detector", "detector", {}),
+    "owlv2": ("detector", "detector", {}),
+    "owlvit": ("detector", "detector", {}),
+}
+_FILE_BACKENDS: dict[Kind, tuple[str, str]] = {"segmenter": ("sam", "Segment Anything checkpoint"),
+                                               "eraser": ("lama", "LaMa weights")}
+_HUB_BACKENDS: dict[Kind, str] = {"segmenter": "sam2", "inpainter": "diffusers_inpaint", "detector": "detector"}
 
 
 @dataclass(frozen=True)
-class SamPlan:
-    path: Path | None  # None: no checkpoint here
-    model_type: str  # what the config asks for, or the type to fetch
-    download: bool = False  # fetch it before loading
+class Choice:
+    """What runs one kind: a registry entry (or a local model described as one) and its weights.
 
+    `entry` None means nothing runs (no inpainter, no detector) or, for the eraser, generative
+    erase through the inpainting model.
+    """
 
-@dataclass(frozen=True)
-class InpaintPlan:
-    name: str  # preset, hub id or folder, as configured
-    path: Path | None  # local diffusers folder; None when missing
-    variant: str | None = None
-    vae_path: Path | None = None
-    native_size: int | None = None
-    download: bool = False
+    kind: Kind
+    name: str  # the entry's name, "generative", or "none"
+    entry: ModelEntry | None
+    path: Path | None = None  # the weights on this machine; None: built in, or not here
+    fetch: bool = False  # not here but allowed: fetched when it first loads
+    why: str = ""  # why a fallback runs instead of the wanted model (one line), or ""
+    wanted: str = ""  # the model the settings asked for, when a fallback runs instead
+    local: bool = False  # given as a local file or folder
 
-
-@dataclass(frozen=True)
-class DetectorPlan:
-    name: str  # hub id or folder, as configured
-    path: Path | None  # local transformers folder; None when missing
-    download: bool = False
+    @property
+    def runs(self) -> bool:
+        """A model (or a built-in algorithm) will run for this kind."""
+        return self.entry is not None and (self.entry.builtin or self.path is not None or self.fetch)
 
 
 @dataclass(frozen=True)
 class Plan:
     device: str
-    sam: SamPlan
-    inpaint: InpaintPlan
-    detector: DetectorPlan
+    segmenter: Choice
+    eraser: Choice
+    inpaint: Choice
+    detector: Choice
+
+    def choice(self, kind: Kind) -> Choice:
+        return {"segmenter": self.segmenter, "eraser": self.eraser, "inpainter": self.inpaint,
+                "detector": self.detector}[kind]
 
 
 def resolve_device(setting: str) -> str:
@@ -71,96 +97,240 @@ def resolve_device(setting: str) -> str:
     return setting
 
 
+@dataclass
+class _Network:
+    """May a missing model be fetched now? Asked once per server, and only when something is missing."""
+
+    config: Config
+    answers: dict[str, str | None] = field(default_factory=dict)
+
+    def why_not(self, entry: ModelEntry | None) -> str | None:
+        if weights.offline():
+            return "downloads are off: HF_HUB_OFFLINE=1"
+        if not self.config.auto_download:
+            return "downloads are off: auto_download is false"
+        address = weights.source_address(entry)
+        host = address.split("/")[2] if "//" in address else address
+        if host not in self.answers:
+            self.answers[host] = weights.unreachable(address)
+        return None if self.answers[host] is None else f"no network: {self.answers[host]}"
+
+
 def plan_backends(config: Config) -> Plan:
     device = resolve_device(config.device)
-    can_fetch = config.auto_download and not weights.offline()
-    return Plan(device, _plan_sam(config, device, can_fetch), _plan_inpaint(config, device, can_fetch),
-                _plan_detector(config, can_fetch))
+    network = _Network(config)
+    segmenter = _resolve(config, "segmenter", device, network)
+    inpaint = _resolve(config, "inpainter", device, network)
+    eraser = _resolve_eraser(config, device, network, inpaint)
+    return Plan(device, segmenter, eraser, inpaint, _resolve(config, "detector", device, network))
 
 
-def _plan_sam(config: Config, device: str, can_fetch: bool) -> SamPlan:
-    wanted = config.sam.model_type
-    if config.sam.checkpoint != "auto":
-        path = Path(config.sam.checkpoint).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"sam.checkpoint {config.sam.checkpoint} does not exist")
-        return SamPlan(path, wanted)
-    order = (wanted,) if wanted != "auto" else SAM_PREFERENCE[device]
-    for model_type in order:
-        path = weights.sam_checkpoint_path(model_type, Path(config.models_dir))
-        if path.is_file():
-            return SamPlan(path, model_type)
-    return SamPlan(None, order[0], download=can_fetch)
+def setting(config: Config, kind: Kind) -> str:
+    section = "inpaint" if kind == "inpainter" else kind
+    return str(getattr(config, section).model)
 
 
-def _plan_inpaint(config: Config, device: str, can_fetch: bool) -> InpaintPlan:
-    name = config.inpaint.model
-    if name == "auto":
-        name = "sdxl" if device == "cuda" else "sd2"
-    preset = weights.INPAINT_PRESETS.get(name)
-    if preset is not None:
-        path = weights.cached_hub_snapshot(preset.repo_id)
-        vae = weights.cached_hub_snapshot(preset.vae_repo_id) if preset.vae_repo_id else None
-        missing = path is None or (preset.vae_repo_id is not None and vae is None)
-        return InpaintPlan(name, None if missing else path, preset.variant, vae, preset.native_size,
-                           download=missing and can_fetch)
-    path = _folder_or_cached("inpaint.model", name, "model_index.json", "diffusers",
-                             "sdxl, sd2, a hub id (owner/name) or an existing folder")
-    return InpaintPlan(name, path, download=path is None and can_fetch)
+def _resolve(config: Config, kind: Kind, device: str, network: _Network) -> Choice:
+    value = setting(config, kind).strip()
+    if value == "auto":
+        return _auto(config, kind, device, network)
+    if value in registry.names():
+        return _named(config, kind, registry.get(value), network)
+    local = Path(value).expanduser()
+    if local.exists():
+        return _local(kind, value, local)
+    if _HUB_ID.match(value) and not value.startswith((".", "/", "~")):
+        return _hub(config, kind, value, network)
+    raise ConfigError(f"{SETTINGS[kind]} {value!r} is not {_choices(kind)}")
 
 
-def _plan_detector(config: Config, can_fetch: bool) -> DetectorPlan:
-    name = config.detector.model
-    path = _folder_or_cached("detector.model", name, "config.json", "transformers",
-                             "a hub id (owner/name) or an existing folder", weights.detector_patterns())
-    return DetectorPlan(name, path, download=path is None and can_fetch)
+def _choices(kind: Kind) -> str:
+    extra = f", {GENERATIVE}" if kind == "eraser" else ""
+    local = {"segmenter": "a SAM .pth or a SAM 2.1/EdgeTAM folder", "eraser": "a LaMa .pt/.safetensors file",
+             "inpainter": "a diffusers folder", "detector": "a transformers folder"}[kind]
+    hub = "" if kind == "eraser" else ", a hub id (owner/name)"
+    return f"auto, {', '.join(registry.names(kind))}{extra}, {local}{hub}"
 
 
-def _folder_or_cached(key: str, name: str, marker: str, library: str, choices: str,
-                      patterns: tuple[list[str], list[str]] | None = None) -> Path | None:
-    """A model given as a local folder or a hub id: the folder, the cached hub copy, or None."""
-    local = Path(name).expanduser()
-    if local.is_dir():
-        if not (local / marker).is_file():
-            raise ConfigError(f"{key} {name} is a folder but not a {library} model (no {marker})")
-        return local
-    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
-        raise ConfigError(f"{key} {name} is not {choices}")
-    return weights.cached_hub_snapshot(name, patterns=patterns)
+def _auto(config: Config, kind: Kind, device: str, network: _Network) -> Choice:
+    order = [registry.get(name) for name in registry.auto_order(kind, device)]
+    for entry in order:
+        path = weights.local_path(entry, Path(config.models_dir))
+        if path is not None:
+            return Choice(kind, entry.name, entry, path)
+    why = network.why_not(order[0])
+    if why is None:
+        return Choice(kind, order[0].name, order[0], fetch=True)
+    return _fallback(kind, order[0].name, f"{order[0].name} is not here; {why}")
+
+
+def _fallback(kind: Kind, wanted: str, why: str) -> Choice:
+    name = registry.FALLBACK[kind]
+    entry = registry.get(name) if name is not None else None
+    return Choice(kind, name or "none", entry, why=why, wanted=wanted)
+
+
+def _named(config: Config, kind: Kind, entry: ModelEntry, network: _Network) -> Choice:
+    if entry.kind != kind:
+        raise ConfigError(f"{SETTINGS[kind]} {entry.name} is a {entry.kind}, not a {kind}: choose {_choices(kind)}")
+    if entry.builtin:
+        return Choice(kind, entry.name, entry)
+    path = weights.local_path(entry, Path(config.models_dir))
+    if path is not None:
+        return Choice(kind, entry.name, entry, path)
+    why = network.why_not(entry)
+    if why is None:
+        return Choice(kind, entry.name, entry, fetch=True)
+    return _fallback(kind, entry.name, f"{entry.name} is not here; {why}")
+
+
+def _local(kind: Kind, value: str, path: Path) -> Choice:
+    """A model given as a file or folder, recognised from its files."""
+    key = SETTINGS[kind]
+    if path.is_file():
+        if path.suffix.lower() not in _WEIGHT_FILES or kind not in _FILE_BACKENDS:
+            raise ConfigError(f"{key} {value} is a file, but a {kind} is {_choices(kind)}")
+        backend, title = _FILE_BACKENDS[kind]
+        return _local_choice(kind, path, backend, title, {"model_type": "auto"} if backend == "sam" else {})
+    if (path / "model_index.json").is_file():
+        found: tuple[Kind, str, dict[str, Any]] = ("inpainter", "diffusers_inpaint", {})
+        title = "diffusers inpainting"
+    else:
+        model_type = _model_type(path / "config.json")
+        if model_type not in _TRANSFORMERS_TYPES:
+            raise ConfigError(f"{key} {value} is a folder this editor does not recognise (no model_index.json, "
+                              f"no config.json with a model_type among {', '.join(_TRANSFORMERS_TYPES)})")
+        found, title = _TRANSFORMERS_TYPES[model_type], model_type
+    if found[0] != kind:
+        raise ConfigError(f"{key} {value} holds a {found[0]} ({title}), not a {kind}")
+    return _local_choice(kind, path, found[1], title, found[2])
+
+
+def _local_choice(kind: Kind, path: Path, backend: str, title: str, options: dict[str, Any]) -> Choice:
+    entry = ModelEntry(str(path), kind, title, backend, None, 0, "see the model's own licence", options=options)
+    return Choice(kind, str(path), entry, path, local=True)
+
+
+def _model_type(config_json: Path) -> str | None:
+    try:
+        return str(json.loads(config_json.read_text(encoding="utf-8")).get("model_type"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _hub(config: Config, kind: Kind, repo_id: str, network: _Network) -> Choice:
+    """A hub id: the registry's entry for that repository, or one described from the kind."""
+    known = [entry for entry in registry.entries(kind) if entry.source is not None and entry.source.hub == repo_id]
+    if known:
+        return _named(config, kind, known[0], network)
+    if kind not in _HUB_BACKENDS:
+        raise ConfigError(f"{SETTINGS[kind]} {repo_id!r} is not {_choices(kind)}")
+    entry = ModelEntry(repo_id, kind, repo_id, _HUB_BACKENDS[kind], registry.Source(hub=repo_id), 0,
+                       "see the model card")
+    path = weights.local_path(entry, Path(config.models_dir))
+    if path is not None:
+        return Choice(kind, repo_id, entry, path)
+    why = network.why_not(None)
+    if why is None:
+        return Choice(kind, repo_id, entry, fetch=True)
+    return _fallback(kind, repo_id, f"{repo_id} is not here; {why}")
+
+
+def _resolve_eraser(config: Config, device: str, network: _Network, inpaint: Choice) -> Choice:
+    """auto: LaMa when here (or fetched at start), else generative erase, else OpenCV."""
+    value = config.eraser.model.strip()
+    if value == GENERATIVE or value == "auto":
+        choice = _resolve(config, "eraser", device, network) if value == "auto" else None
+        if choice is not None and choice.entry is not None and not choice.entry.builtin:
+            return choice
+        if inpaint.runs:
+            return Choice("eraser", GENERATIVE, None)
+        why = choice.why if choice is not None else f"generative erase needs the inpainting model: {inpaint.why}"
+        return _fallback("eraser", value, why or "no inpainting model")
+    return _resolve(config, "eraser", device, network)
+
+
+# --------------------------------------------------------------------------- what `info` says
 
 
 def describe(plan: Plan, config: Config) -> Backends:
-    """One line per backend, naming what will really run."""
-    hints = []
-    if plan.sam.path is not None:
-        segmenter = f"sam {_sam_type(plan.sam)}({plan.sam.path}) on {plan.device}"
-    elif plan.sam.download:
-        segmenter = f"sam {plan.sam.model_type} (downloads on first use)"
-    else:
-        segmenter = "grabcut (no SAM checkpoint)"
-        hints.append(SAM_DOWNLOAD_HINT)
-    if plan.inpaint.path is not None or plan.inpaint.download:
-        inpainter = f"{_inpaint_label(plan.inpaint)} {_precision(plan.device, config)}"
-        if plan.inpaint.path is None:
-            inpainter += " (downloads on first use)"
-        eraser = f"{plan.inpaint.name} over an OpenCV pre-fill"
-    else:
-        inpainter = f"none ({plan.inpaint.name} not downloaded)"
-        eraser = "opencv telea (no inpainting model)"
-        hints.append(DOWNLOAD_HINT)
-    hint = " and ".join(f"`{h}`" for h in hints)
-    return Backends(plan.device, segmenter, inpainter, eraser, f"get the models with {hint}" if hints else "",
-                    _detector_label(plan, config))
+    """One line per kind, naming what will really run (or the fallback, and why)."""
+    missing = [kind for kind in ("segmenter", "inpainter") if plan.choice(kind).why]
+    hint = " and ".join(f"`{fetch_command(kind)}`" for kind in missing)
+    return Backends(plan.device, _model_line(plan.segmenter, plan.device),
+                    _inpainter_line(plan, config), _eraser_line(plan), f"get the models with {hint}" if hint else "",
+                    _detector_line(plan, config))
 
 
-def _detector_label(plan: Plan, config: Config) -> str:
-    detector = plan.detector
-    if detector.path is None and not detector.download:
-        return f"none ({detector.name} not downloaded: run `{DETECTOR_DOWNLOAD_HINT}`)"
+def _where(choice: Choice) -> str:
+    if choice.path is not None:
+        return f"({choice.path})"
+    return f"({choice.entry.source.hub or choice.entry.source.url})" if choice.entry and choice.entry.source else ""
+
+
+def _model_line(choice: Choice, device: str) -> str:
+    entry = choice.entry
+    if entry is None:
+        return f"none ({choice.why})"
+    if choice.local:
+        label = _sam_label(choice.path) if entry.backend == "sam" else entry.title
+        return f"{label} ({choice.path}) on {device}"
+    if entry.builtin:
+        return f"{entry.name} ({choice.why or entry.title})"
+    return f"{entry.name} {_where(choice)} on {device}" + (" (downloads at start)" if choice.fetch else "")
+
+
+def _sam_label(path: Path | None) -> str:
+    """"sam vit_b" and the like, read from the file; "sam" for a file that cannot be read
+    (loading it will fail and say why, and clicks go to GrabCut)."""
+    for entry in registry.entries("segmenter"):
+        if entry.source is not None and path is not None and path.name == entry.source.filename:
+            return f"sam {entry.options['model_type']}"
+    from editor.core.errors import EditorError
+    from editor.models.sam_loader import infer_architecture, read_checkpoint
+
+    try:
+        return f"sam {infer_architecture(read_checkpoint(path)).model_type}"  # type: ignore[arg-type]
+    except (EditorError, KeyError, IndexError, ZeroDivisionError):
+        return "sam"
+
+
+def _precision(device: str, config: Config) -> str:
+    if device == "cuda":
+        return "fp16 + CPU offload on cuda" if config.inpaint.cpu_offload else "fp16 on cuda"
+    return "fp32 on cpu"
+
+
+def _inpainter_line(plan: Plan, config: Config) -> str:
+    choice = plan.inpaint
+    if not choice.runs:
+        return f"none ({choice.why})"
+    label = f"diffusers inpainting ({choice.path})" if choice.local else f"{choice.name} inpainting {_where(choice)}"
+    later = " (downloads at the first edit)" if choice.fetch else ""
+    return f"{label} {_precision(plan.device, config)}{later}"
+
+
+def _eraser_line(plan: Plan) -> str:
+    choice = plan.eraser
+    if choice.name == GENERATIVE:
+        where = plan.inpaint.path or plan.inpaint.name
+        return f"generative: {plan.inpaint.name if not plan.inpaint.local else where} over an OpenCV pre-fill"
+    if choice.entry is not None and choice.entry.builtin and choice.name == "opencv":
+        return f"opencv telea ({choice.why or 'asked for'})"
+    return _model_line(choice, plan.device)
+
+
+def _detector_line(plan: Plan, config: Config) -> str:
+    choice = plan.detector
+    if not choice.runs:
+        return f"none ({choice.why}; run `{fetch_command('detector')}`)"
     precision = "fp16 on cuda" if plan.device == "cuda" else "fp32 on cpu"
-    later = " (downloads on first use)" if detector.path is None else ""
-    return (f"{detector.name} {precision}, box threshold {config.detector.box_threshold:g}, "
+    later = " (downloads at first use)" if choice.fetch else ""
+    return (f"{choice.name} {precision}, box threshold {config.detector.box_threshold:g}, "
             f"text threshold {config.detector.text_threshold:g}{later}")
+
+
+# --------------------------------------------------------------------------- building
 
 
 def check_concurrency(config: Config, plan: Plan) -> None:
@@ -168,110 +338,69 @@ def check_concurrency(config: Config, plan: Plan) -> None:
 
     Each concurrent edit gets a worker pipeline of its own over the shared weights, except
     with model CPU offload on CUDA, whose hooks move the one copy of the weights between the
-    devices around each call: that leaves one call at a time. SAM and the detector take one
-    call at a time under a lock, whatever the setting: the others wait, nothing breaks.
+    devices around each call: that leaves one call at a time. The segmenter and the detector
+    take one call at a time under a lock, whatever the setting: the others wait, nothing breaks.
     """
-    from editor.models.diffusers_inpaint import sharing_is_safe
+    from editor.models.diffusers_inpaint import pipeline_options, sharing_is_safe
 
     wanted = config.server.concurrency
-    has_inpainter = plan.inpaint.path is not None or plan.inpaint.download
-    if wanted > 1 and has_inpainter and not sharing_is_safe(_pipeline_options(config, plan.device)):
+    if wanted > 1 and plan.inpaint.runs and not sharing_is_safe(pipeline_options(config, plan.device)):
         raise ConfigError(f"server.concurrency={wanted} needs inpaint.cpu_offload=false on cuda (offloading moves "
                           "one shared copy of the model between devices at each call): set inpaint.cpu_offload=false "
                           "if the GPU holds the model, or server.concurrency=1")
 
 
-def _pipeline_options(config: Config, device: str) -> PipelineOptions:
-    from editor.models.diffusers_inpaint import PipelineOptions
+def build_model(choice: Choice, config: Config, device: str, description: str, show_progress: bool = True,
+                downloads: weights.Downloads | None = None) -> Any:
+    """The model object for `choice` through its backend's `load`, or None when nothing runs.
 
-    return PipelineOptions(device, config.inpaint.cpu_offload, config.inpaint.vae_tiling,
-                           int(config.inpaint.memory_budget_gb * 2**30), config.inpaint.compile)
+    A model that is not here yet is fetched (and verified) when it first loads.
+    """
+    if not choice.runs or choice.entry is None:
+        return None
+    fetch = None
+    if choice.fetch:
+        fetch = functools.partial(_fetch, choice.entry, config, show_progress, downloads)
+    context = LoadContext(config, device, show_progress, description, fetch)
+    return registry.loader(choice.entry)(choice.entry, choice.path, context)
 
 
-def build_engine(config: Config, show_progress: bool = True) -> Engine:
-    """The planned backends, ready to load: SAM, the inpainting pipeline and the detector load
-    on first use (or at `Engine.warm_up`), so that building the engine takes no time."""
-    from editor.models.detector import Thresholds, TransformersDetector
-    from editor.models.diffusers_inpaint import DiffusersInpainter, ModelSource, PipelineCache
-    from editor.models.sam import GrabCutSegmenter, SamSegmenter
+def _fetch(entry: ModelEntry, config: Config, show_progress: bool, downloads: weights.Downloads | None) -> Path:
+    return weights.fetch(entry, Path(config.models_dir), show_progress, downloads=downloads)
 
-    plan = _fetch_missing(plan_backends(config), config, show_progress)
+
+def build_engine(config: Config, show_progress: bool = True, downloads: weights.Downloads | None = None) -> Engine:
+    """The planned models, ready to load: each loads on first use (or at `Engine.warm_up`), so
+    that building the engine takes no time; `downloads` follows the fetches for the page.
+
+    The eraser is planned and described; the engine erases generatively (or with OpenCV) until
+    it takes an eraser of its own (`build_model(plan.eraser, ...)`).
+    """
+    plan = plan_backends(config)
     backends = describe(plan, config)
-    if plan.sam.path is not None:
-        load = functools.partial(_load_sam, plan.sam.path, config.sam.model_type, plan.device)
-        segmenter = SamSegmenter(load, backends.segmenter, int(config.sam.embedding_cache_mb * 2**20))
-    else:
-        segmenter = GrabCutSegmenter()
-    inpainter = None
-    if plan.inpaint.path is not None:
-        source = ModelSource(plan.inpaint.name, plan.inpaint.path, plan.inpaint.variant,
-                             plan.inpaint.vae_path, plan.inpaint.native_size)
-        pipelines = PipelineCache(_pipeline_options(config, plan.device), workers=config.server.concurrency)
-        inpainter = DiffusersInpainter(source, pipelines, backends.inpainter)
-    detector = None
-    if plan.detector.path is not None:  # loads on first use: most sessions never select by name
-        thresholds = Thresholds(config.detector.box_threshold, config.detector.text_threshold,
-                                config.detector.max_detections)
-        detector = TransformersDetector(plan.detector.path, plan.device, thresholds, backends.detector)
+    build = functools.partial(build_model, config=config, device=plan.device, show_progress=show_progress,
+                              downloads=downloads)
+    segmenter = build(plan.segmenter, description=backends.segmenter)
+    inpainter = build(plan.inpaint, description=backends.inpainter)
+    detector = build(plan.detector, description=backends.detector)
+    if plan.eraser.name not in (GENERATIVE, "opencv"):  # until the engine takes an eraser, say what erases
+        backends = replace(backends, eraser=f"{_generative_or_opencv(plan)} ({plan.eraser.name} planned)")
     return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector,
                   limits=config.limits)
 
 
-def _load_sam(path: Path, model_type: str, device: str):  # type: ignore[no-untyped-def]
-    from editor.models.sam_loader import load_sam
-
-    return load_sam(path, model_type, device)[0]
+def _generative_or_opencv(plan: Plan) -> str:
+    return f"generative: {plan.inpaint.name} over an OpenCV pre-fill" if plan.inpaint.runs else "opencv telea"
 
 
-def _fetch_missing(plan: Plan, config: Config, show_progress: bool) -> Plan:
-    """Download what auto_download allows; a failed download leaves the fallback in place."""
-    sam, inpaint, detector = plan.sam, plan.inpaint, plan.detector
-    if sam.download:
-        try:
-            path = weights.fetch_sam(sam.model_type, Path(config.models_dir), show_progress)
-            sam = SamPlan(path, sam.model_type)
-        except EditorError:
-            sam = SamPlan(None, sam.model_type)
-    if inpaint.download:
-        try:
-            weights.fetch_inpaint_model(inpaint.name, show_progress)
-            inpaint = _plan_inpaint(config, plan.device, can_fetch=False)
-        except EditorError:
-            inpaint = InpaintPlan(inpaint.name, None)
-    if detector.download:
-        try:
-            detector = DetectorPlan(detector.name, Path(weights.fetch_detector(detector.name, show_progress)))
-        except EditorError:
-            detector = DetectorPlan(detector.name, None)
-    return Plan(plan.device, sam, inpaint, detector)
-
-
-def _sam_type(sam: SamPlan) -> str:
-    """"vit_b " and the like, read from the file if need be; "" for a file that cannot be read
-    (loading it will fail and say why, and clicks go to GrabCut)."""
-    if sam.model_type != "auto":
-        return f"{sam.model_type} "
-    for known in weights.SAM_CHECKPOINTS.values():
-        if sam.path is not None and sam.path.name == known.filename:
-            return f"{known.model_type} "
-    from editor.models.sam_loader import infer_architecture, read_checkpoint
-
-    try:
-        return f"{infer_architecture(read_checkpoint(sam.path)).model_type} "  # type: ignore[arg-type]
-    except (EditorError, KeyError, IndexError, ZeroDivisionError):
-        return ""
-
-
-def _inpaint_label(inpaint: InpaintPlan) -> str:
-    preset = weights.INPAINT_PRESETS.get(inpaint.name)
-    if preset is not None:
-        return f"{preset.name} inpainting ({preset.repo_id})"
-    if inpaint.path is not None and Path(inpaint.name).expanduser().is_dir():
-        return f"diffusers inpainting ({inpaint.name})"
-    return f"{inpaint.name} inpainting"
-
-
-def _precision(device: str, config: Config) -> str:
-    if device == "cuda":
-        return "fp16 + CPU offload on cuda" if config.inpaint.cpu_offload else "fp16 on cuda"
-    return "fp32 on cpu"
+def download_target(what: str, config: Config, device: str) -> ModelEntry:
+    """The entry `python -m editor download WHAT` fetches: a registry name, or a kind's default."""
+    kind = KIND_ALIASES.get(what, what)
+    if kind in PLANNED_KINDS:
+        value = setting(config, kind)  # type: ignore[arg-type]
+        name = value if value in registry.names(kind) else registry.auto_order(kind, device)[0]  # type: ignore[arg-type]
+        return registry.get(name)
+    entry = registry.get(what)
+    if entry.builtin:
+        raise ConfigError(f"{entry.name} is built in: there is nothing to download")
+    return entry

@@ -1,4 +1,4 @@
-"""`python -m editor`: segment, edit, download, bench and info from the command line.
+"""`python -m editor`: segment, edit, models, download, bench and info from the command line.
 
 Every failure a person can fix ends in one line on stderr and a non-zero exit status.
 """
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 from editor.core.config import Config, load_config
 from editor.core.errors import EditorError
 from editor.core.prompts import Prompts, parse_box, parse_point
+from editor.models.base import fetch_command
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,11 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--num-images", type=int, help="number of variations")
     edit.set_defaults(run=_edit)
 
-    download = commands.add_parser("download", parents=[common], help="fetch model weights")
-    download.add_argument("what", nargs="?", default="all", choices=["sam", "inpaint", "detector", "all"])
-    download.add_argument("--sam-model", choices=["vit_b", "vit_l", "vit_h"])
-    download.add_argument("--inpaint-model", help="sdxl, sd2 or a hub id")
-    download.add_argument("--detector-model", help="a hub id (default: detector.model)")
+    models = commands.add_parser("models", parents=[common], help="list every model, and whether it is here")
+    models.set_defaults(run=_models)
+
+    download = commands.add_parser("download", parents=[common], help="fetch (and verify) model weights")
+    download.add_argument("what", nargs="?", default="all", metavar="NAME|KIND",
+                          help="a model name (`python -m editor models`), a kind (segmenter, eraser, inpainter, "
+                               "detector: its configured or default model), or all (default)")
     download.set_defaults(run=_download)
 
     bench = commands.add_parser("bench", parents=[common], help="measure speed and memory (random weights)")
@@ -234,22 +237,35 @@ class _ProgressBar:
             self._bar.close()
 
 
+def _models(args: argparse.Namespace, config: Config) -> int:
+    """Every model the editor knows: kind, size, licence, whether it is here, how to fetch it."""
+    from editor.models import registry, weights
+
+    rows = [("NAME", "KIND", "SIZE", "LICENCE", "HERE", "FETCH WITH")]
+    for entry in registry.entries():
+        here = "built in" if entry.builtin else "yes" if weights.local_path(entry, Path(config.models_dir)) else "no"
+        size = "-" if entry.builtin else f"{entry.size_mb} MB"
+        rows.append((entry.name, entry.kind, size, entry.licence, here,
+                     "-" if entry.builtin else fetch_command(entry.name)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
 def _download(args: argparse.Namespace, config: Config) -> int:
+    """Fetch a model by name, or a kind's model; `all` fetches each kind's."""
+    from editor.build import PLANNED_KINDS, download_target, resolve_device
     from editor.models import weights
-    from editor.build import SAM_PREFERENCE, resolve_device
 
     device = resolve_device(config.device)
-    if args.what in ("sam", "all"):
-        model_type = args.sam_model or (config.sam.model_type if config.sam.model_type != "auto" else SAM_PREFERENCE[device][0])
-        path = weights.fetch_sam(model_type, Path(config.models_dir))
-        print(f"sam {model_type}: {path} (sha256 verified)")
-    if args.what in ("inpaint", "all"):
-        model = args.inpaint_model or (config.inpaint.model if config.inpaint.model != "auto" else
-                                       ("sdxl" if device == "cuda" else "sd2"))
-        print(f"inpaint {model}: {weights.fetch_inpaint_model(model)}")
-    if args.what in ("detector", "all"):
-        model = args.detector_model or config.detector.model
-        print(f"detector {model}: {weights.fetch_detector(model)}")
+    targets = [download_target(kind, config, device) for kind in PLANNED_KINDS] if args.what == "all" else \
+        [download_target(args.what, config, device)]
+    for entry in targets:
+        path = weights.fetch(entry, Path(config.models_dir))
+        check = "sha256 verified" if entry.source and entry.source.sha256 else \
+            "md5 verified" if entry.source and entry.source.md5 else "verified by huggingface_hub"
+        print(f"{entry.kind} {entry.name}: {path} ({check})")
     return 0
 
 
@@ -292,8 +308,8 @@ def _info(args: argparse.Namespace, config: Config) -> int:
         backends = describe(plan, config)
     print(f"device: {backends.device}")
     print(f"segmenter: {backends.segmenter}")
-    print(f"inpainter: {backends.inpainter}")
     print(f"eraser: {backends.eraser}")
+    print(f"inpainter: {backends.inpainter}")
     print(f"detector: {backends.detector}")
     try:
         check_concurrency(config, plan)

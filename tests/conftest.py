@@ -64,7 +64,7 @@ def tiny_config(models_dir: Path, *overrides: str) -> Config:
 @pytest.fixture(scope="session")
 def sam_sd2_engine(tiny_sam_path: Path, tiny_sd2_dir: Path, empty_models_dir: Path) -> Engine:
     """SAM and SD2-style inpainting, both tiny and random."""
-    return build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}",
+    return build_engine(tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}",
                                     f"inpaint.model={tiny_sd2_dir}"), show_progress=False)
 
 

@@ -269,7 +269,7 @@ def test_python_app_py_serves_the_editor_with_the_fallbacks(tmp_path: Path) -> N
             except OSError:
                 time.sleep(0.5)
         assert page, f"the app did not come up: {process.stdout.read() if process.poll() is not None else ''}"
-        assert "grabcut (no SAM checkpoint)" in page and "python -m editor download inpaint" in page
+        assert "grabcut (edgetam is not here" in page and "python -m editor download inpainter" in page
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -301,7 +301,7 @@ def test_eight_users_filling_at_once_each_get_their_own_result(model: str, concu
     from editor.engine.ops import EditOptions
 
     model_dir = tiny_sd2_dir if model == "sd2" else tiny_sdxl_dir
-    config = tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}", f"inpaint.model={model_dir}",
+    config = tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}", f"inpaint.model={model_dir}",
                          f"server.concurrency={concurrency}", f"server.sessions_dir={tmp_path / 'sessions'}")
     engine = build_engine(config, show_progress=False)
     rng = np.random.default_rng(5)

@@ -78,7 +78,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_detector_dir: Path) -> dict[str, Run]:
     out, photo = files["out"], str(files["photo.png"])
     no_models = ["--set", f"models_dir={files['empty-models']}"]
-    sam = ["--set", f"sam.checkpoint={tiny_sam_path}"]
+    sam = ["--set", f"segmenter.model={tiny_sam_path}"]
     sd2 = ["--set", f"inpaint.model={tiny_sd2_dir}"]
     detector = ["--set", f"detector.model={tiny_detector_dir}", *(f"--set={key}" for key in TEXT_SETTINGS)]
     commands = {
@@ -108,7 +108,7 @@ def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_d
         "bad-point": ["segment", photo, "-o", str(out / "x.png"), "--point", "12;30"],
         "point-outside": ["segment", photo, "-o", str(out / "x.png"), "--point", "400,10", *no_models],
         "unknown-flag": ["segment", photo, "-o", str(out / "x.png"), "--point", "1,1", "--frobnicate"],
-        "unknown-set-key": ["info", "--set", "sam.colour=red"],
+        "unknown-set-key": ["info", "--set", "segmenter.colour=red"],
         "bad-set-value": ["info", "--set", "inpaint.steps=many"],
         "fill-no-prompt": ["edit", photo, "-o", str(out / "x.png"), "--mode", "fill", "--mask", str(files["disc.png"])],
         "fill-no-model": ["edit", photo, "-o", str(out / "x.png"), "--mode", "fill", "--mask", str(files["disc.png"]),
@@ -116,7 +116,7 @@ def runs(files: dict[str, Path], tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_d
         "mask-size": ["edit", photo, "-o", str(out / "x.png"), "--mode", "erase", "--mask", str(files["small.png"]),
                       *no_models],
         "missing-checkpoint": ["segment", photo, "-o", str(out / "x.png"), "--point", "1,1",
-                               "--set", f"sam.checkpoint={files['out'] / 'absent.pth'}"],
+                               "--set", f"segmenter.model={files['out'] / 'absent.pth'}"],
         "mask-and-point": ["edit", photo, "-o", str(out / "x.png"), "--mode", "erase", "--mask", str(files["disc.png"]),
                            "--point", "1,1"],
         "text-no-detector": ["segment", photo, "-o", str(out / "x.png"), "--text", "dog", *no_models],
@@ -157,7 +157,7 @@ def test_info_without_weights_names_the_fallbacks(runs: dict[str, Run]) -> None:
     assert info["segmenter"].startswith("grabcut")
     assert info["inpainter"].startswith("none")
     assert "opencv" in info["eraser"]
-    assert "python -m editor download sam" in info["missing"]
+    assert "python -m editor download segmenter" in info["missing"]
     assert "python -m editor download inpaint" in info["missing"]
 
 
@@ -177,7 +177,7 @@ def test_info_without_the_detector_says_how_to_get_it(runs: dict[str, Run]) -> N
 
 def text_engine(files: dict[str, Path], tiny_sam_path: Path, tiny_detector_dir: Path) -> Engine:
     """The engine the --text commands ran with, to compare what they wrote with."""
-    return build_engine(tiny_config(files["empty-models"], f"sam.checkpoint={tiny_sam_path}",
+    return build_engine(tiny_config(files["empty-models"], f"segmenter.model={tiny_sam_path}",
                                     f"detector.model={tiny_detector_dir}", *TEXT_SETTINGS), show_progress=False)
 
 
@@ -287,12 +287,12 @@ def test_background_with_invert_keeps_the_subject_exact(runs: dict[str, Run], fi
     ("bad-point", ["point", "12;30"]),
     ("point-outside", ["outside", "320x240"]),
     ("unknown-flag", ["--frobnicate"]),
-    ("unknown-set-key", ["sam.colour"]),
+    ("unknown-set-key", ["segmenter.colour"]),
     ("bad-set-value", ["inpaint.steps"]),
     ("fill-no-prompt", ["--prompt"]),
     ("fill-no-model", ["python -m editor download inpaint"]),
     ("mask-size", ["100x80", "320x240"]),
-    ("missing-checkpoint", ["sam.checkpoint", "absent.pth"]),
+    ("missing-checkpoint", ["segmenter.model", "absent.pth"]),
     ("mask-and-point", ["--mask"]),
     ("text-no-detector", ["python -m editor download detector"]),
     ("text-threshold-1", ["no dog found", "detector.box_threshold"]),

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor.build import DetectorPlan, InpaintPlan, Plan, SamPlan, build_engine, check_concurrency
+from editor.build import Choice, Plan, build_engine, check_concurrency
+from editor.models import registry
 from editor.core.config import load_config
 from editor.engine.ops import EditOptions, Engine
 from editor.core.errors import ConfigError
@@ -110,14 +111,16 @@ def test_cpu_offload_on_cuda_keeps_one_worker_and_a_higher_concurrency_is_refuse
     offload = PipelineOptions("cuda", cpu_offload=True, vae_tiling=True, memory_budget_bytes=1 << 40)
     assert PipelineCache(offload, workers=4).workers == 1
     assert PipelineCache(PipelineOptions("cuda", False, True, 1 << 40), workers=4).workers == 4
-    plan = Plan("cuda", SamPlan(None, "vit_h"), InpaintPlan("sdxl", tiny_sd2_dir), DetectorPlan("x", None))
+    sdxl = registry.get("sdxl")
+    plan = Plan("cuda", Choice("segmenter", "grabcut", registry.get("grabcut")), Choice("eraser", "generative", None),
+                Choice("inpainter", "sdxl", sdxl, tiny_sd2_dir), Choice("detector", "none", None))
     with pytest.raises(ConfigError) as refused:
         check_concurrency(load_config(None, ["server.concurrency=4"]), plan)
     message = str(refused.value)
     assert "\n" not in message and "inpaint.cpu_offload=false" in message and "server.concurrency=1" in message
     check_concurrency(load_config(None, ["server.concurrency=4", "inpaint.cpu_offload=false"]), plan)
     check_concurrency(load_config(None, ["server.concurrency=1"]), plan)
-    no_model = replace(plan, inpaint=InpaintPlan("sdxl", None))
+    no_model = replace(plan, inpaint=Choice("inpainter", "none", None))
     check_concurrency(load_config(None, ["server.concurrency=4"]), no_model)  # nothing to share
     check_concurrency(load_config(None, ["server.concurrency=4"]), replace(plan, device="cpu"))
 

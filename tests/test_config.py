@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from editor.core.config import Config, InpaintConfig, SamConfig, load_config
+from editor.core.config import Config, InpaintConfig, SegmenterConfig, load_config
 from editor.core.errors import ConfigError, EditorError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,10 +46,9 @@ def test_yaml_values_are_read_into_typed_fields(tmp_path: Path) -> None:
     path = write(tmp_path, """
 device: cpu
 models_dir: /data/models
-auto_download: true
-sam:
-  checkpoint: /data/sam_vit_l.pth
-  model_type: vit_l
+auto_download: false
+segmenter:
+  model: /data/sam_vit_l.pth
   embedding_cache_mb: 3
 inpaint:
   model: sdxl
@@ -65,8 +64,8 @@ server:
     config = load_config(path)
     assert config.device == "cpu"
     assert config.models_dir == "/data/models"
-    assert config.auto_download is True
-    assert config.sam == SamConfig(checkpoint="/data/sam_vit_l.pth", model_type="vit_l", embedding_cache_mb=3)
+    assert config.auto_download is False
+    assert config.segmenter == SegmenterConfig(model="/data/sam_vit_l.pth", embedding_cache_mb=3)
     assert config.inpaint.model == "sdxl"
     assert config.inpaint.steps == 12
     assert config.inpaint.guidance == 5.0 and isinstance(config.inpaint.guidance, float)
@@ -80,10 +79,10 @@ server:
 
 def test_overrides_win_over_the_file_and_apply_in_order(tmp_path: Path) -> None:
     path = write(tmp_path, "device: cuda\ninpaint:\n  steps: 12\n")
-    config = load_config(path, ["device=cpu", "inpaint.steps=3", "inpaint.steps=4", "sam.model_type=vit_h"])
+    config = load_config(path, ["device=cpu", "inpaint.steps=3", "inpaint.steps=4", "segmenter.model=edgetam"])
     assert config.device == "cpu"
     assert config.inpaint.steps == 4
-    assert config.sam.model_type == "vit_h"
+    assert config.segmenter.model == "edgetam"
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda"])
@@ -91,17 +90,20 @@ def test_every_device_setting_is_accepted(device: str) -> None:
     assert load_config(None, [f"device={device}"]).device == device
 
 
-@pytest.mark.parametrize("model_type", ["auto", "vit_b", "vit_l", "vit_h"])
-def test_every_sam_model_type_is_accepted(model_type: str) -> None:
-    assert load_config(None, [f"sam.model_type={model_type}"]).sam.model_type == model_type
+def test_downloads_are_on_by_default_and_the_old_sam_keys_are_gone() -> None:
+    assert Config().auto_download is True
+    for old in ("sam.checkpoint=x.pth", "sam.model_type=vit_b", "sam.embedding_cache_mb=3"):
+        with pytest.raises(ConfigError) as refused:
+            load_config(None, [old])
+        assert str(refused.value) == "unknown config key 'sam'"
 
 
 @pytest.mark.parametrize("value", [
     "/abs/path/sam_vit_b_01ec64.pth", "relative/dir/sam.pth", "~/models/sam.pth", "C:/models/sam.pth",
     "with space/sam.pth",
 ])
-def test_sam_checkpoint_paths_are_kept_as_text(value: str) -> None:
-    assert load_config(None, [f"sam.checkpoint={value}"]).sam.checkpoint == value
+def test_segmenter_model_paths_are_kept_as_text(value: str) -> None:
+    assert load_config(None, [f"segmenter.model={value}"]).segmenter.model == value
 
 
 @pytest.mark.parametrize("value", [
@@ -135,7 +137,7 @@ def test_config_objects_are_immutable() -> None:
 
 @pytest.mark.parametrize("override, key", [
     ("colour=red", "colour"),
-    ("sam.colour=red", "sam.colour"),
+    ("segmenter.colour=red", "segmenter.colour"),
     ("inpaint.stepz=3", "inpaint.stepz"),
     ("server.tls.cert=x", "server.tls"),
 ])
@@ -155,8 +157,6 @@ def test_unknown_key_in_the_file_names_the_nested_key(tmp_path: Path) -> None:
     # bad enums
     ("device=gpu", "device"),
     ("device=1", "device"),
-    ("sam.model_type=vit_x", "sam.model_type"),
-    ("sam.model_type=VIT_B", "sam.model_type"),
     # wrong types
     ("inpaint.steps=many", "inpaint.steps"),
     ("inpaint.steps=2.5", "inpaint.steps"),
@@ -169,9 +169,9 @@ def test_unknown_key_in_the_file_names_the_nested_key(tmp_path: Path) -> None:
     ("server.port=http", "server.port"),
     ("inpaint.model=[a, b]", "inpaint.model"),
     ("inpaint.model={a: 1}", "inpaint.model"),
-    ("sam.checkpoint=null", "sam.checkpoint"),
+    ("segmenter.model=null", "segmenter.model"),
     # a section given a plain value
-    ("sam=vit_b", "sam"),
+    ("segmenter=vit_b", "segmenter"),
     ("inpaint=3", "inpaint"),
     # out of range
     ("inpaint.steps=0", "inpaint.steps"),
@@ -186,7 +186,7 @@ def test_unknown_key_in_the_file_names_the_nested_key(tmp_path: Path) -> None:
     ("composite.feather=-8", "composite.feather"),
     ("composite.context=-0.5", "composite.context"),
     ("max_image_pixels=0", "max_image_pixels"),
-    ("sam.embedding_cache_mb=0", "sam.embedding_cache_mb"),
+    ("segmenter.embedding_cache_mb=0", "segmenter.embedding_cache_mb"),
     ("server.port=0", "server.port"),
     ("server.concurrency=0", "server.concurrency"),
     # not a number at all

@@ -29,7 +29,7 @@ EVERYTHING = ("detector.box_threshold=0", "detector.text_threshold=0", "detector
 
 
 def detector_engine(models_dir: Path, sam: Path, detector: Path, *overrides: str) -> Engine:
-    config = tiny_config(models_dir, f"sam.checkpoint={sam}", f"detector.model={detector}", *overrides)
+    config = tiny_config(models_dir, f"segmenter.model={sam}", f"detector.model={detector}", *overrides)
     return build_engine(config, show_progress=False)
 
 
@@ -271,28 +271,36 @@ def test_detector_settings_are_checked(empty_models_dir: Path, tmp_path: Path) -
 def test_an_uncached_hub_detector_is_reported_missing(empty_models_dir: Path) -> None:
     config = tiny_config(empty_models_dir, "detector.model=someone/some-detector")
     plan = plan_backends(config)
-    assert plan.detector.path is None and not plan.detector.download
-    assert describe(plan, config).detector == (f"none (someone/some-detector not downloaded: run "
-                                              f"`{DETECTOR_DOWNLOAD_HINT}`)")
+    assert plan.detector.path is None and not plan.detector.fetch
+    assert describe(plan, config).detector == (
+        "none (someone/some-detector is not here; downloads are off: HF_HUB_OFFLINE=1; "
+        f"run `{DETECTOR_DOWNLOAD_HINT}`)")
 
 
 def test_fetch_detector_downloads_configs_tokenizer_and_safetensors(monkeypatch: pytest.MonkeyPatch,
                                                                     tmp_path: Path) -> None:
     import huggingface_hub
 
+    from editor.models import registry
+
     calls: list[tuple[str, dict]] = []
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(huggingface_hub, "snapshot_download",
-                        lambda repo_id, **kwargs: calls.append((repo_id, kwargs)) or f"/cache/{repo_id}")
-    assert weights.fetch_detector("IDEA-Research/grounding-dino-tiny", show_progress=False) == (
+    def snapshot(repo_id: str, **kwargs: object) -> str:
+        calls.append((repo_id, kwargs))
+        if kwargs.get("local_files_only"):
+            raise OSError("not cached")
+        return f"/cache/{repo_id}"
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    assert weights.fetch(registry.get("grounding-dino-tiny"), tmp_path, show_progress=False) == Path(
         "/cache/IDEA-Research/grounding-dino-tiny")
-    assert calls[0][1]["allow_patterns"] == ["*.json", "*.txt", "*.safetensors"]
-    assert weights.fetch_detector(str(tmp_path)) == str(tmp_path), "a local folder needs no download"
+    fetched = [kwargs for repo, kwargs in calls if not kwargs.get("local_files_only")]
+    assert fetched[0]["allow_patterns"] == ["*.json", "*.txt", "*.safetensors"]
     with pytest.raises(EditorError, match="neither"):
-        weights.fetch_detector(str(tmp_path / "missing"))
+        weights.fetch_hub_id(str(tmp_path / "missing"), "detector")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelUnavailableError, match=DETECTOR_DOWNLOAD_HINT):
-        weights.fetch_detector("someone/uncached-detector", cache_dir=tmp_path)
+    with pytest.raises(ModelUnavailableError, match="python -m editor download someone/uncached-detector"):
+        weights.fetch_hub_id("someone/uncached-detector", "detector", cache_dir=tmp_path)
     assert [repo for repo, kwargs in calls if not kwargs.get("local_files_only")] == [
         "IDEA-Research/grounding-dino-tiny"], "offline: nothing is downloaded"
 

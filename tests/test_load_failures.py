@@ -55,7 +55,7 @@ def broken_sd2(tiny_sd2_dir: Path, tmp_path: Path) -> Path:
 
 
 def broken_engine(models_dir: Path, sam: Path, sd2: Path) -> Engine:
-    return build_engine(tiny_config(models_dir, f"sam.checkpoint={sam}", f"inpaint.model={sd2}"), show_progress=False)
+    return build_engine(tiny_config(models_dir, f"segmenter.model={sam}", f"inpaint.model={sd2}"), show_progress=False)
 
 
 def one_line(message: str) -> str:
@@ -170,7 +170,7 @@ def test_info_load_reports_each_failed_model(empty_models_dir: Path, truncated_s
                                              capsys: pytest.CaptureFixture[str]) -> None:
     from editor import cli
 
-    settings = ["--set", "device=cpu", "--set", f"models_dir={empty_models_dir}", "--set", f"sam.checkpoint={truncated_sam}",
+    settings = ["--set", "device=cpu", "--set", f"models_dir={empty_models_dir}", "--set", f"segmenter.model={truncated_sam}",
                 "--set", f"inpaint.model={broken_sd2}"]
     assert cli.main(["info", *settings]) == 0
     planned = capsys.readouterr().out
@@ -217,7 +217,7 @@ def test_the_app_with_a_broken_sam_serves_and_logs_one_line(empty_models_dir: Pa
     env.pop("EDITOR_USERNAME", None)
     env.pop("EDITOR_PASSWORD", None)
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--set", "device=cpu",
-                                "--set", f"models_dir={empty_models_dir}", "--set", f"sam.checkpoint={truncated_sam}",
+                                "--set", f"models_dir={empty_models_dir}", "--set", f"segmenter.model={truncated_sam}",
                                 "--set", f"server.sessions_dir={empty_models_dir / 'sessions'}"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

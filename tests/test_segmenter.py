@@ -234,11 +234,11 @@ def test_sam_loads_on_first_use_or_warm_up(empty_models_dir: Path, tiny_sam_path
     from editor.build import build_engine
     from tests.conftest import tiny_config
 
-    engine = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}"), show_progress=False)
+    engine = build_engine(tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}"), show_progress=False)
     assert not engine.segmenter.loaded, "building the engine loads nothing"
     engine.select(random_image(8), Prompts().add_point(3, 4))
     assert engine.segmenter.loaded
-    warm = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}"), show_progress=False)
+    warm = build_engine(tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}"), show_progress=False)
     warm.warm_up()
     assert warm.segmenter.loaded
 
@@ -250,7 +250,7 @@ def test_a_broken_checkpoint_selects_with_grabcut_and_says_why_in_one_line(empty
 
     broken = tmp_path / "sam_broken.pth"
     broken.write_bytes(b"not a checkpoint")
-    engine = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={broken}", "sam.model_type=vit_b"),
+    engine = build_engine(tiny_config(empty_models_dir, f"segmenter.model={broken}"),
                           show_progress=False)
     image = random_image(9)
     mask = engine.select(image, Prompts().add_point(3, 4))

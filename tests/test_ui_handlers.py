@@ -237,7 +237,7 @@ def test_select_by_name_draws_the_named_boxes_and_clicks_refine(empty_models_dir
                                                                tiny_detector_dir: Path, tmp_path: Path) -> None:
     from editor.build import build_engine
 
-    engine = build_engine(tiny_config(empty_models_dir, f"sam.checkpoint={tiny_sam_path}",
+    engine = build_engine(tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}",
                                       f"detector.model={tiny_detector_dir}", "detector.box_threshold=0",
                                       "detector.text_threshold=0", "detector.max_detections=3"), show_progress=False)
     handlers = handlers_for(engine, tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from editor.models import weights
+from editor.models import registry, weights
 from editor.core.errors import EditorError, ModelUnavailableError
 
 PAYLOAD = bytes((i * 31 + i // 251) % 256 for i in range(300_000))
@@ -260,52 +260,84 @@ def test_http_error_is_one_line(served: Served, tmp_path: Path) -> None:
     assert served.url in message and "404" in message
 
 
-# --------------------------------------------------------------------------- SAM
+# --------------------------------------------------------------------------- registry entries
 
 
-def test_sam_table() -> None:
-    assert set(weights.SAM_CHECKPOINTS) == {"vit_h", "vit_l", "vit_b"}
-    for model_type, checkpoint in weights.SAM_CHECKPOINTS.items():
-        assert checkpoint.model_type == model_type
-        assert checkpoint.url.endswith("/" + checkpoint.filename)
-        assert re.fullmatch(r"[0-9a-f]{64}", checkpoint.sha256)
-    assert weights.sam_checkpoint_path("vit_b", Path("m")) == Path("m/sam_vit_b_01ec64.pth")
+def _entry(url: str, sha256: str | None = PAYLOAD_SHA, md5: str | None = None) -> registry.ModelEntry:
+    source = registry.Source(url=url, filename="tiny.pth", sha256=sha256, md5=md5)
+    return registry.ModelEntry("tiny", "segmenter", "tiny", "sam", source, 1, "Apache-2.0")
 
 
-def test_fetch_sam_unknown_type(tmp_path: Path) -> None:
-    with pytest.raises(EditorError) as exc:
-        weights.fetch_sam("vit_x", tmp_path)
-    message = _single_line(exc)
-    assert "vit_x" in message and all(name in message for name in ("vit_h", "vit_l", "vit_b"))
-    with pytest.raises(EditorError):
-        weights.sam_checkpoint_path("vit_x", tmp_path)
+def test_every_file_entry_has_a_published_checksum() -> None:
+    for entry in registry.entries():
+        if entry.source is not None and entry.source.url is not None:
+            assert entry.source.url.endswith("/" + entry.source.filename)
+            assert re.fullmatch(r"[0-9a-f]{64}", entry.source.sha256 or "") or re.fullmatch(
+                r"[0-9a-f]{32}", entry.source.md5 or ""), entry.name
 
 
-def test_fetch_sam_downloads_into_models_dir(
-    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    local = weights.SamCheckpoint("vit_b", "sam_vit_b_01ec64.pth", served.url, PAYLOAD_SHA)
-    monkeypatch.setitem(weights.SAM_CHECKPOINTS, "vit_b", local)
+def test_fetch_downloads_an_entry_into_models_dir_verified(served: Served, tmp_path: Path) -> None:
     models_dir = tmp_path / "new" / "models"
-    path = weights.fetch_sam("vit_b", models_dir, show_progress=False)
-    assert path == models_dir / "sam_vit_b_01ec64.pth"
-    assert path.read_bytes() == PAYLOAD
+    entry = _entry(served.url)
+    assert weights.local_path(entry, models_dir) is None
+    path = weights.fetch(entry, models_dir, show_progress=False)
+    assert path == models_dir / "tiny.pth" and path.read_bytes() == PAYLOAD
+    assert weights.local_path(entry, models_dir) == path
+    requests = len(served.state.requests)
+    assert weights.fetch(entry, models_dir, show_progress=False) == path and len(served.state.requests) == requests
+
+
+def test_fetch_refuses_a_file_whose_checksum_differs(served: Served, tmp_path: Path) -> None:
+    with pytest.raises(EditorError) as exc:
+        weights.fetch(_entry(served.url, sha256="0" * 64), tmp_path, show_progress=False)
+    assert "checksum mismatch" in _single_line(exc) and not (tmp_path / "tiny.pth").exists()
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    assert weights.fetch(_entry(served.url, None, md5), tmp_path, show_progress=False).read_bytes() == PAYLOAD
+
+
+def test_fetch_reports_progress_and_forgets_it_when_done(served: Served, tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    class Watching(weights.Downloads):
+        def update(self, name: str, done: int, total: int | None) -> None:
+            super().update(name, done, total)
+            seen.append(self.lines())
+
+    downloads = Watching()
+    weights.fetch(_entry(served.url), tmp_path, show_progress=False, downloads=downloads)
+    assert seen[-1] == ["downloading tiny: 100%"] and ["downloading tiny: 0%"] in seen
+    assert downloads.lines() == []
+
+
+def test_offline_fetch_names_the_command(served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError) as exc:
+        weights.fetch(_entry(served.url), tmp_path, show_progress=False)
+    assert "python -m editor download tiny" in _single_line(exc) and served.state.requests == []
+
+
+def test_a_refusing_port_is_unreachable_at_once() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        started = time.monotonic()
+        why = weights.unreachable(f"http://127.0.0.1:{port}/x", timeout=2)
+    assert why is not None and "127.0.0.1" in why and time.monotonic() - started < 1
+
+
+def test_an_address_that_never_answers_is_unreachable_within_the_timeout() -> None:
+    started = time.monotonic()
+    why = weights.unreachable("https://10.255.255.1/model.pth", timeout=1.0)  # a blackhole (or no route)
+    if why is None:
+        pytest.skip("this network answers for every address (a transparent proxy)")
+    assert "10.255.255.1" in why and time.monotonic() - started < 3
+
+
+def test_a_listening_server_is_reachable(served: Served) -> None:
+    assert weights.unreachable(served.url) is None
 
 
 # --------------------------------------------------------------------------- inpainting / Hub
-
-
-def test_presets() -> None:
-    sdxl, sd2 = weights.INPAINT_PRESETS["sdxl"], weights.INPAINT_PRESETS["sd2"]
-    assert sdxl.repo_id == "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
-    assert (sdxl.native_size, sdxl.variant) == (1024, "fp16")
-    assert sdxl.vae_repo_id == "madebyollin/sdxl-vae-fp16-fix"
-    assert (sd2.repo_id, sd2.native_size, sd2.variant, sd2.vae_repo_id) == (
-        "sd2-community/stable-diffusion-2-inpainting",
-        512,
-        None,
-        None,
-    )
 
 
 REPO_FILES = [
@@ -333,7 +365,7 @@ def _selected(patterns: tuple[list[str], list[str]]) -> set[str]:
 
 
 def test_hub_patterns_with_variant() -> None:
-    allow, ignore = weights.hub_allow_patterns(weights.INPAINT_PRESETS["sdxl"])
+    allow, ignore = weights.hub_allow_patterns("fp16")
     assert allow == ["model_index.json", "*/*.json", "*/*.txt", "*/*.fp16.safetensors"]
     assert _selected((allow, ignore)) == {
         "model_index.json",
@@ -347,7 +379,7 @@ def test_hub_patterns_with_variant() -> None:
 
 
 def test_hub_patterns_without_variant() -> None:
-    assert _selected(weights.hub_allow_patterns(weights.INPAINT_PRESETS["sd2"])) == {
+    assert _selected(weights.hub_allow_patterns(None)) == {
         "model_index.json",
         "scheduler/scheduler_config.json",
         "tokenizer/merges.txt",
@@ -356,50 +388,34 @@ def test_hub_patterns_without_variant() -> None:
         "unet/diffusion_pytorch_model.safetensors",
         "text_encoder/model.safetensors",
     }
-    assert weights.hub_allow_patterns(None) == weights.hub_allow_patterns(weights.INPAINT_PRESETS["sd2"])
+    assert weights.hub_patterns("detector") == (["*.json", "*.txt", "*.safetensors"], [])
     assert list(weights.VAE_ALLOW_PATTERNS) == ["config.json", "diffusion_pytorch_model.safetensors"]
 
 
-def test_fetch_inpaint_local_folder_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub
-
-    def no_network(*args: object, **kwargs: object) -> str:
-        raise AssertionError("snapshot_download must not be called for a local folder")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
-    (tmp_path / "model_index.json").write_text("{}")
-    assert weights.fetch_inpaint_model(str(tmp_path)) == str(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert weights.fetch_inpaint_model(str(tmp_path)) == str(tmp_path)
+def _uncached(calls: list[tuple[str, dict[str, object]]]):  # type: ignore[no-untyped-def]
+    def fake_snapshot(repo_id: str, **kwargs: object) -> str:
+        calls.append((repo_id, kwargs))
+        if kwargs.get("local_files_only"):
+            raise OSError("not cached")
+        return f"/cache/{repo_id}"
+    return fake_snapshot
 
 
-def test_fetch_inpaint_downloads_repo_and_fix_vae(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_sdxl_downloads_repo_and_fix_vae(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import huggingface_hub
 
     calls: list[tuple[str, dict[str, object]]] = []
-
-    def fake_snapshot(repo_id: str, **kwargs: object) -> str:
-        calls.append((repo_id, kwargs))
-        return f"/cache/{repo_id}"
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    assert weights.fetch_inpaint_model("sdxl", show_progress=False) == (
-        "/cache/diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
-    )
-    assert [repo for repo, _ in calls] == [
-        "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
-        "madebyollin/sdxl-vae-fp16-fix",
-    ]
-    assert calls[0][1]["allow_patterns"] == weights.hub_allow_patterns(weights.INPAINT_PRESETS["sdxl"])[0]
-    assert calls[1][1]["allow_patterns"] == ["config.json", "diffusion_pytorch_model.safetensors"]
-    assert not calls[0][1].get("local_files_only")
-
-    calls.clear()
-    assert weights.fetch_inpaint_model("sd2") == "/cache/sd2-community/stable-diffusion-2-inpainting"
-    assert len(calls) == 1
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", _uncached(calls))
+    path = weights.fetch(registry.get("sdxl"), tmp_path, show_progress=False)
+    assert path == Path("/cache/diffusers/stable-diffusion-xl-1.0-inpainting-0.1")
+    fetched = [(repo, kwargs) for repo, kwargs in calls if not kwargs.get("local_files_only")]
+    assert [repo for repo, _ in fetched] == ["diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+                                             "madebyollin/sdxl-vae-fp16-fix"]
+    assert fetched[0][1]["allow_patterns"] == weights.hub_allow_patterns("fp16")[0]
+    assert fetched[1][1]["allow_patterns"] == ["config.json", "diffusion_pytorch_model.safetensors"]
 
 
-def test_fetch_inpaint_hub_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_hub_error_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import huggingface_hub
 
     def failing(repo_id: str, **kwargs: object) -> str:
@@ -407,22 +423,16 @@ def test_fetch_inpaint_hub_error_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
     with pytest.raises(EditorError) as exc:
-        weights.fetch_inpaint_model("someone/some-inpainting-model")
+        weights.fetch_hub_id("someone/some-inpainting-model", "inpainter")
     message = _single_line(exc)
     assert "someone/some-inpainting-model" in message and "connection refused" in message
 
 
-def test_fetch_inpaint_rejects_nonsense(tmp_path: Path) -> None:
-    with pytest.raises(EditorError) as exc:
-        weights.fetch_inpaint_model(str(tmp_path / "missing" / "folder"))
-    assert "sdxl" in _single_line(exc)
-
-
-def test_fetch_inpaint_offline_names_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_hub_fetch_names_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError) as exc:
-        weights.fetch_inpaint_model("sd2", cache_dir=tmp_path)
-    assert "python -m editor download inpaint" in _single_line(exc)
+        weights.fetch(registry.get("sd2"), tmp_path)
+    assert "python -m editor download sd2" in _single_line(exc)
 
 
 def _fake_cache(cache_dir: Path, repo_id: str, marker: str = "model_index.json") -> Path:
@@ -440,12 +450,13 @@ def _fake_cache(cache_dir: Path, repo_id: str, marker: str = "model_index.json")
 def test_offline_uses_cached_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     main = _fake_cache(tmp_path, "diffusers/stable-diffusion-xl-1.0-inpainting-0.1")
-    with pytest.raises(EditorError) as exc:  # the fix VAE is still missing
-        weights.fetch_inpaint_model("sdxl", cache_dir=tmp_path)
-    assert "madebyollin/sdxl-vae-fp16-fix" in _single_line(exc)
+    sdxl = registry.get("sdxl")
+    assert weights.local_path(sdxl, tmp_path, cache_dir=tmp_path) is None  # the fix VAE is still missing
+    with pytest.raises(EditorError):
+        weights.fetch(sdxl, tmp_path, cache_dir=tmp_path)
     _fake_cache(tmp_path, "madebyollin/sdxl-vae-fp16-fix", marker="config.json")
-    assert weights.fetch_inpaint_model("sdxl", cache_dir=tmp_path) == str(main)
-    assert weights.cached_hub_snapshot("madebyollin/sdxl-vae-fp16-fix", cache_dir=tmp_path) is not None
+    assert weights.fetch(sdxl, tmp_path, cache_dir=tmp_path) == main
+    assert weights.companion_paths(sdxl, cache_dir=tmp_path)[0] is not None
 
 
 def test_cached_hub_snapshot_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,14 +19,6 @@ import yaml
 from editor.core.errors import ConfigError
 
 Device = Literal["auto", "cpu", "cuda"]
-SamModelType = Literal["auto", "vit_b", "vit_l", "vit_h"]
-
-
-@dataclass(frozen=True)
-class SamConfig:
-    checkpoint: str = "auto"  # "auto" looks in models_dir; a path must exist
-    model_type: SamModelType = "auto"  # "auto" reads it from the checkpoint's shapes
-    embedding_cache_mb: float = 64  # image embeddings (4 MB each) and click results kept, all photos together
 
 
 @dataclass(frozen=True)
@@ -47,7 +39,7 @@ class EraserConfig:
 
 @dataclass(frozen=True)
 class InpaintConfig:
-    model: str = "auto"  # auto | sdxl | sd2 | HUB_ID | LOCAL_DIR
+    model: str = "auto"  # auto (sdxl on CUDA, sd2 on CPU) | a registry name | HUB_ID | LOCAL_DIR (diffusers)
     cpu_offload: bool = True  # CUDA only: keep idle sub-models in RAM
     vae_tiling: bool = True  # decode large images tile by tile
     compile: bool = False  # torch.compile the UNet (slow first edit per size bucket, faster after)
@@ -61,7 +53,7 @@ class InpaintConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    model: str = "IDEA-Research/grounding-dino-tiny"  # HUB_ID | LOCAL_DIR (Grounding DINO or OWLv2)
+    model: str = "auto"  # auto (grounding-dino-tiny) | a registry name | HUB_ID | LOCAL_DIR (Grounding DINO, OWLv2)
     box_threshold: float = 0.35  # keep boxes scoring above this
     text_threshold: float = 0.25  # Grounding DINO: words scoring above this name a box
     max_detections: int = 10  # the best-scoring boxes kept; each costs one SAM call
@@ -151,9 +143,8 @@ class ServerConfig:
 class Config:
     device: Device = "auto"
     models_dir: str = "checkpoints"
-    auto_download: bool = False  # fetch missing weights on first use
+    auto_download: bool = True  # fetch missing weights (HF_HUB_OFFLINE=1 turns every download off)
     max_image_pixels: int = 50_000_000  # refuse larger images before decoding them
-    sam: SamConfig = field(default_factory=SamConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     eraser: EraserConfig = field(default_factory=EraserConfig)
     inpaint: InpaintConfig = field(default_factory=InpaintConfig)
@@ -165,7 +156,7 @@ class Config:
 
 
 _POSITIVE = {
-    "sam.embedding_cache_mb", "segmenter.embedding_cache_mb", "eraser.max_side", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
+    "segmenter.embedding_cache_mb", "eraser.max_side", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
     "max_image_pixels", "detector.max_detections", "server.port", "server.concurrency", "server.max_upload_mb",
     "server.session_memory_mb", "server.session_ttl_minutes",
     "limits.points", "limits.steps", "limits.variations", "limits.prompt_chars", "limits.json_chars",

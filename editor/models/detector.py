@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from editor.core.errors import EditorError
 from editor.models.loading import LoadOnce
 from editor.core.prompts import Box, Detection
+
+if TYPE_CHECKING:
+    from editor.models.registry import LoadContext, ModelEntry
 
 # Model types that read one sentence of dot-separated phrases ("dog. person."); the others
 # (OWL-ViT, OWLv2) take a list of queries.
@@ -135,3 +140,28 @@ def _query_for(label: str, queries: list[str]) -> str:
     words = set(re.findall(r"[a-z0-9]+", label.lower())) - {"sep", "cls", "pad"}  # not BERT's special tokens
     overlap = [len(words & set(query.split())) for query in queries]
     return queries[int(np.argmax(overlap))]
+
+
+class _FetchedDetector(TransformersDetector):
+    """A detector whose weights are fetched (and verified by huggingface_hub) at its first use."""
+
+    def __init__(self, fetch: Callable[[], Path], name: str, device: str, thresholds: Thresholds,
+                 description: str) -> None:
+        super().__init__(Path(name), device, thresholds, description)
+        self._fetch = fetch
+
+    def _load(self) -> tuple[Any, Any]:
+        self.path = self._fetch()
+        return super()._load()
+
+
+def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> TransformersDetector:
+    """The registry's `load` for Grounding DINO and OWLv2: a transformers folder, loaded at first use."""
+    settings = context.config.detector
+    thresholds = Thresholds(settings.box_threshold, settings.text_threshold, settings.max_detections)
+    description = context.description or entry.title
+    if path is None:
+        if context.fetch is None:
+            raise EditorError(f"{entry.name} is not on this machine")
+        return _FetchedDetector(context.fetch, entry.name, context.device, thresholds, description)
+    return TransformersDetector(path, context.device, thresholds, description)

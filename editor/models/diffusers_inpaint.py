@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,10 @@ from PIL import Image
 from editor.core.errors import EditCancelled, EditorError, ModelLoadError
 from editor.models.base import InpaintRequest, OutOfMemory, Progress
 from editor.models.loading import load_failure, out_of_memory_as, reason_with_cause, release_memory
+
+if TYPE_CHECKING:
+    from editor.core.config import Config
+    from editor.models.registry import LoadContext, ModelEntry
 
 OOM_ADVICE = "make fewer variations, a smaller selection, or set inpaint.cpu_offload=true"
 COMPILE_BUCKET = 64  # with a compiled UNet, work sizes are padded to multiples of this
@@ -326,3 +330,80 @@ def _native_size_from_config(path: Path) -> int:
         raise EditorError(f"{path} is not a diffusers inpainting folder (no unet/ or vae/ config)") from None
     scale = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
     return int(unet.get("sample_size", 64)) * scale
+
+
+def pipeline_options(config: Config, device: str) -> PipelineOptions:
+    """The pipeline settings `inpaint.*` asks for on `device`."""
+    settings = config.inpaint
+    return PipelineOptions(device, settings.cpu_offload, settings.vae_tiling,
+                           int(settings.memory_budget_gb * 2**30), settings.compile)
+
+
+def model_source(entry: ModelEntry, path: Path) -> ModelSource:
+    """A registry entry's diffusers folder, with its variant and fp16-safe VAE (a companion repo)."""
+    if entry.source is None:  # a local folder: everything is read from it
+        return ModelSource(str(path), path)
+    from editor.models.weights import companion_paths
+
+    companions = companion_paths(entry)
+    if any(companion is None for companion in companions):
+        raise EditorError(f"{entry.name} needs {', '.join(entry.source.companions)}, which is not here: "
+                          f"run `python -m editor download {entry.name}`")
+    vae = companions[0] if companions else None
+    return ModelSource(entry.name, path, entry.source.variant, vae, entry.native_size)
+
+
+class FetchedInpainter:
+    """An inpainter whose weights are fetched at the first generative edit, then loaded.
+
+    `load()` (the warm-up at start) leaves a model that is not here yet alone: the download
+    waits for the first edit that needs it.
+    """
+
+    def __init__(self, entry: ModelEntry, fetch: Callable[[], Path], make: Callable[[Path], DiffusersInpainter],
+                 description: str) -> None:
+        from editor.models.loading import LoadOnce
+
+        self.description = description
+        self.model_name = entry.name
+        self._native_size = entry.native_size
+        self._slot: LoadOnce[DiffusersInpainter] = LoadOnce(f"the inpainting model {entry.name}",
+                                                            lambda: make(fetch()))
+
+    @property
+    def native_size(self) -> int:
+        if self._slot.loaded:
+            return self._slot.get().native_size
+        return self._native_size or 512  # a hub id without an entry: SD 2's size until its config is here
+
+    @property
+    def load_error(self) -> str | None:
+        if self._slot.error is not None:
+            return self._slot.error
+        return self._slot.get().load_error if self._slot.loaded else None
+
+    def load(self) -> None:
+        if self._slot.loaded:
+            self._slot.get().load()
+
+    def inpaint(self, image: np.ndarray, mask: np.ndarray, request: InpaintRequest, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> list[np.ndarray]:
+        inpainter = self._slot.get()
+        inpainter.load()
+        return inpainter.inpaint(image, mask, request, progress, cancel)
+
+
+def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> DiffusersInpainter | FetchedInpainter:
+    """The registry's `load` for Stable Diffusion inpainting: one pipeline cache per model object."""
+    pipelines = PipelineCache(pipeline_options(context.config, context.device),
+                              workers=context.config.server.concurrency)
+    description = context.description or entry.title
+
+    def make(folder: Path) -> DiffusersInpainter:
+        return DiffusersInpainter(model_source(entry, folder), pipelines, description)
+
+    if path is not None:
+        return make(path)
+    if context.fetch is None:
+        raise EditorError(f"{entry.name} is not on this machine")
+    return FetchedInpainter(entry, context.fetch, make, description)

@@ -1,11 +1,18 @@
 """Classical fallbacks that need no model weights: GrabCut selection and OpenCV inpainting."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import cv2
 import numpy as np
 
 from editor.core import masks
+from editor.core.errors import EditorError
 from editor.core.prompts import Prompts
+
+if TYPE_CHECKING:
+    from editor.models.registry import LoadContext, ModelEntry
 
 GRABCUT_SIDE = 640  # GrabCut runs on a copy this size at most; its mask is scaled back
 GRABCUT_ITERATIONS = 5
@@ -99,3 +106,14 @@ def inpaint(image: np.ndarray, mask: np.ndarray, radius: int = 5) -> np.ndarray:
 def _telea(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     return cv2.cvtColor(cv2.inpaint(bgr, hole, radius, cv2.INPAINT_TELEA), cv2.COLOR_BGR2RGB)
+
+
+def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> Any:
+    """The registry's `load` for the built-in algorithms (no weights)."""
+    if entry.kind == "segmenter":
+        from editor.models.sam import GrabCutSegmenter  # GrabCut's wrapper lives beside SAM for now
+
+        segmenter = GrabCutSegmenter()
+        segmenter.description = context.description or segmenter.description
+        return segmenter
+    raise EditorError(f"OpenCV has no {entry.kind} here")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from editor.core.config import Config
@@ -26,6 +27,7 @@ class Source:
     url: str | None = None  # one file, downloaded to models_dir/<filename>
     filename: str | None = None
     sha256: str | None = None  # the published checksum of `url`, verified after the download
+    md5: str | None = None  # where only an MD5 is published (IOPaint's big-lama.pt), verified the same way
     variant: str | None = None  # diffusers weight variant (fp16)
     companions: tuple[str, ...] = ()  # more hub repositories it needs (SDXL's fp16-fix VAE)
 
@@ -56,6 +58,8 @@ class LoadContext:
     config: Config
     device: str  # cpu | cuda, resolved
     show_progress: bool = True
+    description: str = ""  # the line `info` and the page show for the model
+    fetch: Callable[[], Path] | None = None  # path None: how the weights get here, called at the first load
 
 
 class Loader(Protocol):
@@ -94,7 +98,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
                dtypes=("uint8",)),
     ModelEntry("lama", "eraser", "LaMa (big-lama)", "lama",
                Source(url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
-                      filename="big-lama.pt"),
+                      filename="big-lama.pt", md5="e3aa4aaa15225a33ec84f9f4bc47e500"),
                196, "Apache-2.0", dtypes=("float32", "bfloat16")),
     ModelEntry("opencv", "eraser", "OpenCV Telea (no weights)", "opencv", None, 0, "Apache-2.0", dtypes=("uint8",)),
     ModelEntry("sd2", "inpainter", "Stable Diffusion 2 inpainting", "diffusers_inpaint",
@@ -109,6 +113,23 @@ ENTRIES: tuple[ModelEntry, ...] = (
     ModelEntry("owlv2", "detector", "OWLv2 base (ensemble)", "detector",
                Source(hub="google/owlv2-base-patch16-ensemble"), 620, "Apache-2.0"),
 )
+
+
+# `auto`, per kind and device: the first of these on this machine, else the first one fetched
+# (when downloads are allowed). The CPU segmenter is the light one that meets the CPU goal.
+AUTO: dict[Kind, dict[str, tuple[str, ...]]] = {
+    "segmenter": {"cuda": ("sam-vit-h", "sam-vit-l", "sam-vit-b", "sam2.1-large", "sam2.1-base-plus"),
+                  "cpu": ("edgetam", "sam2.1-tiny", "sam2.1-small", "sam-vit-b", "sam-vit-l", "sam-vit-h")},
+    "eraser": {"cuda": ("lama",), "cpu": ("lama",)},
+    "inpainter": {"cuda": ("sdxl", "sd2"), "cpu": ("sd2", "sdxl")},
+    "detector": {"cuda": ("grounding-dino-tiny", "owlv2"), "cpu": ("grounding-dino-tiny", "owlv2")},
+}
+# What runs when `auto` finds nothing here and nothing can be fetched (None: the operation is off).
+FALLBACK: dict[Kind, str | None] = {"segmenter": "grabcut", "eraser": "opencv", "inpainter": None, "detector": None}
+
+
+def auto_order(kind: Kind, device: str) -> tuple[str, ...]:
+    return AUTO[kind]["cuda" if device == "cuda" else "cpu"]
 
 
 def names(kind: Kind | None = None) -> list[str]:

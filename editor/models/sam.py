@@ -7,7 +7,7 @@ replaying the whole click sequence. Nothing about an image is stored on the shar
 so many sessions can use one segmenter. The model itself loads on first use (or when
 `load` is called, e.g. in the background at start-up), so the page is served at once; if it
 fails to load, the failure is remembered and clicks select with GrabCut instead. Embeddings
-and click results share one byte budget (`sam.embedding_cache_mb`), however many photos
+and click results share one byte budget (`segmenter.embedding_cache_mb`), however many photos
 the sessions hold.
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -32,6 +33,9 @@ from editor.core import masks
 from editor.core.errors import ModelLoadError
 from editor.models.loading import LoadOnce
 from editor.core.prompts import Prompts
+
+if TYPE_CHECKING:
+    from editor.models.registry import LoadContext, ModelEntry
 
 DEFAULT_CACHE_BYTES = 64 * 2**20  # one SAM embedding is 4 MB (256x64x64 floats), a click's result 256 KB
 KEYS_REMEMBERED = 8  # read-only photos whose content hash is remembered
@@ -307,3 +311,18 @@ class GrabCutSegmenter:
 
     def segment(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
         return opencv.grabcut(image, prompts)
+
+
+def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> SamSegmenter:
+    """The registry's `load` for Segment Anything: a checkpoint file, loaded (and, when it is not
+    here yet, fetched) at the first photo or at `load()`; the architecture is read from the file."""
+    from editor.models.sam_loader import load_sam
+
+    def load_model() -> Sam:
+        if path is None and context.fetch is None:
+            raise ModelLoadError(f"{entry.name} is not on this machine")
+        weights = path if path is not None else context.fetch()  # type: ignore[misc]
+        return load_sam(weights, "auto", context.device)[0]  # the architecture is read from the file
+
+    cache_bytes = int(context.config.segmenter.embedding_cache_mb * 2**20)
+    return SamSegmenter(load_model, context.description or entry.title, cache_bytes)

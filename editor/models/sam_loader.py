@@ -142,7 +142,7 @@ def load_sam(path: Path, model_type: str, device: str) -> tuple[Sam, str]:
     except (KeyError, IndexError, ZeroDivisionError):
         raise EditorError(f"{path} is not a Segment Anything checkpoint this editor understands") from None
     if model_type != "auto" and arch.model_type != model_type:
-        raise EditorError(f"{path.name} holds a {arch.model_type} model, but sam.model_type is {model_type}")
+        raise EditorError(f"{path.name} holds a {arch.model_type} model, not the {model_type} its name promises")
     model = build_sam(arch)
     try:
         model.load_state_dict(state)

@@ -1,7 +1,8 @@
 """Where model weights come from, whether they are present, and fetching them.
 
-SAM checkpoints are single files fetched with urllib (resumable, checksummed);
-inpainting models are diffusers folders fetched with huggingface_hub.
+A registry entry (editor/models/registry.py) says where its weights come from: one file at a
+URL, fetched with urllib into `models_dir` (resumable, checked against its published checksum),
+or hub repositories fetched with huggingface_hub into its cache (which verifies each file).
 This is the only module that talks to the network for weights.
 """
 
@@ -11,84 +12,35 @@ import hashlib
 import http.client
 import os
 import re
+import socket
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from tqdm import tqdm
 
 from editor.core.errors import EditorError, ModelUnavailableError
 from editor.models.base import fetch_command
 
-DOWNLOAD_INPAINT_COMMAND = fetch_command("inpaint")
-DOWNLOAD_DETECTOR_COMMAND = fetch_command("detector")
+if TYPE_CHECKING:
+    from editor.models.registry import ModelEntry
+
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
 _HASH_CHUNK = 1 << 20
 # "owner/name" as accepted by the Hub; anything else is not worth a network round-trip.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-@dataclass(frozen=True)
-class SamCheckpoint:
-    model_type: str
-    filename: str
-    url: str
-    sha256: str
-
-
-_SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-
-SAM_CHECKPOINTS: dict[str, SamCheckpoint] = {
-    "vit_h": SamCheckpoint(
-        "vit_h",
-        "sam_vit_h_4b8939.pth",
-        _SAM_BASE_URL + "sam_vit_h_4b8939.pth",
-        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-    ),
-    "vit_l": SamCheckpoint(
-        "vit_l",
-        "sam_vit_l_0b3195.pth",
-        _SAM_BASE_URL + "sam_vit_l_0b3195.pth",
-        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-    ),
-    "vit_b": SamCheckpoint(
-        "vit_b",
-        "sam_vit_b_01ec64.pth",
-        _SAM_BASE_URL + "sam_vit_b_01ec64.pth",
-        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class InpaintPreset:
-    name: str
-    repo_id: str
-    native_size: int
-    variant: str | None
-    vae_repo_id: str | None
-
-
-INPAINT_PRESETS: dict[str, InpaintPreset] = {
-    # The stock SDXL VAE overflows in fp16; the "fp16-fix" VAE is a drop-in replacement.
-    "sdxl": InpaintPreset(
-        "sdxl",
-        "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
-        1024,
-        "fp16",
-        "madebyollin/sdxl-vae-fp16-fix",
-    ),
-    # Community mirror: the original stabilityai repo was taken down.
-    "sd2": InpaintPreset("sd2", "sd2-community/stable-diffusion-2-inpainting", 512, None, None),
-}
-
-# The fix VAE repo also ships .pt/.bin copies; only the safetensors one is needed.
+# A diffusers repo's fix VAE (SDXL's companion) also ships .pt/.bin copies; only the safetensors one is needed.
 VAE_ALLOW_PATTERNS: tuple[str, ...] = ("config.json", "diffusion_pytorch_model.safetensors")
-# A transformers detector repo: configs, tokenizer files and safetensors weights (not the .bin copies).
-DETECTOR_ALLOW_PATTERNS: tuple[str, ...] = ("*.json", "*.txt", "*.safetensors")
+# A transformers repo (SAM 2.1, EdgeTAM, the detectors): configs, tokenizer files and safetensors weights.
+TRANSFORMERS_ALLOW_PATTERNS: tuple[str, ...] = ("*.json", "*.txt", "*.safetensors")
+CONNECT_TIMEOUT_S = 3.0  # an unreachable network is told within this, not after minutes of retries
+HF_ENDPOINT = "https://huggingface.co"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -112,7 +64,11 @@ def _first_line(exc: BaseException) -> str:
 
 def file_sha256(path: Path | str) -> str:
     """Hex SHA-256 of a file, streamed so multi-GB checkpoints don't load into memory."""
-    digest = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: Path | str, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):
             digest.update(chunk)
@@ -174,6 +130,7 @@ def _receive(
     timeout: float,
     chunk_size: int,
     show_progress: bool,
+    bar_class: type[tqdm] = tqdm,
 ) -> None:
     """Fill `part` with the whole file, resuming it when possible.
 
@@ -191,7 +148,8 @@ def _receive(
         if total is not None and total != start:
             # The .part is longer than the file (e.g. the file changed upstream): start over.
             part.unlink()
-            _receive(url, part, desc, timeout=timeout, chunk_size=chunk_size, show_progress=show_progress)
+            _receive(url, part, desc, timeout=timeout, chunk_size=chunk_size, show_progress=show_progress,
+                     bar_class=bar_class)
         return
     with response:
         first, total = _content_range(response.headers)
@@ -201,7 +159,8 @@ def _receive(
             # Resumed at the wrong offset: appending would corrupt the file, so start over.
             response.close()
             part.unlink()
-            _receive(url, part, desc, timeout=timeout, chunk_size=chunk_size, show_progress=show_progress)
+            _receive(url, part, desc, timeout=timeout, chunk_size=chunk_size, show_progress=show_progress,
+                     bar_class=bar_class)
             return
         # A plain 200 means the server ignored Range: overwrite from byte zero.
         mode = "ab" if response.status == 206 else "wb"
@@ -211,7 +170,7 @@ def _receive(
             total = start + int(length)
         with (
             open(part, mode) as out,
-            tqdm(
+            bar_class(
                 total=total,
                 initial=start,
                 unit="B",
@@ -248,91 +207,211 @@ def download_file(
     timeout: float = 20.0,
     chunk_size: int = 1 << 20,
     show_progress: bool = True,
+    md5: str | None = None,
+    bar_class: type[tqdm] = tqdm,
 ) -> Path:
-    """Download `url` to `dest` via `dest.part`, resuming a previous attempt, verifying `sha256`.
+    """Download `url` to `dest` via `dest.part`, resuming a previous attempt, verifying `sha256`
+    (or `md5`, where only that is published).
 
     `dest` only ever appears complete and verified (atomic rename). On network failure
     the .part is kept so the next call resumes; on checksum mismatch it is deleted.
+    `timeout` bounds the connection and each read.
     """
     dest = Path(dest)
-    if dest.is_file() and (sha256 is None or verify_sha256(dest, sha256)):
+    algorithm, expected = ("sha256", sha256) if sha256 is not None else ("md5", md5)
+    if dest.is_file() and (expected is None or file_digest(dest, algorithm) == expected.strip().lower()):
         return dest
     if offline():
         raise ModelUnavailableError(f"HF_HUB_OFFLINE=1 is set: not downloading {url}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(dest)
     try:
-        _receive(url, part, dest.name, timeout=timeout, chunk_size=chunk_size, show_progress=show_progress)
+        _receive(url, part, dest.name, timeout=timeout, chunk_size=chunk_size, show_progress=show_progress,
+                 bar_class=bar_class)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # OSError covers URLError/HTTPError, timeouts and resets; ValueError a malformed URL.
         raise EditorError(_download_failure(url, exc, part)) from exc
-    if sha256 is not None:
-        actual = file_sha256(part)
-        if actual != sha256.strip().lower():
+    if expected is not None:
+        actual = file_digest(part, algorithm)
+        if actual != expected.strip().lower():
             part.unlink()
-            raise EditorError(f"checksum mismatch for {dest.name}: expected {sha256}, got {actual}")
+            raise EditorError(f"checksum mismatch for {dest.name}: expected {expected}, got {actual}")
     os.replace(part, dest)
     return dest
 
 
-# --------------------------------------------------------------------------- SAM
+# --------------------------------------------------------------------------- registry entries
 
 
-def _sam_checkpoint(model_type: str) -> SamCheckpoint:
-    try:
-        return SAM_CHECKPOINTS[model_type]
-    except KeyError:
-        valid = ", ".join(SAM_CHECKPOINTS)
-        raise EditorError(f"unknown SAM model type {model_type!r}; choose one of: {valid}") from None
-
-
-def sam_checkpoint_path(model_type: str, models_dir: Path) -> Path:
-    """Where the checkpoint for `model_type` lives (whether or not it is there yet)."""
-    return Path(models_dir) / _sam_checkpoint(model_type).filename
-
-
-def fetch_sam(model_type: str, models_dir: Path, show_progress: bool = True) -> Path:
-    """Make sure the SAM checkpoint is in `models_dir` (downloading it if needed); return its path."""
-    checkpoint = _sam_checkpoint(model_type)
-    dest = sam_checkpoint_path(model_type, models_dir)
-    return download_file(checkpoint.url, dest, checkpoint.sha256, show_progress=show_progress)
-
-
-# --------------------------------------------------------------------------- inpainting (Hub)
-
-
-def hub_allow_patterns(preset: InpaintPreset | None) -> tuple[list[str], list[str]]:
+def hub_allow_patterns(variant: str | None = None) -> tuple[list[str], list[str]]:
     """(allow_patterns, ignore_patterns) for a diffusers repo.
 
     Only the diffusers layout in subfolders is needed: "*/" keeps out the root-level
     single-file .ckpt/.safetensors (several GB each). With a variant only that
     variant's weights are fetched; without one, every variant copy is ignored.
-    `None` means a Hub id that is not a preset: treated as variant-less.
-    For the fix VAE repo use VAE_ALLOW_PATTERNS.
     """
     allow = ["model_index.json", "*/*.json", "*/*.txt"]
-    if preset is not None and preset.variant:
-        return [*allow, f"*/*.{preset.variant}.safetensors"], []
-    ignore = [f"*.{variant}.safetensors" for variant in ("fp16", "bf16", "fp32", "ema", "non_ema")]
+    if variant:
+        return [*allow, f"*/*.{variant}.safetensors"], []
+    ignore = [f"*.{name}.safetensors" for name in ("fp16", "bf16", "fp32", "ema", "non_ema")]
     return [*allow, "*/*.safetensors"], ignore
 
 
-def _patterns_for_repo(repo_id: str) -> tuple[list[str], list[str]]:
-    """Patterns matching how `repo_id` would have been fetched, so cache checks agree."""
-    for preset in INPAINT_PRESETS.values():
-        if preset.repo_id == repo_id:
-            return hub_allow_patterns(preset)
-        if preset.vae_repo_id == repo_id:
-            return list(VAE_ALLOW_PATTERNS), []
-    return hub_allow_patterns(None)
+def hub_patterns(kind: str, variant: str | None = None) -> tuple[list[str], list[str]]:
+    """What to fetch of a model's hub repo: a diffusers layout for an inpainter, transformers files otherwise."""
+    if kind == "inpainter":
+        return hub_allow_patterns(variant)
+    return list(TRANSFORMERS_ALLOW_PATTERNS), []
 
 
-class _SilentTqdm(tqdm):
-    """tqdm that never draws: huggingface_hub routes all its bars through tqdm_class."""
+def _repos(entry: ModelEntry) -> list[tuple[str, tuple[list[str], list[str]]]]:
+    """(repo id, patterns) of each hub repo `entry` needs, its own first."""
+    source = entry.source
+    assert source is not None and source.hub is not None
+    companions = [(repo, (list(VAE_ALLOW_PATTERNS), [])) for repo in source.companions]
+    return [(source.hub, hub_patterns(entry.kind, source.variant)), *companions]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
+
+def local_path(entry: ModelEntry, models_dir: Path, *, cache_dir: Path | None = None) -> Path | None:
+    """Where `entry`'s weights are on this machine (its file in `models_dir`, or its complete hub
+    snapshot, companions included), or None. Never touches the network."""
+    source = entry.source
+    if source is None:
+        return None
+    if source.url is not None:
+        path = Path(models_dir) / (source.filename or source.url.rsplit("/", 1)[-1])
+        return path if path.is_file() else None
+    paths = [cached_hub_snapshot(repo, cache_dir=cache_dir, patterns=patterns) for repo, patterns in _repos(entry)]
+    return paths[0] if all(path is not None for path in paths) else None
+
+
+def companion_paths(entry: ModelEntry, *, cache_dir: Path | None = None) -> tuple[Path | None, ...]:
+    """The cached snapshots of `entry`'s companion repos (SDXL's fp16-safe VAE), in order."""
+    return tuple(cached_hub_snapshot(repo, cache_dir=cache_dir, patterns=patterns)
+                 for repo, patterns in _repos(entry)[1:])
+
+
+def fetch(entry: ModelEntry, models_dir: Path, show_progress: bool = True, *, cache_dir: Path | None = None,
+          downloads: Downloads | None = None) -> Path:
+    """`entry`'s weights on this machine, downloaded (and verified) first when missing.
+
+    A URL's file goes to `models_dir` and is checked against its published checksum; hub repos
+    go to the Hugging Face cache. Offline, what is here is returned and nothing is fetched.
+    """
+    source = entry.source
+    if source is None:
+        raise EditorError(f"{entry.name} is built in: there is nothing to download")
+    here = local_path(entry, models_dir, cache_dir=cache_dir)
+    if here is not None:
+        return here
+    if offline():
+        raise ModelUnavailableError(f"HF_HUB_OFFLINE=1 is set and {entry.name} is not on this machine: run "
+                                    f"`{fetch_command(entry.name)}` with network access first")
+    bar = _bar_class(downloads, entry.name, show_progress)
+    try:
+        if source.url is not None:
+            dest = Path(models_dir) / (source.filename or source.url.rsplit("/", 1)[-1])
+            return download_file(source.url, dest, source.sha256, md5=source.md5, show_progress=show_progress,
+                                 bar_class=bar)
+        paths = [_hub_download(repo, *patterns, bar, cache_dir) for repo, patterns in _repos(entry)]
+        return Path(paths[0])
+    finally:
+        if downloads is not None:
+            downloads.finish(entry.name)
+
+
+def fetch_hub_id(repo_id: str, kind: str, show_progress: bool = True, *, cache_dir: Path | None = None,
+                 downloads: Downloads | None = None) -> Path:
+    """A model given by its hub id rather than a registry name: its snapshot, fetched when missing."""
+    patterns = hub_patterns(kind)
+    if not _REPO_ID.match(repo_id):
+        raise EditorError(f"{repo_id!r} is neither a registry name, a Hugging Face repo id, nor an existing path")
+    cached = cached_hub_snapshot(repo_id, cache_dir=cache_dir, patterns=patterns)
+    if cached is not None:
+        return cached
+    if offline():
+        raise ModelUnavailableError(f"HF_HUB_OFFLINE=1 is set and {repo_id} is not cached: run "
+                                    f"`{fetch_command(repo_id)}` with network access first")
+    try:
+        return Path(_hub_download(repo_id, *patterns, _bar_class(downloads, repo_id, show_progress), cache_dir))
+    finally:
+        if downloads is not None:
+            downloads.finish(repo_id)
+
+
+def source_address(entry: ModelEntry | None) -> str:
+    """The URL whose server a download of `entry` (None: a hub id) talks to first."""
+    if entry is not None and entry.source is not None and entry.source.url is not None:
+        return entry.source.url
+    return os.environ.get("HF_ENDPOINT", HF_ENDPOINT)
+
+
+def unreachable(url: str, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why `url`'s server cannot be reached (one line), or None when a connection opens within `timeout`.
+
+    Checked before a download so that a machine without a network falls back in seconds
+    instead of waiting out the libraries' retries.
+    """
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return None
+    except TimeoutError:
+        return f"{parts.hostname} did not answer within {timeout:g} s"
+    except OSError as exc:
+        return f"{parts.hostname} is unreachable ({exc.strerror or type(exc).__name__})"
+
+
+class Downloads:
+    """The downloads in progress, by model name, for the page header ("downloading edgetam: 42%").
+
+    One per running app, shared by the threads that fetch; a finished download leaves no trace.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._progress: dict[str, tuple[int, int | None]] = {}
+
+    def update(self, name: str, done: int, total: int | None) -> None:
+        with self._lock:
+            self._progress[name] = (done, total)
+
+    def finish(self, name: str) -> None:
+        with self._lock:
+            self._progress.pop(name, None)
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            progress = dict(self._progress)
+        return [f"downloading {name}: {100 * done // total}%" if total else f"downloading {name}"
+                for name, (done, total) in progress.items()]
+
+
+def _bar_class(downloads: Downloads | None, name: str, show_progress: bool) -> type[tqdm]:
+    """A tqdm class that draws in the terminal (when asked) and reports to `downloads`."""
+    draw = show_progress
+
+    class Bar(tqdm):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs["disable"] = not draw
+            super().__init__(*args, **kwargs)
+            self._done = int(kwargs.get("initial", 0) or 0)  # type: ignore[call-overload]
+            self._report()
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._done += int(n or 0)
+            self._report()
+            return super().update(n)
+
+        def _report(self) -> None:
+            if downloads is not None:
+                downloads.update(name, self._done, int(self.total) if self.total else None)
+
+    return Bar
+
+
+# --------------------------------------------------------------------------- Hub cache
 
 
 def cached_hub_snapshot(repo_id: str, *, cache_dir: Path | None = None,
@@ -340,11 +419,11 @@ def cached_hub_snapshot(repo_id: str, *, cache_dir: Path | None = None,
     """The cached snapshot folder of `repo_id` if it is complete locally, else None.
 
     local_files_only=True keeps huggingface_hub off the network whatever HF_HUB_OFFLINE says.
-    `patterns` (allow, ignore) default to those of the inpainting repos.
+    `patterns` (allow, ignore) default to those of a diffusers repo without a variant.
     """
     from huggingface_hub import snapshot_download
 
-    allow, ignore = patterns or _patterns_for_repo(repo_id)
+    allow, ignore = patterns or hub_allow_patterns(None)
     try:
         folder = Path(
             snapshot_download(
@@ -366,10 +445,10 @@ def _hub_download(
     repo_id: str,
     allow: list[str],
     ignore: list[str],
-    show_progress: bool,
+    bar_class: type[tqdm],
     cache_dir: Path | None,
 ) -> str:
-    """snapshot_download (which resumes by itself) with its exceptions turned into one line."""
+    """snapshot_download (which resumes by itself, and verifies each file) with its exceptions in one line."""
     from huggingface_hub import snapshot_download
 
     try:
@@ -379,83 +458,10 @@ def _hub_download(
                 allow_patterns=allow,
                 ignore_patterns=ignore or None,
                 cache_dir=cache_dir,
-                tqdm_class=None if show_progress else _SilentTqdm,
+                tqdm_class=bar_class,
             )
         )
     except Exception as exc:  # noqa: BLE001 - hub raises many unrelated types; all are user-facing here
         reason = _first_line(exc)
         message = f"could not download {repo_id} from the Hugging Face Hub: {reason}"
         raise EditorError(_one_line(message)) from exc
-
-
-def _hub_repos(model: str) -> list[tuple[str, list[str], list[str]]]:
-    """(repo_id, allow, ignore) for each repo `model` needs, main repo first."""
-    preset = INPAINT_PRESETS.get(model)
-    if preset is None:
-        if not _REPO_ID.match(model):
-            names = ", ".join(INPAINT_PRESETS)
-            raise EditorError(
-                f"{model!r} is not a preset ({names}), a Hugging Face repo id, or an existing folder"
-            )
-        return [(model, *hub_allow_patterns(None))]
-    repos = [(preset.repo_id, *hub_allow_patterns(preset))]
-    if preset.vae_repo_id:
-        repos.append((preset.vae_repo_id, list(VAE_ALLOW_PATTERNS), []))
-    return repos
-
-
-def fetch_inpaint_model(model: str, show_progress: bool = True, *, cache_dir: Path | None = None) -> str:
-    """Local path of the inpainting model `model` (preset name, Hub id, or local folder).
-
-    A local folder is returned unchanged. Hub repos (plus a preset's fix VAE) are
-    fetched into the HF cache; when offline, an already cached copy is used.
-    """
-    local = Path(model).expanduser()
-    if local.is_dir():
-        # Unchanged unless "~" needed expanding: diffusers does not expand it.
-        return str(local) if model.startswith("~") else model
-    repos = _hub_repos(model)
-    if offline():  # check every repo first: nothing is fetched offline
-        for repo_id, allow, ignore in repos:
-            _cached_or_explain(repo_id, (allow, ignore), DOWNLOAD_INPAINT_COMMAND, cache_dir)
-    paths = [_fetch_repo(repo, (allow, ignore), DOWNLOAD_INPAINT_COMMAND, show_progress, cache_dir)
-             for repo, allow, ignore in repos]
-    return paths[0]
-
-
-# --------------------------------------------------------------------------- detector (Hub)
-
-
-def detector_patterns() -> tuple[list[str], list[str]]:
-    return list(DETECTOR_ALLOW_PATTERNS), []
-
-
-def fetch_detector(model: str, show_progress: bool = True, *, cache_dir: Path | None = None) -> str:
-    """Local path of the open-vocabulary detector `model` (Hub id or local folder), fetched if needed."""
-    local = Path(model).expanduser()
-    if local.is_dir():
-        return str(local)
-    if not _REPO_ID.match(model):
-        raise EditorError(f"detector model {model!r} is neither a Hugging Face repo id nor an existing folder")
-    return _fetch_repo(model, detector_patterns(), DOWNLOAD_DETECTOR_COMMAND, show_progress, cache_dir)
-
-
-# --------------------------------------------------------------------------- shared
-
-
-def _fetch_repo(repo_id: str, patterns: tuple[list[str], list[str]], command: str, show_progress: bool,
-                cache_dir: Path | None) -> str:
-    """The repo's snapshot folder: the cached copy when offline, else a (resumable) download."""
-    if offline():
-        return _cached_or_explain(repo_id, patterns, command, cache_dir)
-    return _hub_download(repo_id, *patterns, show_progress, cache_dir)
-
-
-def _cached_or_explain(repo_id: str, patterns: tuple[list[str], list[str]], command: str,
-                       cache_dir: Path | None) -> str:
-    cached = cached_hub_snapshot(repo_id, cache_dir=cache_dir, patterns=patterns)
-    if cached is None:
-        raise ModelUnavailableError(
-            f"HF_HUB_OFFLINE=1 is set and {repo_id} is not cached: run `{command}` with network access first"
-        )
-    return str(cached)

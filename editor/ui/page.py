@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gradio as gr
 
@@ -56,10 +56,20 @@ def launch_options() -> dict[str, Any]:
     return {"css": CSS, "theme": gr.themes.Soft(primary_hue="blue")}
 
 
-def backends_markdown(engine: Engine) -> str:
+class DownloadProgress(Protocol):
+    """The downloads in progress (build.py's `weights.Downloads`), one line each."""
+
+    def lines(self) -> list[str]: ...
+
+
+def backends_markdown(engine: Engine, downloads: DownloadProgress | None = None) -> str:
+    """The header: what runs each operation (`Engine.status()`), and the downloads in progress."""
     backends = engine.backends
-    text = (f"**Select:** {backends.segmenter} · **Fill, background:** {backends.inpainter} · "
-            f"**Erase:** {backends.eraser} · **Select by name:** {backends.detector} · **Device:** {backends.device}")
+    text = (f"**Select:** {backends.segmenter} · **Erase:** {backends.eraser} · "
+            f"**Fill, background:** {backends.inpainter} · **Select by name:** {backends.detector} · "
+            f"**Device:** {backends.device}")
+    for line in downloads.lines() if downloads is not None else []:
+        text += f"  \n⏳ {plain_markdown(line)} (reload to see the model once it is ready)"
     if backends.hint:
         text += f"  \n⚠️ Models missing, fallbacks in use: {backends.hint}"
     for error in backends.errors:
@@ -74,7 +84,7 @@ def session_store(config: Config) -> SessionStore:
 
 
 def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
-             sessions: SessionStore | None = None) -> gr.Blocks:
+             sessions: SessionStore | None = None, downloads: DownloadProgress | None = None) -> gr.Blocks:
     """The editor page for one shared engine; each browser tab gets its own `Session`."""
     examples = default_examples() if examples is None else examples
     handlers = Handlers(engine, config, examples, session_store(config) if sessions is None else sessions)
@@ -85,7 +95,7 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
         saved_id = gr.Textbox(visible=False)
         with gr.Row(elem_id="header"):
             gr.Markdown("# Photo editor", elem_id="title")
-            header = gr.Markdown(backends_markdown(engine), elem_id="backends")
+            header = gr.Markdown(backends_markdown(engine, downloads), elem_id="backends")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=480):
                 view = _view_column(examples)
@@ -94,7 +104,7 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
         _wire(handlers, config, state, view, controls)
         _wire_tab(demo, handlers, config, state, saved_id, view, controls)
         # The models load behind the page: each page load shows what loaded and what failed.
-        demo.load(functools.partial(backends_markdown, engine), None, [header], concurrency_limit=None,
+        demo.load(functools.partial(backends_markdown, engine, downloads), None, [header], concurrency_limit=None,
                   api_visibility="private")
         _api(Api(engine, config), config)
     return demo

@@ -6,6 +6,8 @@ import numpy as np
 
 from editor.core import masks
 from editor.core.prompts import Prompts
+from editor.models.base import ImageExpired, ImageRef, Segmentation
+from editor.models.embedding_cache import ImageKeys, RecentImages
 
 GRABCUT_SIDE = 640  # GrabCut runs on a copy this size at most; its mask is scaled back
 GRABCUT_ITERATIONS = 5
@@ -72,6 +74,36 @@ def _keep_prompted_pieces(selected: np.ndarray, prompts: Prompts, scale: float) 
         keep[:] = True
     keep[0] = False
     return np.where(keep[labels], 255, 0).astype(np.uint8)
+
+
+class GrabCutSegmenter:
+    """Selection without weights: OpenCV's GrabCut from the same prompts as SAM.
+
+    GrabCut has no per-image precomputation: `prepare` only names the image and keeps a weak
+    reference to it, which `segment` selects on. Also the fallback of a model that failed to load.
+    """
+
+    description = "grabcut (no SAM checkpoint)"
+    load_error = None  # nothing to load, nothing to fail
+
+    def __init__(self) -> None:
+        self._keys = ImageKeys()
+        self._images = RecentImages()
+
+    def load(self) -> None:
+        pass  # nothing to load
+
+    def prepare(self, image: np.ndarray) -> ImageRef:
+        key = self._keys(image)
+        self._images.put(key, image)
+        return ImageRef(key, image.shape[1], image.shape[0])
+
+    def segment(self, ref: ImageRef, prompts: Prompts, previous: np.ndarray | None = None) -> Segmentation:
+        """GrabCut's mask for the validated prompts (it has no logits to refine: `previous` is unused)."""
+        image = self._images.get(ref.key)
+        if image is None:
+            raise ImageExpired("the photo is no longer held for selection: prepare it again")
+        return Segmentation(grabcut(image, prompts))
 
 
 def inpaint(image: np.ndarray, mask: np.ndarray, radius: int = 5) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 SEED = 0
-SIDE = 128  # the tiny models' input side (the real ones: 1024)
+SIDE = 64  # the tiny models' input side (the real ones: 1024)
 HIDDEN = 32  # prompt encoder, mask decoder and FPN width (the real ones: 256)
 INIT_RANGE = 0.2  # the default 0.02 gives logits near 1e-5: masks of rounding noise
 

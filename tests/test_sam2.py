@@ -117,8 +117,8 @@ def test_previous_logits_are_the_mask_prompt_of_the_next_click(segmenter: Transf
     fresh = load_segmenter(model_name, folder_of(model_name, request))
     fresh_ref = fresh.prepare(image)
     seen: list[torch.Tensor | None] = []
-    fresh.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("input_masks")),
-                                          with_kwargs=True)
+    record = lambda module, args, kwargs: seen.append(kwargs.get("input_masks"))  # noqa: E731
+    fresh.model.prompt_encoder.register_forward_pre_hook(record, with_kwargs=True)
     refined = fresh.segment(fresh_ref, second, previous=before.logits)
     assert len(seen) == 1 and seen[0] is not None
     assert np.array_equal(seen[0][0, 0].numpy(), before.logits)

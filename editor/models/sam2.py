@@ -97,6 +97,7 @@ class Embedding:
 class Loaded:
     model: Any  # Sam2Model | EdgeTamModel
     preprocessing: Preprocessing
+    positional: torch.Tensor  # the decoder's image-wide positional embedding: the same for every click
 
 
 class TransformersSegmenter:
@@ -182,7 +183,7 @@ class TransformersSegmenter:
                 raise ImageExpired(EXPIRED)
             start = None if previous is None else torch.as_tensor(previous, device=model.device)[None].to(model.dtype)
             logits = self._cache.decode(
-                ref.key, prompts, start, lambda step, last: _decode(model, loaded.preprocessing, embedding, step, last))
+                ref.key, prompts, start, lambda step, last: _decode(loaded, embedding, step, last))
         low_res = logits[0].float().cpu().numpy()
         return Segmentation(full_size_mask(low_res, ref.height, ref.width), low_res)
 
@@ -194,26 +195,37 @@ class TransformersSegmenter:
             return None
 
 
-def _decode(model: Any, preprocessing: Preprocessing, embedding: Embedding, step: Prompts,
-            logits: torch.Tensor | None) -> torch.Tensor:
+def _decode(loaded: Loaded, embedding: Embedding, step: Prompts, logits: torch.Tensor | None) -> torch.Tensor:
     """One click's low-resolution mask logits (`1xhxw`), the best-scoring of those asked for.
 
-    Coordinates go from the photo's pixels to the model's input, as the processor scales them.
+    What `Sam2Model.forward` does given `image_embeddings`, less recomputing the positional
+    embedding at every click. Coordinates go from the photo's pixels to the model's input, as
+    the processor scales them.
     """
+    model, preprocessing = loaded.model, loaded.preprocessing
     device, dtype = model.device, model.dtype
     sx, sy = preprocessing.width / embedding.width, preprocessing.height / embedding.height
-    points = labels = boxes = None
+    points = labels = boxes = masks_in = None
     if step.points:
         points = torch.tensor([[[[x * sx, y * sy] for x, y in step.points]]], dtype=dtype, device=device)
         labels = torch.tensor([[list(step.labels)]], dtype=torch.int64, device=device)
     if step.box is not None:
         x0, y0, x1, y1 = step.box
         boxes = torch.tensor([[[x0 * sx, y0 * sy, x1 * sx, y1 * sy]]], dtype=dtype, device=device)
+    if logits is not None:
+        masks_in = logits[None]
+        if masks_in.shape[-2:] != model.prompt_encoder.mask_input_size:  # a caller's logits of another size
+            masks_in = F.interpolate(masks_in.float(), model.prompt_encoder.mask_input_size, mode="bilinear",
+                                     align_corners=False, antialias=True).to(dtype)
+    sparse, dense = model.prompt_encoder(input_points=points, input_labels=labels, input_boxes=boxes,
+                                         input_masks=masks_in)
     multimask = logits is None and len(step.points) == 1 and step.box is None
-    output = model(image_embeddings=embedding.features, input_points=points, input_labels=labels, input_boxes=boxes,
-                   input_masks=None if logits is None else logits[None], multimask_output=multimask)
-    best = int(torch.argmax(output.iou_scores[0, 0]))
-    return output.pred_masks[0, 0, best][None]
+    low_res, scores, _, _ = model.mask_decoder(
+        image_embeddings=embedding.features[-1], image_positional_embeddings=loaded.positional,
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
+        high_resolution_features=embedding.features[:-1])
+    best = int(torch.argmax(scores[0, 0]))
+    return low_res[0, 0, best][None]
 
 
 def full_size_mask(low_res: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -234,8 +246,10 @@ def load_model(folder: Path, model_type: str, device: str) -> Loaded:
     preprocessing = Preprocessing.read(folder)
     model_class = Sam2Model if model_type == "sam2" else EdgeTamModel
     dtype = torch.float16 if device == "cuda" else torch.float32
-    model = model_class.from_pretrained(folder, dtype=dtype)
-    return Loaded(model.to(device).eval(), preprocessing)
+    model = model_class.from_pretrained(folder, dtype=dtype).to(device).eval()
+    with torch.inference_mode():
+        positional = model.get_image_wide_positional_embeddings()
+    return Loaded(model, preprocessing, positional)
 
 
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> TransformersSegmenter:

@@ -193,7 +193,8 @@ def build_engine(config: Config, show_progress: bool = True) -> Engine:
     on first use (or at `Engine.warm_up`), so that building the engine takes no time."""
     from editor.models.detector import Thresholds, TransformersDetector
     from editor.models.diffusers_inpaint import DiffusersInpainter, ModelSource, PipelineCache
-    from editor.models.sam import GrabCutSegmenter, SamSegmenter
+    from editor.models.opencv import GrabCutSegmenter
+    from editor.models.sam import SamSegmenter
 
     plan = _fetch_missing(plan_backends(config), config, show_progress)
     backends = describe(plan, config)

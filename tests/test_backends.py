@@ -10,7 +10,8 @@ import torch
 from editor.models import weights
 from editor.build import build_engine, describe, plan_backends
 from editor.core.errors import ConfigError, EditorError
-from editor.models.sam import GrabCutSegmenter, SamSegmenter
+from editor.models.opencv import GrabCutSegmenter
+from editor.models.sam import SamSegmenter
 from tests.conftest import tiny_config
 
 SAM_HINT = "python -m editor download segmenter"

@@ -10,6 +10,7 @@ from editor.core import masks
 from editor.engine.ops import DOWNLOAD_HINT, EditOptions, Engine
 from editor.core.errors import EditCancelled, EditorError, ModelUnavailableError, SelectionError
 from editor.core.prompts import Prompts, SelectionPart
+from editor.models.base import ImageRef, Segmentation
 
 FAST = EditOptions(seed=4, steps=2)
 
@@ -217,14 +218,14 @@ class BoxSegmenter:
 
     description = "boxes"
 
-    def prepare(self, image: np.ndarray) -> None:
-        pass
+    def prepare(self, image: np.ndarray) -> ImageRef:
+        return ImageRef("box", image.shape[1], image.shape[0])
 
-    def segment(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
+    def segment(self, ref: ImageRef, prompts: Prompts, previous: np.ndarray | None = None) -> Segmentation:
         x0, y0, x1, y1 = (int(v) for v in prompts.box)
-        mask = np.zeros(image.shape[:2], np.uint8)
+        mask = np.zeros((ref.height, ref.width), np.uint8)
         mask[y0:y1, x0:x1] = 255
-        return mask
+        return Segmentation(mask)
 
 
 def test_select_parts_adds_and_subtracts(fallback_engine: Engine, photo: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from editor.build import build_engine
 from editor.engine.ops import Engine
 from editor.core.errors import ModelLoadError
 from editor.core.prompts import Prompts
-from editor.models.sam import GrabCutSegmenter
+from editor.models.opencv import GrabCutSegmenter
 from tests.conftest import tiny_config
 
 
@@ -58,6 +58,11 @@ def broken_engine(models_dir: Path, sam: Path, sd2: Path) -> Engine:
     return build_engine(tiny_config(models_dir, f"segmenter.model={sam}", f"inpaint.model={sd2}"), show_progress=False)
 
 
+def grabcut_select(photo: np.ndarray, prompts: Prompts) -> np.ndarray:
+    grabcut = GrabCutSegmenter()
+    return grabcut.segment(grabcut.prepare(photo), prompts).mask
+
+
 def one_line(message: str) -> str:
     assert message and "\n" not in message, f"not one line: {message!r}"
     return message
@@ -87,7 +92,7 @@ def test_broken_sam_and_inpainting_model_leave_the_editor_working_on_the_fallbac
     # Clicks select with GrabCut, exactly as the fallback does.
     prompts = Prompts().add_point(160, 120)
     for _ in range(3):
-        assert np.array_equal(engine.select(photo, prompts), GrabCutSegmenter().segment(photo, prompts))
+        assert np.array_equal(engine.select(photo, prompts), grabcut_select(photo, prompts))
     # Erase works classically; Fill says the model failed to load, and why, in one line.
     mask = engine.select(photo, Prompts(box=(100, 60, 220, 180)))
     erased = engine.erase(photo, mask)

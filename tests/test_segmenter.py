@@ -12,9 +12,11 @@ import torch
 from editor.models import sam_loader
 from editor.engine.ops import Engine
 from editor.core.errors import EditorError, SelectionError
-from editor.core.prompts import Prompts, parse_box, parse_point
+from editor.core.prompts import Prompts, SelectionPart, parse_box, parse_point
+from editor.models.base import ImageExpired, ImageRef, Segmentation, Segmenter
+from editor.models.opencv import GrabCutSegmenter
+from editor.models.sam import SamSegmenter
 from editor.models.sam_loader import build_sam, infer_architecture, load_sam, read_checkpoint
-from editor.models.sam import GrabCutSegmenter, SamSegmenter
 
 
 def fresh_segmenter(path: Path, embeddings: float = 8) -> tuple[SamSegmenter, list[int]]:
@@ -34,6 +36,11 @@ def tiny_embedding_bytes(model: torch.nn.Module) -> int:
     """The bytes of one image embedding: out_chans x grid x grid floats."""
     side = model.image_encoder.img_size // model.image_encoder.patch_embed.proj.kernel_size[0]
     return model.image_encoder.neck[0].out_channels * side * side * 4
+
+
+def select(segmenter: Segmenter, image: np.ndarray, prompts: Prompts) -> np.ndarray:
+    """Prepare, then one click: the mask the engine would show."""
+    return segmenter.segment(segmenter.prepare(image), prompts).mask
 
 
 def random_image(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
@@ -66,7 +73,7 @@ def test_sam_mask_has_the_image_size_and_is_0_or_255(tiny_sam_path: Path, height
     image = random_image(1, height, width)
     prompts = Prompts().add_point(width / 2, height / 2).add_point(0, 0, positive=False)
     for p in (prompts, Prompts(box=(0, 0, width, height)), Prompts(box=(0, 0, width, height)).add_point(0, 0)):
-        mask = segmenter.segment(image, p.validated(width, height))
+        mask = select(segmenter, image, p.validated(width, height))
         assert mask.shape == (height, width) and mask.dtype == np.uint8
         assert set(np.unique(mask).tolist()) <= {0, 255}
 
@@ -74,13 +81,14 @@ def test_sam_mask_has_the_image_size_and_is_0_or_255(tiny_sam_path: Path, height
 def test_ten_clicks_compute_the_image_embedding_once(tiny_sam_path: Path) -> None:
     segmenter, calls = fresh_segmenter(tiny_sam_path)
     image = random_image(2)
-    segmenter.prepare(image)
-    assert calls[0] == 1
+    ref = segmenter.prepare(image)
+    assert calls[0] == 1 and (ref.width, ref.height) == (64, 48)
     prompts = Prompts()
     rng = np.random.default_rng(0)
     for i in range(10):
         prompts = prompts.add_point(float(rng.uniform(0, 64)), float(rng.uniform(0, 48)), positive=i % 3 != 2)
-        mask = segmenter.segment(image.copy(), prompts.validated(64, 48))  # same content, new array
+        assert segmenter.prepare(image.copy()) == ref  # same content, new array: the same image
+        mask = segmenter.segment(ref, prompts.validated(64, 48)).mask
         assert mask.shape == (48, 64)
     assert calls[0] == 1
 
@@ -89,14 +97,14 @@ def test_a_new_image_version_gets_a_new_embedding(tiny_sam_path: Path) -> None:
     segmenter, calls = fresh_segmenter(tiny_sam_path)
     image = random_image(3)
     prompts = Prompts().add_point(10, 10)
-    segmenter.segment(image, prompts)
+    select(segmenter, image, prompts)
     edited = image.copy()
     edited[5, 5] = 255 - edited[5, 5]  # one pixel changed: a new version of the photo
-    segmenter.segment(edited, prompts)
+    select(segmenter, edited, prompts)
     assert calls[0] == 2
-    segmenter.segment(image, prompts)  # going back (undo) reuses the cached embedding
+    select(segmenter, image, prompts)  # going back (undo) reuses the cached embedding
     assert calls[0] == 2
-    segmenter.segment(image[:, :-1].copy(), Prompts().add_point(10, 10))  # another size
+    select(segmenter, image[:, :-1].copy(), Prompts().add_point(10, 10))  # another size
     assert calls[0] == 3
 
 
@@ -122,17 +130,17 @@ def test_many_photos_never_hold_more_than_the_cache_budget(tiny_sam_path: Path) 
         prompts = Prompts()
         for k in range(4):
             prompts = prompts.add_point(5 + 9 * k, 4 + 7 * k, positive=k != 2)
-            segmenter.segment(photo, prompts)
+            select(segmenter, photo, prompts)
             assert 0 < segmenter.cached_bytes <= budget
     assert calls[0] == 20
-    segmenter.segment(photos[-1], Prompts().add_point(5, 4))  # the latest photo is still there
+    select(segmenter, photos[-1], Prompts().add_point(5, 4))  # the latest photo is still there
     assert calls[0] == 20
-    segmenter.segment(photos[0], Prompts().add_point(5, 4))  # the first one made room long ago
+    select(segmenter, photos[0], Prompts().add_point(5, 4))  # the first one made room long ago
     assert calls[0] == 21
 
 
 def test_bytes_lru_keeps_the_most_recent_within_its_budget() -> None:
-    from editor.models.sam import BytesLRU
+    from editor.models.embedding_cache import BytesLRU
 
     cache = BytesLRU(100)
     for key, size in [("a", 40), ("b", 40), ("c", 30)]:
@@ -152,24 +160,34 @@ def test_cached_and_fresh_embeddings_give_the_same_mask(tiny_sam_path: Path) -> 
     segmenter, _ = fresh_segmenter(tiny_sam_path)
     image = random_image(4)
     prompts = Prompts().add_point(20, 30).add_point(40, 10, positive=False)
-    first = segmenter.segment(image, prompts)
-    assert np.array_equal(segmenter.segment(image, prompts), first)
+    first = select(segmenter, image, prompts)
+    assert np.array_equal(select(segmenter, image, prompts), first)
     other, _ = fresh_segmenter(tiny_sam_path)
-    assert np.array_equal(other.segment(image, prompts), first)
+    assert np.array_equal(select(other, image, prompts), first)
+
+
+def select_retrying(segmenter: Segmenter, image: np.ndarray, prompts: Prompts) -> np.ndarray:
+    """`select`, preparing again while other threads keep releasing the image (a tiny cache)."""
+    for _ in range(20):
+        try:
+            return select(segmenter, image, prompts)
+        except ImageExpired:
+            pass
+    raise AssertionError("the image was released before every click")
 
 
 def test_concurrent_segmentation_matches_serial(tiny_sam_path: Path) -> None:
     images = [random_image(20 + i, 40 + 8 * i, 70 - 6 * i) for i in range(6)]
     prompts = [Prompts().add_point(5 + 3 * i, 7 + 2 * i).add_point(30, 20 + i, positive=False) for i in range(6)]
     serial_segmenter, _ = fresh_segmenter(tiny_sam_path)
-    serial = [serial_segmenter.segment(img, p) for img, p in zip(images, prompts)]
+    serial = [select(serial_segmenter, img, p) for img, p in zip(images, prompts)]
 
     shared, calls = fresh_segmenter(tiny_sam_path, embeddings=3)  # small: evictions under load too
     barrier = threading.Barrier(6)
 
     def work(i: int) -> list[np.ndarray]:
         barrier.wait()
-        return [shared.segment(images[(i + k) % 6], prompts[(i + k) % 6]) for k in range(3)]
+        return [select_retrying(shared, images[(i + k) % 6], prompts[(i + k) % 6]) for k in range(3)]
 
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(work, range(6)))
@@ -188,13 +206,105 @@ def test_each_click_runs_the_mask_decoder_once_and_matches_a_full_replay(tiny_sa
     for i in range(6):
         prompts = prompts.add_point(10 + 8 * i, 12 + 5 * i, positive=i % 3 != 2)
         decodes[0] = 0
-        masks_seen.append(segmenter.segment(image, prompts))
+        masks_seen.append(select(segmenter, image, prompts))
         assert decodes[0] == (2 if i == 0 else 1), f"click {i + 1}"  # the box alone, then box + point
     replayed, _ = fresh_segmenter(tiny_sam_path)  # nothing cached: the whole sequence at once
-    assert np.array_equal(replayed.segment(image, prompts), masks_seen[-1])
+    assert np.array_equal(select(replayed, image, prompts), masks_seen[-1])
     decodes[0] = 0
-    segmenter.segment(image, Prompts(box=(5, 5, 60, 50)).add_point(10, 12))  # undo back to the first click
+    select(segmenter, image, Prompts(box=(5, 5, 60, 50)).add_point(10, 12))  # undo back to the first click
     assert decodes[0] == 0
+
+
+def test_previous_logits_refine_the_next_click_with_one_decode(tiny_sam_path: Path) -> None:
+    """A client that keeps the last click's logits gets the replayed mask from one decoder run,
+    even from a segmenter that has decoded nothing for this image yet."""
+    clicks, _ = fresh_segmenter(tiny_sam_path)
+    image = random_image(15, 60, 80)
+    ref = clicks.prepare(image)
+    first = Prompts().add_point(20, 20)
+    second = first.add_point(50, 40).add_point(70, 10, positive=False)
+    last = clicks.segment(ref, first)
+    for n in (2, 3):
+        last = clicks.segment(ref, Prompts(second.points[:n], second.labels[:n]), previous=last.logits)
+    assert last.logits is not None and last.logits.ndim == 2 and last.logits.dtype == np.float32
+
+    fresh, _ = fresh_segmenter(tiny_sam_path)
+    decodes = [0]
+    fresh.model.mask_decoder.register_forward_hook(lambda *_: decodes.__setitem__(0, decodes[0] + 1))
+    fresh_ref = fresh.prepare(image)
+    before_last = clicks.segment(ref, Prompts(second.points[:2], second.labels[:2]))
+    refined = fresh.segment(fresh_ref, second, previous=before_last.logits)
+    assert decodes[0] == 1
+    assert np.array_equal(refined.mask, last.mask)
+    assert np.array_equal(refined.mask, select(clicks, image, second))  # the cached replay agrees
+
+
+def test_a_released_embedding_raises_image_expired_until_prepared_again(tiny_sam_path: Path) -> None:
+    segmenter, calls = fresh_segmenter(tiny_sam_path, embeddings=1.5)
+    a, b = random_image(16), random_image(17)
+    ref_a = segmenter.prepare(a)
+    segmenter.prepare(b)  # the cache holds one embedding: a's makes room
+    with pytest.raises(ImageExpired):
+        segmenter.segment(ref_a, Prompts().add_point(5, 5))
+    assert segmenter.prepare(a) == ref_a and calls[0] == 3
+    assert segmenter.segment(ref_a, Prompts().add_point(5, 5)).mask.shape == (48, 64)
+
+
+def test_grabcut_names_photos_weakly_and_expires_once_they_are_gone() -> None:
+    import gc
+
+    grabcut = GrabCutSegmenter()
+    image = random_image(18)
+    ref = grabcut.prepare(image)
+    assert ref == ImageRef(ref.key, 64, 48)
+    kept = grabcut.segment(ref, Prompts().add_point(30, 20))
+    assert kept.mask.shape == (48, 64) and kept.logits is None
+    del image
+    gc.collect()
+    with pytest.raises(ImageExpired):
+        grabcut.segment(ref, Prompts().add_point(30, 20))
+
+
+class ForgetfulSegmenter:
+    """GrabCut that releases each photo once right after preparing it, as a busy shared cache may."""
+
+    description = "forgetful grabcut"
+    load_error = None
+
+    def __init__(self) -> None:
+        self.inner = GrabCutSegmenter()
+        self.prepared = 0
+        self.forgotten: set[str] = set()
+
+    def load(self) -> None:
+        pass
+
+    def prepare(self, image: np.ndarray) -> ImageRef:
+        self.prepared += 1
+        return self.inner.prepare(image)
+
+    def segment(self, ref: ImageRef, prompts: Prompts, previous: np.ndarray | None = None) -> Segmentation:
+        if ref.key not in self.forgotten:
+            self.forgotten.add(ref.key)
+            raise ImageExpired("released")
+        return self.inner.segment(ref, prompts, previous)
+
+
+def test_the_engine_prepares_a_released_photo_again_once(fallback_engine: Engine, photo: np.ndarray) -> None:
+    forgetful = ForgetfulSegmenter()
+    engine = replace_segmenter(fallback_engine, forgetful)
+    prompts = Prompts().add_point(160, 120)
+    assert np.array_equal(engine.select(photo, prompts), select(GrabCutSegmenter(), photo, prompts))
+    assert forgetful.prepared == 2
+    parts = [SelectionPart(prompts), SelectionPart(Prompts(box=(0, 0, 40, 40)), subtract=True)]
+    forgetful.prepared = 0
+    engine.select_parts(photo, parts)
+    assert forgetful.prepared == 1, "one photo, several parts: prepared once"
+
+
+def replace_segmenter(engine: Engine, segmenter: Segmenter) -> Engine:
+    return Engine(segmenter, engine.inpainter, engine.backends, engine.defaults, engine.composite,
+                  engine.erase_config, engine.detector, engine.limits)
 
 
 def test_the_mask_matches_segment_anythings_own_postprocessing(tiny_sam_path: Path) -> None:
@@ -204,7 +314,7 @@ def test_the_mask_matches_segment_anythings_own_postprocessing(tiny_sam_path: Pa
     segmenter, _ = fresh_segmenter(tiny_sam_path)
     image = random_image(6, 300, 500)
     prompts = Prompts(box=(50, 40, 400, 260))
-    ours = segmenter.segment(image, prompts) > 0
+    ours = select(segmenter, image, prompts) > 0
     predictor = SamPredictor(segmenter.model)
     predictor.set_image(image)
     theirs, _, _ = predictor.predict(box=np.array(prompts.box), multimask_output=False)
@@ -212,7 +322,7 @@ def test_the_mask_matches_segment_anythings_own_postprocessing(tiny_sam_path: Pa
 
 
 def test_read_only_versions_are_hashed_once_and_writeable_arrays_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    import editor.models.sam as segmenter_module
+    import editor.models.embedding_cache as segmenter_module
 
     hashed = []
     real = segmenter_module.image_key
@@ -254,7 +364,7 @@ def test_a_broken_checkpoint_selects_with_grabcut_and_says_why_in_one_line(empty
                           show_progress=False)
     image = random_image(9)
     mask = engine.select(image, Prompts().add_point(3, 4))
-    assert np.array_equal(mask, GrabCutSegmenter().segment(image, Prompts().add_point(3, 4)))
+    assert np.array_equal(mask, select(GrabCutSegmenter(), image, Prompts().add_point(3, 4)))
     [error] = engine.status().errors
     assert "sam_broken.pth" in error and "GrabCut" in error and "\n" not in error
     assert engine.status().segmenter.startswith("grabcut")

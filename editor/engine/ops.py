@@ -19,7 +19,9 @@ from editor.core.prompts import (
     Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, parse_query, refine_detected,
 )
 from editor.models import opencv
-from editor.models.base import Detector, Inpainter, InpaintRequest, Progress, Segmenter, fetch_command
+from editor.models.base import (
+    Detector, ImageExpired, ImageRef, Inpainter, InpaintRequest, Progress, Segmenter, fetch_command,
+)
 
 FALLBACK_NATIVE_SIZE = 512  # the OpenCV fallback's working size for its crop
 DOWNLOAD_HINT = fetch_command("inpaint")
@@ -138,25 +140,40 @@ class Engine:
 
     # --- selection -------------------------------------------------------------------------
 
-    def prepare(self, image: np.ndarray) -> None:
+    def prepare(self, image: np.ndarray) -> ImageRef:
         """Compute the image's embedding now, so that the first click is fast."""
-        self.segmenter.prepare(image)
+        return self.segmenter.prepare(image)
 
     def select(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
         """The object the prompts point at, as an `HxW uint8` mask (255 = selected)."""
-        height, width = image.shape[:2]
-        return self.segmenter.segment(image, prompts.validated(width, height, self.limits.points))
+        return self._segment(image, None, prompts)[1]
 
     def select_parts(self, image: np.ndarray, parts: list[SelectionPart]) -> np.ndarray:
         """Several objects: the union of the added ones, minus the subtracted ones."""
         selection = np.zeros(image.shape[:2], np.uint8)
         check_prompt_count(sum(part.prompts.count for part in parts), self.limits.points)
+        ref = None  # the image is prepared once, at the first part that selects something
         for part in parts:
             if part.prompts.is_empty:
                 continue
-            mask = self.select(image, part.prompts)
+            ref, mask = self._segment(image, ref, part.prompts)
             selection = masks.subtract(selection, mask) if part.subtract else masks.union(selection, mask)
         return selection
+
+    def _segment(self, image: np.ndarray, ref: ImageRef | None, prompts: Prompts) -> tuple[ImageRef, np.ndarray]:
+        """The prompts' mask on the prepared image (prepared now if `ref` is None), and its reference.
+
+        The prompts are checked before any model work. The segmenter may release a prepared
+        image to make room for others (many sessions share its cache): it is prepared again, once.
+        """
+        height, width = image.shape[:2]
+        prompts = prompts.validated(width, height, self.limits.points)
+        ref = self.segmenter.prepare(image) if ref is None else ref
+        try:
+            return ref, self.segmenter.segment(ref, prompts).mask
+        except ImageExpired:
+            ref = self.segmenter.prepare(image)
+            return ref, self.segmenter.segment(ref, prompts).mask
 
     def detect(self, image: np.ndarray, query: str) -> list[Detection]:
         """The instances of what `query` names ("dog", "person, bicycle"), best first; never empty."""

@@ -10,6 +10,8 @@ import numpy as np
 from editor.core import masks
 from editor.core.errors import EditorError
 from editor.core.prompts import Prompts
+from editor.models.base import ImageExpired, ImageRef, Segmentation
+from editor.models.embedding_cache import ImageKeys, RecentImages
 
 if TYPE_CHECKING:
     from editor.models.registry import LoadContext, ModelEntry
@@ -81,6 +83,36 @@ def _keep_prompted_pieces(selected: np.ndarray, prompts: Prompts, scale: float) 
     return np.where(keep[labels], 255, 0).astype(np.uint8)
 
 
+class GrabCutSegmenter:
+    """Selection without weights: OpenCV's GrabCut from the same prompts as SAM.
+
+    GrabCut has no per-image precomputation: `prepare` only names the image and keeps a weak
+    reference to it, which `segment` selects on. Also the fallback of a model that failed to load.
+    """
+
+    description = "grabcut (no SAM checkpoint)"
+    load_error = None  # nothing to load, nothing to fail
+
+    def __init__(self) -> None:
+        self._keys = ImageKeys()
+        self._images = RecentImages()
+
+    def load(self) -> None:
+        pass  # nothing to load
+
+    def prepare(self, image: np.ndarray) -> ImageRef:
+        key = self._keys(image)
+        self._images.put(key, image)
+        return ImageRef(key, image.shape[1], image.shape[0])
+
+    def segment(self, ref: ImageRef, prompts: Prompts, previous: np.ndarray | None = None) -> Segmentation:
+        """GrabCut's mask for the validated prompts (it has no logits to refine: `previous` is unused)."""
+        image = self._images.get(ref.key)
+        if image is None:
+            raise ImageExpired("the photo is no longer held for selection: prepare it again")
+        return Segmentation(grabcut(image, prompts))
+
+
 def inpaint(image: np.ndarray, mask: np.ndarray, radius: int = 5) -> np.ndarray:
     """Fill the masked pixels from their surroundings (Telea); pixels outside stay exact.
 
@@ -111,8 +143,6 @@ def _telea(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> Any:
     """The registry's `load` for the built-in algorithms (no weights)."""
     if entry.kind == "segmenter":
-        from editor.models.sam import GrabCutSegmenter  # GrabCut's wrapper lives beside SAM for now
-
         segmenter = GrabCutSegmenter()
         segmenter.description = context.description or segmenter.description
         return segmenter

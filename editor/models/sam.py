@@ -1,10 +1,10 @@
-"""Selecting objects: Segment Anything with a per-image embedding cache, or GrabCut without weights.
+"""Selecting objects with segment-anything's SAM, with a per-image embedding cache.
 
-The expensive step (the image embedding) runs once per image version and is cached by the
-image's content hash; every click after that runs SAM's small prompt decoder once: the
-low-resolution result of each click is kept, so the next click refines it instead of
-replaying the whole click sequence. Nothing about an image is stored on the shared model,
-so many sessions can use one segmenter. The model itself loads on first use (or when
+The expensive step (the image embedding) runs once per image version, in `prepare`, and is
+cached by the image's content key; every click after that (`segment`) runs SAM's small prompt
+decoder once: the low-resolution result of each click is kept, so the next click refines it
+instead of replaying the whole click sequence. Nothing about an image is stored on the shared
+model, so many sessions can use one segmenter. The model itself loads on first use (or when
 `load` is called, e.g. in the background at start-up), so the page is served at once; if it
 fails to load, the failure is remembered and clicks select with GrabCut instead. Embeddings
 and click results share one byte budget (`segmenter.embedding_cache_mb`), however many photos
@@ -12,14 +12,11 @@ the sessions hold.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
-import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -28,31 +25,19 @@ import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
-from editor.models import opencv
 from editor.core import masks
 from editor.core.errors import ModelLoadError
-from editor.models.loading import LoadOnce
 from editor.core.prompts import Prompts
+from editor.models.base import ImageExpired, ImageRef, Segmentation
+from editor.models.embedding_cache import SegmenterCache, tensor_bytes
+from editor.models.loading import LoadOnce
+from editor.models.opencv import GrabCutSegmenter
 
 if TYPE_CHECKING:
     from editor.models.registry import LoadContext, ModelEntry
 
 DEFAULT_CACHE_BYTES = 64 * 2**20  # one SAM embedding is 4 MB (256x64x64 floats), a click's result 256 KB
-KEYS_REMEMBERED = 8  # read-only photos whose content hash is remembered
-
-
-class Segmenter(Protocol):
-    description: str  # what selects now (names the fallback once the model failed to load)
-    load_error: str | None  # why the model failed to load (one line), or None
-
-    def load(self) -> None:
-        """Load the model now rather than at the first photo; a failure is remembered, not raised."""
-
-    def prepare(self, image: np.ndarray) -> None:
-        """Do the per-image work ahead of the first click (`HxWx3 uint8`)."""
-
-    def segment(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
-        """The selected object as an `HxW uint8` mask (255 = selected), for validated prompts."""
+EXPIRED = "the photo's embedding was released to make room for others: prepare it again"
 
 
 @dataclass(frozen=True)
@@ -68,76 +53,6 @@ class Embedding:
         return tensor_bytes(self.features)
 
 
-def tensor_bytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
-class BytesLRU:
-    """Values kept within a byte budget, the least recently used released first.
-
-    A value larger than the whole budget is not kept. Not locked: its owner locks.
-    """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.held = 0  # bytes held now, never above the budget
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: Hashable) -> Any | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        self._items.move_to_end(key)
-        return item[0]
-
-    def put(self, key: Hashable, value: Any, size: int) -> None:
-        if key in self._items:
-            self.held -= self._items.pop(key)[1]
-        if size > self.budget:
-            return
-        while self.held + size > self.budget:
-            self.held -= self._items.popitem(last=False)[1][1]
-        self._items[key] = (value, size)
-        self.held += size
-
-
-def image_key(image: np.ndarray) -> str:
-    """A content hash identifying one version of an image."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(str(image.shape).encode())
-    digest.update(np.ascontiguousarray(image).data)
-    return digest.hexdigest()
-
-
-class ImageKeys:
-    """`image_key`, remembered for the last few read-only images seen.
-
-    The session stores each version read-only, so the same array object always holds the
-    same pixels, and clicks on a 24-megapixel photo need not hash it again each time.
-    """
-
-    def __init__(self, size: int = 8) -> None:
-        self._size = size
-        self._known: OrderedDict[int, tuple[weakref.ref, str]] = OrderedDict()  # by id(image)
-        self._lock = threading.Lock()  # the hashing itself runs outside it
-
-    def __call__(self, image: np.ndarray) -> str:
-        with self._lock:
-            known = self._known.get(id(image))
-        if known is not None and known[0]() is image and not image.flags.writeable:
-            return known[1]
-        key = image_key(image)
-        if not image.flags.writeable and image.base is None:
-            with self._lock:
-                self._known[id(image)] = (weakref.ref(image), key)
-                while len(self._known) > self._size:
-                    self._known.popitem(last=False)
-        return key
-
-
 class SamSegmenter:
     def __init__(self, model: Sam | Callable[[], Sam], description: str,
                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
@@ -149,8 +64,8 @@ class SamSegmenter:
         if isinstance(model, Sam):
             self._slot.get()  # given loaded: nothing left to fail
         self._description = description
-        self._cache = BytesLRU(cache_bytes)
-        self._keys = ImageKeys(KEYS_REMEMBERED)
+        self._cache = SegmenterCache(cache_bytes)
+        self._fallback = GrabCutSegmenter()
         self._lock = threading.Lock()  # one model, many sessions: one computation at a time
 
     @property
@@ -184,41 +99,40 @@ class SamSegmenter:
         """Load the model now (it otherwise loads at the first photo); a failure is remembered."""
         self._sam()
 
-    def prepare(self, image: np.ndarray) -> None:
-        if self._sam() is not None:
-            self._embedding(image)
+    def prepare(self, image: np.ndarray) -> ImageRef:
+        """Embed `image` (`HxWx3 uint8`) unless its embedding is kept already; name it for the clicks."""
+        if self._sam() is None:
+            return self._fallback.prepare(image)  # the failure is in the status, once
+        key = self._cache.keys(image)
+        with self._lock:
+            if self._cache.embedding(key) is None:
+                predictor = SamPredictor(self.model)
+                with torch.inference_mode():
+                    predictor.set_image(image, image_format="RGB")
+                embedding = Embedding(predictor.features, predictor.original_size, predictor.input_size)
+                self._cache.put_embedding(key, embedding, embedding.nbytes)
+        return ImageRef(key, image.shape[1], image.shape[0])
 
-    def segment(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
-        """Replay the clicks in order, as SAM was trained for interactive use.
+    def segment(self, ref: ImageRef, prompts: Prompts, previous: np.ndarray | None = None) -> Segmentation:
+        """The object the validated prompts select, refining click by click as SAM was trained.
 
         The first prompt alone asks for several masks and keeps the best-scoring one (a single
         click is ambiguous: part, object or group); each further click asks for one mask,
-        refined with the previous step's low-resolution logits. Steps already decoded for
-        this image (the clicks before the last one) are taken from a cache.
+        refined with the previous step's low-resolution logits: `previous` (float32, 256x256 for the
+        published models, from the last `Segmentation`), or else the cached steps, replayed where missing.
+        Raises ImageExpired when the image's embedding was released.
         """
         if self._sam() is None:
-            return opencv.grabcut(image, prompts)  # the failure is in the status, once
-        key, embedding = self._embedding(image)
-        steps = _steps(prompts)
+            return self._fallback.segment(ref, prompts, previous)
         with self._lock, torch.inference_mode():
-            done, logits = self._longest_decoded(key, steps)
+            embedding = self._cache.embedding(ref.key)
+            if embedding is None:
+                raise ImageExpired(EXPIRED)
             predictor = self._predictor(embedding)
-            for step in steps[done:]:
-                low_res, scores = self._decode(predictor, embedding, step, logits)
-                logits = low_res[int(torch.argmax(scores))][None]
-                self._remember(key, step, logits)
-            return self._full_size_mask(logits, embedding)
-
-    def _longest_decoded(self, key: str, steps: list[Prompts]) -> tuple[int, torch.Tensor | None]:
-        """How many of `steps` are decoded already, and the last one's logits."""
-        for done in range(len(steps), 0, -1):
-            logits = self._cache.get(("logits", key, steps[done - 1]))
-            if logits is not None:
-                return done, logits
-        return 0, None
-
-    def _remember(self, key: str, step: Prompts, logits: torch.Tensor) -> None:
-        self._cache.put(("logits", key, step), logits, tensor_bytes(logits))
+            start = None if previous is None else torch.as_tensor(previous, device=self.model.device)[None].float()
+            logits = self._cache.decode(ref.key, prompts, start,
+                                        lambda step, last: self._decode(predictor, embedding, step, last))
+        return Segmentation(self._full_size_mask(logits, embedding), logits[0].float().cpu().numpy())
 
     def _sam(self) -> Sam | None:
         """The model, or None when it failed to load."""
@@ -241,19 +155,6 @@ class SamSegmenter:
         full = cv2.resize(square, (width, height), interpolation=cv2.INTER_LINEAR)
         return masks.from_bool(full > self.model.mask_threshold)
 
-    def _embedding(self, image: np.ndarray) -> tuple[str, Embedding]:
-        key = self._keys(image)
-        with self._lock:
-            cached = self._cache.get(("embedding", key))
-            if cached is not None:
-                return key, cached
-            predictor = SamPredictor(self.model)
-            with torch.inference_mode():
-                predictor.set_image(image, image_format="RGB")
-            embedding = Embedding(predictor.features, predictor.original_size, predictor.input_size)
-            self._cache.put(("embedding", key), embedding, embedding.nbytes)
-            return key, embedding
-
     def _predictor(self, embedding: Embedding) -> SamPredictor:
         """A predictor of our own for this call, holding the cached embedding."""
         predictor = SamPredictor(self.model)
@@ -265,8 +166,8 @@ class SamSegmenter:
 
     def _decode(
         self, predictor: SamPredictor, embedding: Embedding, step: Prompts, logits: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-resolution mask logits and scores; no upsampling until the last step."""
+    ) -> torch.Tensor:
+        """One click's low-resolution mask logits (1x256x256), the best-scoring of those asked for."""
         device = self.model.device
         points = None
         if step.points:
@@ -288,29 +189,7 @@ class SamSegmenter:
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
         )
-        return low_res[0], scores[0]
-
-
-def _steps(prompts: Prompts) -> list[Prompts]:
-    """The growing prompt sets of a click-by-click session: box (or first point) first."""
-    first = 0 if prompts.box is not None else 1
-    return [Prompts(prompts.points[:n], prompts.labels[:n], prompts.box) for n in range(first, len(prompts.points) + 1)]
-
-
-class GrabCutSegmenter:
-    """The fallback when no SAM checkpoint is available: OpenCV's GrabCut from the same prompts."""
-
-    description = "grabcut (no SAM checkpoint)"
-    load_error = None  # nothing to load, nothing to fail
-
-    def load(self) -> None:
-        pass  # nothing to load
-
-    def prepare(self, image: np.ndarray) -> None:
-        pass  # GrabCut has no per-image precomputation
-
-    def segment(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
-        return opencv.grabcut(image, prompts)
+        return low_res[0][int(torch.argmax(scores[0]))][None]
 
 
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> SamSegmenter:

@@ -194,6 +194,7 @@ def build_engine(config: Config, show_progress: bool = True) -> Engine:
     from editor.models.detector import Thresholds, TransformersDetector
     from editor.models.diffusers_inpaint import DiffusersInpainter, ModelSource, PipelineCache
     from editor.models.sam import GrabCutSegmenter, SamSegmenter
+    from editor.models.opencv import OpenCvEraser
 
     plan = _fetch_missing(plan_backends(config), config, show_progress)
     backends = describe(plan, config)
@@ -214,7 +215,7 @@ def build_engine(config: Config, show_progress: bool = True) -> Engine:
                                 config.detector.max_detections)
         detector = TransformersDetector(plan.detector.path, plan.device, thresholds, backends.detector)
     return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector,
-                  limits=config.limits)
+                  limits=config.limits, prefill=OpenCvEraser(), eraser_config=config.eraser)
 
 
 def _load_sam(path: Path, model_type: str, device: str):  # type: ignore[no-untyped-def]

@@ -1,17 +1,25 @@
 """Classical fallbacks that need no model weights: GrabCut selection and OpenCV inpainting."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import cv2
 import numpy as np
 
 from editor.core import masks
+from editor.core.errors import ConfigError
 from editor.core.prompts import Prompts
+
+if TYPE_CHECKING:
+    from editor.models.registry import LoadContext, ModelEntry
 
 GRABCUT_SIDE = 640  # GrabCut runs on a copy this size at most; its mask is scaled back
 GRABCUT_ITERATIONS = 5
 GRABCUT_SEED = 0  # GrabCut's GMM start is random (OpenCV's per-thread RNG): seed it, same prompts give the same mask
 POINT_RADIUS_FRACTION = 0.01  # a click marks a small disc as certain, not a single pixel
 INPAINT_MAX_PIXELS = 1_000_000  # larger holes are filled on a smaller copy (Telea is slow)
+TELEA_MAX_SIDE = 4096  # the crop strategy resizes a larger crop; Telea shrinks big holes itself
 
 
 def grabcut(image: np.ndarray, prompts: Prompts) -> np.ndarray:
@@ -99,3 +107,31 @@ def inpaint(image: np.ndarray, mask: np.ndarray, radius: int = 5) -> np.ndarray:
 def _telea(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     return cv2.cvtColor(cv2.inpaint(bgr, hole, radius, cv2.INPAINT_TELEA), cv2.COLOR_BGR2RGB)
+
+
+class OpenCvEraser:
+    """The `Eraser` without weights: Telea's fill from the hole's border. Always available, so it is
+    the engine's last fallback and the classical pre-fill of generative erase."""
+
+    description = "opencv-telea"
+    model_name = "opencv-telea"
+    load_error: str | None = None
+    multiple = 1
+    max_side = TELEA_MAX_SIDE
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def erase(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return inpaint(image, mask)
+
+
+def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> Any:
+    """The built-in models of the registry: OpenCV Telea (eraser) and GrabCut (segmenter)."""
+    if entry.kind == "eraser":
+        return OpenCvEraser()
+    if entry.kind == "segmenter":
+        from editor.models.sam import GrabCutSegmenter  # moves into this module
+
+        return GrabCutSegmenter()
+    raise ConfigError(f"{entry.name} ({entry.kind}) is not an OpenCV model")

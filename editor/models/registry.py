@@ -26,6 +26,7 @@ class Source:
     url: str | None = None  # one file, downloaded to models_dir/<filename>
     filename: str | None = None
     sha256: str | None = None  # the published checksum of `url`, verified after the download
+    md5: str | None = None  # where the publisher gives only an MD5 (IOPaint's big-lama.pt), verified the same way
     variant: str | None = None  # diffusers weight variant (fp16)
     companions: tuple[str, ...] = ()  # more hub repositories it needs (SDXL's fp16-fix VAE)
 
@@ -94,7 +95,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
                dtypes=("uint8",)),
     ModelEntry("lama", "eraser", "LaMa (big-lama)", "lama",
                Source(url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
-                      filename="big-lama.pt"),
+                      filename="big-lama.pt", md5="e3aa4aaa15225a33ec84f9f4bc47e500"),  # IOPaint's LAMA_MODEL_MD5
                196, "Apache-2.0", dtypes=("float32", "bfloat16")),
     ModelEntry("opencv", "eraser", "OpenCV Telea (no weights)", "opencv", None, 0, "Apache-2.0", dtypes=("uint8",)),
     ModelEntry("sd2", "inpainter", "Stable Diffusion 2 inpainting", "diffusers_inpaint",

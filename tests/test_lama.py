@@ -180,3 +180,16 @@ def test_a_file_of_another_architecture_is_named_in_the_error(tmp_path: Path, fa
     result = with_eraser(fallback_engine, eraser).erase(photo, disc(240, 320, 160, 120, 52), FAST)
     assert result.metadata["model"] == "opencv-telea"
     assert eraser.load_error is not None and "not LaMa" in eraser.load_error and "upscaler.safetensors" in eraser.load_error
+
+
+def test_the_built_in_models_load_through_the_registry(photo: np.ndarray) -> None:
+    from editor.models.opencv import OpenCvEraser
+
+    entry = registry.get("opencv")
+    eraser = registry.loader(entry)(entry, None, lama_context())
+    assert isinstance(eraser, OpenCvEraser) and eraser.model_name == "opencv-telea" and eraser.load_error is None
+    hole = disc(240, 320, 160, 120, 52)
+    out = eraser.erase(photo, hole)
+    assert np.array_equal(out[hole == 0], photo[hole == 0]) and (out[hole > 0] != photo[hole > 0]).any()
+    grabcut = registry.get("grabcut")
+    assert registry.loader(grabcut)(grabcut, None, lama_context()).description.startswith("grabcut")

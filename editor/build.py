@@ -372,10 +372,10 @@ def _fetch(entry: ModelEntry, config: Config, show_progress: bool, downloads: we
 def build_engine(config: Config, show_progress: bool = True, downloads: weights.Downloads | None = None) -> Engine:
     """The planned models, ready to load: each loads on first use (or at `Engine.warm_up`), so
     that building the engine takes no time; `downloads` follows the fetches for the page.
-
-    The eraser is planned and described; the engine erases generatively (or with OpenCV) until
-    it takes an eraser of its own (`build_model(plan.eraser, ...)`).
+    Generative erase needs no eraser of its own: the engine erases through the inpainter then.
     """
+    from editor.models.opencv import OpenCvEraser
+
     plan = plan_backends(config)
     backends = describe(plan, config)
     build = functools.partial(build_model, config=config, device=plan.device, show_progress=show_progress,
@@ -383,14 +383,9 @@ def build_engine(config: Config, show_progress: bool = True, downloads: weights.
     segmenter = build(plan.segmenter, description=backends.segmenter)
     inpainter = build(plan.inpaint, description=backends.inpainter)
     detector = build(plan.detector, description=backends.detector)
-    if plan.eraser.name not in (GENERATIVE, "opencv"):  # until the engine takes an eraser, say what erases
-        backends = replace(backends, eraser=f"{_generative_or_opencv(plan)} ({plan.eraser.name} planned)")
+    eraser = None if plan.eraser.name == GENERATIVE else build(plan.eraser, description=backends.eraser)
     return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector,
-                  limits=config.limits)
-
-
-def _generative_or_opencv(plan: Plan) -> str:
-    return f"generative: {plan.inpaint.name} over an OpenCV pre-fill" if plan.inpaint.runs else "opencv telea"
+                  limits=config.limits, prefill=OpenCvEraser(), eraser=eraser, eraser_config=config.eraser)
 
 
 def download_target(what: str, config: Config, device: str) -> ModelEntry:

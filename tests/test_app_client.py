@@ -491,7 +491,7 @@ def counting_app(sam_sd2_engine: Engine,
     counting = CountingInpainter(sam_sd2_engine.inpainter)
     engine = Engine(sam_sd2_engine.segmenter, counting, sam_sd2_engine.backends,  # type: ignore[arg-type]
                     sam_sd2_engine.defaults, sam_sd2_engine.composite, sam_sd2_engine.erase_config,
-                    limits=LimitsConfig(steps=20000))
+                    limits=LimitsConfig(steps=20000), prefill=sam_sd2_engine.prefill)
     demo, url = serve(engine, tmp_path_factory.mktemp("models"))
     try:
         yield url, counting

@@ -45,7 +45,7 @@ def assert_edit_is_local(image: np.ndarray, mask: np.ndarray, result: np.ndarray
 def with_composite(engine: Engine, **changes: object) -> Engine:
     """The same models behind different compositing settings."""
     return Engine(engine.segmenter, engine.inpainter, engine.backends, engine.defaults,
-                  replace(engine.composite, **changes), engine.erase_config)
+                  replace(engine.composite, **changes), engine.erase_config, prefill=engine.prefill)
 
 
 # --- the full edit path on odd sizes -------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_model_sees_a_crop_at_its_native_size_not_the_whole_photo(sam_sd2_engine
 
     monkeypatch.setattr(composite, "plan_crop", recording_plan)
     engine = Engine(sam_sd2_engine.segmenter, Spy(), sam_sd2_engine.backends, sam_sd2_engine.defaults,
-                    sam_sd2_engine.composite, sam_sd2_engine.erase_config)
+                    sam_sd2_engine.composite, sam_sd2_engine.erase_config, prefill=sam_sd2_engine.prefill)
     rng = np.random.default_rng(5)
     photo = random_photo(rng, 3000, 4000)
     mask = np.zeros((3000, 4000), np.uint8)

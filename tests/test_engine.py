@@ -230,7 +230,7 @@ class BoxSegmenter:
 
 def test_select_parts_adds_and_subtracts(fallback_engine: Engine, photo: np.ndarray) -> None:
     engine = Engine(BoxSegmenter(), None, fallback_engine.backends, fallback_engine.defaults,
-                    fallback_engine.composite, fallback_engine.erase_config)
+                    fallback_engine.composite, fallback_engine.erase_config, prefill=fallback_engine.prefill)
     a, b, c = Prompts(box=(10, 10, 50, 50)), Prompts(box=(40, 40, 90, 90)), Prompts(box=(0, 0, 45, 20))
     combined = engine.select_parts(photo, [SelectionPart(a), SelectionPart(b), SelectionPart(c, subtract=True),
                                            SelectionPart(Prompts())])

@@ -32,9 +32,11 @@ class SegmenterConfig:
 class EraserConfig:
     # auto (lama when here, else generative, else opencv) | lama | generative | opencv | PATH (a LaMa .pt/.safetensors)
     model: str = "auto"
-    margin_px: int = 128  # context around each selected region that the eraser sees
+    margin_px: int = 128  # context around each selected region that the eraser sees (one crop per region)
     max_side: int = 1024  # a larger crop is resized down to this for the eraser, and its result back up
-    grow_px: int = 9  # the selection is dilated this much first (a tight mask leaves ghosts of the object)
+    # the hole the eraser fills is the selection dilated this much (a tight mask leaves ghosts of the object's
+    # edge) and all of the paste band (composite.grow and .feather); nothing outside that band changes
+    grow_px: int = 9
 
 
 @dataclass(frozen=True)

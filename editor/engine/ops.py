@@ -13,17 +13,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from editor.core import composite, masks
-from editor.core.config import CompositeConfig, EraseConfig, InpaintConfig, LimitsConfig
+from editor.core.config import CompositeConfig, EraseConfig, EraserConfig, InpaintConfig, LimitsConfig
 from editor.core.errors import EditorError, ModelLoadError, ModelUnavailableError, SelectionError
 from editor.core.prompts import (
     Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, parse_query, refine_detected,
 )
-from editor.models import opencv
+from editor.engine import strategy
 from editor.models.base import (
-    Detector, ImageExpired, ImageRef, Inpainter, InpaintRequest, Progress, Segmenter, fetch_command,
+    Detector, Eraser, ImageExpired, ImageRef, Inpainter, InpaintRequest, Progress, Segmenter, fetch_command,
 )
 
-FALLBACK_NATIVE_SIZE = 512  # the OpenCV fallback's working size for its crop
 DOWNLOAD_HINT = fetch_command("inpaint")
 DETECTOR_DOWNLOAD_HINT = fetch_command("detector")
 
@@ -83,9 +82,19 @@ class Engine:
         erase_config: EraseConfig,
         detector: Detector | None = None,
         limits: LimitsConfig = LimitsConfig(),
+        *,
+        prefill: Eraser,
+        eraser: Eraser | None = None,
+        eraser_config: EraserConfig = EraserConfig(),
     ) -> None:
+        """`eraser` (LaMa) erases when given; without it Erase is generative through `inpainter`.
+        `prefill` (the classical OpenCV eraser, needing no weights) pre-fills the hole for generative
+        erase and erases when the others are missing or failed to load."""
         self.segmenter = segmenter
         self.inpainter = inpainter
+        self.eraser = eraser
+        self.prefill = prefill
+        self.eraser_config = eraser_config
         self._planned = backends  # what the settings name; `status()` adds what failed since
         self.defaults = inpaint_defaults
         self.composite = composite_config
@@ -103,19 +112,29 @@ class Engine:
 
         A failed load is remembered for the life of the process (the settings cannot change in a
         running one), so the status only ever gains errors: SAM's leaves clicks to GrabCut, the
-        inpainting model's leaves Erase to the classical fill and Fill refused with the reason,
-        the detector's turns "select by name" off.
+        eraser's leaves Erase to the classical fill, the inpainting model's leaves Erase (without
+        an eraser) to the classical fill and Fill refused with the reason, the detector's turns
+        "select by name" off. The eraser line names what erases: the eraser's description
+        ("lama (cpu)"), else the planned generative line, else "opencv-telea".
         """
         status, errors = self._planned, []
         sam_error = getattr(self.segmenter, "load_error", None)  # stand-ins in tests load nothing
         if sam_error:
             status = replace(status, segmenter=self.segmenter.description)
             errors.append(f"{sam_error}; selecting with GrabCut")
+        if self.eraser is not None:
+            status = replace(status, eraser=self.eraser.description)
+            if self.eraser.load_error:
+                status = replace(status, eraser=f"{self.prefill.description} ({self.eraser.model_name} failed to load)")
+                errors.append(f"{self.eraser.load_error}; Erase uses the classical fill")
         inpaint_error = getattr(self.inpainter, "load_error", None)
         if inpaint_error:
-            status = replace(status, inpainter=f"none ({self.inpainter.model_name} failed to load)",
-                             eraser="opencv telea (the inpainting model failed to load)")
-            errors.append(f"{inpaint_error}; Erase uses the classical fill, Fill and Replace background are off")
+            status = replace(status, inpainter=f"none ({self.inpainter.model_name} failed to load)")
+            if self.eraser is None:
+                status = replace(status, eraser=f"{self.prefill.description} (the inpainting model failed to load)")
+                errors.append(f"{inpaint_error}; Erase uses the classical fill, Fill and Replace background are off")
+            else:
+                errors.append(f"{inpaint_error}; Fill, Replace background and generative erase are off")
         detector_error = getattr(self.detector, "load_error", None)
         if detector_error:
             status = replace(status, detector="none (the detector failed to load)")
@@ -124,10 +143,12 @@ class Engine:
 
     def warm_up(self, detector: bool = False) -> None:
         """Load the models now (e.g. in the background while the page is served): SAM first,
-        as the first click needs it, then the inpainting pipeline, then (if asked: few sessions
-        select by name) the detector. Never raises for a model that fails to load: the failure
-        is remembered and shown by `status()`."""
+        as the first click needs it, then the eraser, then the inpainting pipeline, then (if asked:
+        few sessions select by name) the detector. Never raises for a model that fails to load: the
+        failure is remembered and shown by `status()`."""
         loads = [self.segmenter.load]
+        if self.eraser is not None:
+            loads.append(self.eraser.load)
         if self.inpainter is not None:
             loads.append(self.inpainter.load)
         if detector and self.detector is not None:
@@ -217,24 +238,33 @@ class Engine:
         return self._generate("fill", image, mask, request, self._alpha(mask, options), progress, cancel)
 
     def erase(self, image: np.ndarray, mask: np.ndarray, options: EditOptions = EditOptions(),
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> EditResult:
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              generative: bool = False) -> EditResult:
         """Remove the selected object and reconstruct what is behind it.
 
-        The hole is first filled classically from its surroundings, so that the model, run
-        below full strength with a background prompt and a negative prompt against objects,
-        continues the background instead of inventing a new object. Without a model, the
-        classical fill is the result.
+        With an eraser (LaMa), each selected region is refilled on a crop of its own (see
+        `strategy.erase`). Without one, or when `generative` is asked, the inpainting model
+        repaints it: the hole is first filled classically, so that the model, run below full
+        strength with a background prompt and a negative prompt against objects, continues the
+        background instead of inventing a new object. Without either (or when the eraser failed
+        to load), the classical fill is the result. The metadata's "model" names what erased.
         """
         mask = masks.require_selection(mask, image.shape[:2])
         request = self._request(self.erase_config.prompt, options, self.erase_config.negative_prompt,
                                 self.erase_config.strength)
         alpha = self._alpha(mask, options)
-        if self.inpainter is None or getattr(self.inpainter, "load_error", None):
-            return self._classical_erase(image, mask, alpha, request)
+        eraser = None if generative else self._chosen_eraser()
+        if eraser is None:
+            try:
+                return self._generate("erase", image, mask, request, alpha, progress, cancel, prefill=True)
+            except ModelLoadError:  # failed to load just now: remembered, in status()
+                if generative:
+                    raise
+                eraser = self.prefill
         try:
-            return self._generate("erase", image, mask, request, alpha, progress, cancel, prefill=True)
-        except ModelLoadError:  # failed to load just now: remembered, in status(); erase goes on classically
-            return self._classical_erase(image, mask, alpha, request)
+            return self._erase_with(eraser, image, mask, alpha, request)
+        except ModelLoadError:  # the eraser failed to load just now: remembered, in status()
+            return self._erase_with(self.prefill, image, mask, alpha, request)
 
     def replace_background(self, image: np.ndarray, subject_mask: np.ndarray, prompt: str,
                            options: EditOptions = EditOptions(), progress: Progress | None = None,
@@ -282,39 +312,44 @@ class Engine:
                   alpha: np.ndarray, progress: Progress | None, cancel: threading.Event | None,
                   prefill: bool = False, match_color: bool = True) -> EditResult:
         """Inpaint the crop around `alpha` (the paste-back weights) and paste each output through it."""
-        if self.inpainter is None:
+        inpainter = self.inpainter
+        if inpainter is None:
             raise ModelUnavailableError(
                 f"{mode} needs an inpainting model and none is on this machine: run `{DOWNLOAD_HINT}` "
                 "or set inpaint.model to a local diffusers folder"
             )
         band = masks.binary(alpha > 0)
-        plan = composite.plan_crop(band, self.inpainter.native_size, self.composite.context, self.composite.min_context_px)
+        plan = composite.plan_crop(band, inpainter.native_size, self.composite.context, self.composite.min_context_px)
         crop, crop_band = plan.crop(image), plan.crop(band)
         if prefill:
-            crop = opencv.inpaint(crop, crop_band)
-        work_image = composite.resize_image(crop, plan.work_width, plan.work_height)
-        work_mask = composite.resize_mask(crop_band, plan.work_width, plan.work_height)
-        outputs = self.inpainter.inpaint(work_image, work_mask, request, progress, cancel)
+            crop = self.prefill.erase(crop, crop_band)
+        patches = strategy.run(crop, crop_band, plan.work_width, plan.work_height,
+                               lambda work, hole: inpainter.inpaint(work, hole, request, progress, cancel),
+                               multiple=8)  # the VAE's factor; plan_crop's work sizes are multiples already
         # A new background has its own colours: matching it to the subject's edge would be wrong.
-        match = self.composite.match_color and match_color
-        images = [self._paste(image, out, plan, crop_band, alpha, match) for out in outputs]
-        return EditResult(images, mask, request.seed, self._metadata(mode, request, self.inpainter.model_name))
+        if self.composite.match_color and match_color:
+            ring = max(4, self.composite.feather)
+            patches = [composite.match_color(patch, plan.crop(image), crop_band, ring_px=ring) for patch in patches]
+        images = [composite.paste_back(image, patch, plan, alpha) for patch in patches]
+        return EditResult(images, mask, request.seed, self._metadata(mode, request, inpainter.model_name))
 
-    def _paste(self, image: np.ndarray, output: np.ndarray, plan: composite.CropPlan,
-               crop_band: np.ndarray, alpha: np.ndarray, match: bool) -> np.ndarray:
-        width, height = plan.size
-        patch = composite.resize_image(output, width, height)
-        if match:
-            patch = composite.match_color(patch, plan.crop(image), crop_band, ring_px=max(4, self.composite.feather))
-        return composite.paste_back(image, patch, plan, alpha)
+    def _chosen_eraser(self) -> Eraser | None:
+        """What erases without asking for generative erase: the eraser, else (None) the inpainting
+        model, else the classical fill. An eraser that failed to load leaves the classical fill."""
+        if self.eraser is not None:
+            return self.prefill if self.eraser.load_error else self.eraser
+        if self.inpainter is not None and not getattr(self.inpainter, "load_error", None):
+            return None
+        return self.prefill
 
-    def _classical_erase(self, image: np.ndarray, mask: np.ndarray, alpha: np.ndarray,
-                         request: InpaintRequest) -> EditResult:
-        band = masks.binary(alpha > 0)
-        plan = composite.plan_crop(band, FALLBACK_NATIVE_SIZE, self.composite.context, self.composite.min_context_px)
-        patch = opencv.inpaint(plan.crop(image), plan.crop(band))
-        result = composite.paste_back(image, patch, plan, alpha)
-        metadata = self._metadata("erase", replace(request, steps=0, prompt="", negative_prompt=""), "opencv-telea")
+    def _erase_with(self, eraser: Eraser, image: np.ndarray, mask: np.ndarray, alpha: np.ndarray,
+                    request: InpaintRequest) -> EditResult:
+        """`eraser` on a crop around each selected region. The hole it fills is the selection grown by
+        eraser.grow_px (a tight hole leaves ghosts of the object's edge) and all of the paste band."""
+        config = self.eraser_config
+        hole = masks.grow(mask, config.grow_px)
+        result = strategy.erase(image, hole, alpha, eraser.erase, eraser.multiple, eraser.max_side, config.margin_px)
+        metadata = self._metadata("erase", replace(request, steps=0, prompt="", negative_prompt=""), eraser.model_name)
         return EditResult([result], mask, request.seed, metadata)
 
     @staticmethod

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from editor.core import masks
-from editor.core.errors import EditorError
+from editor.core.errors import ConfigError
 from editor.core.prompts import Prompts
 from editor.models.base import ImageExpired, ImageRef, Segmentation
 from editor.models.embedding_cache import ImageKeys, RecentImages
@@ -21,6 +21,7 @@ GRABCUT_ITERATIONS = 5
 GRABCUT_SEED = 0  # GrabCut's GMM start is random (OpenCV's per-thread RNG): seed it, same prompts give the same mask
 POINT_RADIUS_FRACTION = 0.01  # a click marks a small disc as certain, not a single pixel
 INPAINT_MAX_PIXELS = 1_000_000  # larger holes are filled on a smaller copy (Telea is slow)
+TELEA_MAX_SIDE = 4096  # the crop strategy resizes a larger crop; Telea shrinks big holes itself
 
 
 def grabcut(image: np.ndarray, prompts: Prompts) -> np.ndarray:
@@ -140,10 +141,29 @@ def _telea(image: np.ndarray, hole: np.ndarray, radius: int) -> np.ndarray:
     return cv2.cvtColor(cv2.inpaint(bgr, hole, radius, cv2.INPAINT_TELEA), cv2.COLOR_BGR2RGB)
 
 
+class OpenCvEraser:
+    """The `Eraser` without weights: Telea's fill from the hole's border. Always available, so it is
+    the engine's last fallback and the classical pre-fill of generative erase."""
+
+    description = "opencv-telea"
+    model_name = "opencv-telea"
+    load_error: str | None = None
+    multiple = 1
+    max_side = TELEA_MAX_SIDE
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def erase(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return inpaint(image, mask)
+
+
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> Any:
-    """The registry's `load` for the built-in algorithms (no weights)."""
+    """The built-in models of the registry: OpenCV Telea (eraser) and GrabCut (segmenter)."""
+    if entry.kind == "eraser":
+        return OpenCvEraser()
     if entry.kind == "segmenter":
         segmenter = GrabCutSegmenter()
         segmenter.description = context.description or segmenter.description
         return segmenter
-    raise EditorError(f"OpenCV has no {entry.kind} here")
+    raise ConfigError(f"{entry.name} ({entry.kind}) is not an OpenCV model")

@@ -1,0 +1,100 @@
+"""The crop strategy shared by every image model: where to crop, at what size the model works,
+padding to the model's multiple, and pasting back so that only the band changes.
+
+A model is a callable on the work crop: `(HxWx3 uint8, HxW uint8 hole) -> [HxWx3 uint8, ...]`
+of the same size (a diffusion model may return several variations). Every pixel outside the
+paste weights (`alpha > 0`) is copied from the input, bit for bit. Pure numpy and OpenCV.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from editor.core import composite, masks
+from editor.core.composite import CropPlan
+
+Model = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
+SingleModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+
+
+def erase(image: np.ndarray, hole: np.ndarray, alpha: np.ndarray, model: SingleModel, multiple: int,
+          max_side: int, margin_px: int) -> np.ndarray:
+    """`image` with each region of `hole` refilled by `model` on a crop of its own, pasted through `alpha`.
+
+    The model regenerates `hole` and every pixel `alpha` may paste (a feathered edge blends the
+    model's pixels, never the input's with itself). Each crop is at the photo's resolution unless
+    its longer side exceeds `max_side`.
+    """
+    hole = masks.from_bool((hole > 0) | (alpha > 0))
+    result = image
+    for plan in region_plans(hole, margin_px, max_side):  # the crops never overlap: each reads the input
+        patch = run(plan.crop(image), plan.crop(hole), plan.work_width, plan.work_height,
+                    lambda work, work_hole: [model(work, work_hole)], multiple)[0]
+        result = composite.paste_back(result, patch, plan, alpha)
+    return result.copy() if result is image else result
+
+
+def region_plans(hole: np.ndarray, margin_px: int, max_side: int) -> list[CropPlan]:
+    """One crop per connected region of `hole` with `margin_px` of context around it, clipped to the
+    photo; regions whose crops would overlap share one crop, so each region lies in exactly one."""
+    height, width = hole.shape
+    boxes = [_expand(box, margin_px, width, height) for box in _component_boxes(hole)]
+    return [CropPlan(x0, y0, x1, y1, *work_size(x1 - x0, y1 - y0, max_side))
+            for x0, y0, x1, y1 in _merged(boxes, hole.shape)]
+
+
+def work_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The crop's own size when its longer side is at most `max_side`, else scaled (aspect kept) to fit."""
+    longest = max(width, height)
+    if longest <= max_side:
+        return width, height
+    scale = max_side / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
+    """`array` grown at the bottom and right to sides that are multiples of `multiple`, by reflection
+    (a constant border would be a hard edge the model continues); the mask pads the same way."""
+    height, width = array.shape[:2]
+    extra_h, extra_w = -height % multiple, -width % multiple
+    if not extra_h and not extra_w:
+        return array
+    pad = ((0, extra_h), (0, extra_w)) + ((0, 0),) * (array.ndim - 2)
+    return np.pad(array, pad, mode="reflect")
+
+
+def run(crop: np.ndarray, hole: np.ndarray, work_width: int, work_height: int, model: Model,
+        multiple: int) -> list[np.ndarray]:
+    """The model's outputs for a crop, back at the crop's size: resized to the work size, padded to
+    the model's multiple, run, the padding cut off, resized back."""
+    height, width = crop.shape[:2]
+    work = composite.resize_image(crop, work_width, work_height)
+    work_hole = composite.resize_mask(hole, work_width, work_height)
+    outputs = model(pad_to_multiple(work, multiple), pad_to_multiple(work_hole, multiple))
+    return [composite.resize_image(out[:work_height, :work_width], width, height) for out in outputs]
+
+
+def _component_boxes(hole: np.ndarray) -> list[Box]:
+    count, _, stats, _ = cv2.connectedComponentsWithStats((hole > 0).astype(np.uint8), connectivity=8)
+    return [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:count]]
+
+
+def _expand(box: Box, margin: int, width: int, height: int) -> Box:
+    x0, y0, x1, y1 = box
+    return max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)
+
+
+def _merged(boxes: list[Box], shape: tuple[int, int]) -> list[Box]:
+    """Overlapping boxes joined into their bounding box until none overlap. Painted on a grid, so
+    hundreds of specks cost a few image passes rather than a pairwise loop."""
+    while True:
+        canvas = np.zeros(shape, np.uint8)
+        for x0, y0, x1, y1 in boxes:
+            canvas[y0:y1, x0:x1] = 255
+        joined = _component_boxes(canvas)
+        if len(joined) == len(boxes):
+            return sorted(joined, key=lambda box: (box[1], box[0]))
+        boxes = joined

@@ -1,0 +1,90 @@
+"""Erasing with LaMa (big-lama) through spandrel: a dedicated model that fills a hole from its
+surroundings in one forward pass, seconds on a CPU where diffusion takes a minute.
+
+spandrel reads the published TorchScript `big-lama.pt`, a plain state dict saved as `.pt`/`.pth`,
+and `.safetensors` copies (preferred: no pickle). LaMa takes RGB in 0..1 and a 0/1 mask, sides
+multiples of 8, and returns the image with only the masked pixels repainted. It has no float16
+(`supports_half=False`); bfloat16 works on CUDA. The model loads on first use (or at `load`), is
+warmed up there (the first call on a CPU is several times slower than the next), and serves one
+call at a time: it is shared by every session.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from editor.core.errors import EditorError, ModelUnavailableError
+from editor.models.base import fetch_command
+from editor.models.loading import LoadOnce, out_of_memory_as
+from editor.models.registry import LoadContext, ModelEntry
+
+MULTIPLE = 8  # LaMa downsamples three times
+WARM_UP_SIDE = 64
+OOM_ADVICE = "select a smaller region, lower eraser.max_side, or set device=cpu"
+
+
+class LamaEraser:
+    """An `Eraser` over one LaMa file."""
+
+    model_name = "lama"
+    multiple = MULTIPLE
+
+    def __init__(self, path: Path, device: str, max_side: int) -> None:
+        self.path = path
+        self.device = device
+        self.dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.max_side = max_side
+        self.description = f"lama ({device}{', bfloat16' if self.dtype == torch.bfloat16 else ''})"
+        self._slot: LoadOnce[Any] = LoadOnce(f"LaMa ({path.name})", self._load)
+        self._lock = threading.Lock()  # one forward at a time on the shared model
+
+    @property
+    def load_error(self) -> str | None:
+        return self._slot.error
+
+    def load(self) -> None:
+        """Load and warm up now; ModelLoadError if that failed (tried once, remembered)."""
+        self._slot.get()
+
+    def erase(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """`image` (`HxWx3 uint8`, sides multiples of 8) with the masked pixels repainted; the others as given."""
+        model = self._slot.get()
+        with self._lock, out_of_memory_as(OOM_ADVICE):
+            return self._forward(model, image, mask)
+
+    def _load(self) -> Any:
+        import spandrel
+        from spandrel import MaskedImageModelDescriptor
+
+        descriptor = spandrel.ModelLoader(self.device).load_from_file(self.path)
+        if not isinstance(descriptor, MaskedImageModelDescriptor) or descriptor.architecture.id != "LaMa":
+            raise EditorError(f"{self.path} is a {descriptor.architecture.name} model, not LaMa: "
+                              "set eraser.model to a LaMa file (big-lama.pt or .safetensors)")
+        descriptor.eval()
+        descriptor.to(self.dtype)
+        side = WARM_UP_SIDE
+        hole = np.zeros((side, side), np.uint8)
+        hole[side // 4: side // 2, side // 4: side // 2] = 255
+        self._forward(descriptor, np.zeros((side, side, 3), np.uint8), hole)
+        return descriptor
+
+    def _forward(self, model: Any, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+            pixels = pixels.to(self.device, self.dtype) / 255.0
+            hole = torch.from_numpy(mask > 0)[None, None].to(self.device, self.dtype)
+            out = model(pixels, hole)
+            out = (out[0].float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+            return out.permute(1, 2, 0).cpu().numpy()
+
+
+def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> LamaEraser:
+    """The eraser for `path` (weights load at first use); refuses at once when there is no file."""
+    if path is None or not path.is_file():
+        raise ModelUnavailableError(f"{entry.title} is not on this machine: run `{fetch_command(entry.name)}` "
+                                    "or set eraser.model to a LaMa file")
+    return LamaEraser(path, context.device, context.config.eraser.max_side)

@@ -114,8 +114,8 @@ class Engine:
         running one), so the status only ever gains errors: SAM's leaves clicks to GrabCut, the
         eraser's leaves Erase to the classical fill, the inpainting model's leaves Erase (without
         an eraser) to the classical fill and Fill refused with the reason, the detector's turns
-        "select by name" off. The eraser line names what erases: the eraser's description
-        ("lama (cpu)"), else the planned generative line, else "opencv-telea".
+        "select by name" off. The eraser line names what erases: as planned, or the classical fill
+        once the eraser (or, for generative erase, the inpainting model) failed to load.
         """
         status, errors = self._planned, []
         sam_error = getattr(self.segmenter, "load_error", None)  # stand-ins in tests load nothing
@@ -123,7 +123,6 @@ class Engine:
             status = replace(status, segmenter=self.segmenter.description)
             errors.append(f"{sam_error}; selecting with GrabCut")
         if self.eraser is not None:
-            status = replace(status, eraser=self.eraser.description)
             if self.eraser.load_error:
                 status = replace(status, eraser=f"{self.prefill.description} ({self.eraser.model_name} failed to load)")
                 errors.append(f"{self.eraser.load_error}; Erase uses the classical fill")

@@ -1,0 +1,172 @@
+"""The CPU goal investigation (issue 10): where the first mask's time goes, per segmenter, on the raw
+models (random weights, the released architectures), and the same vision encoder through ONNX Runtime.
+
+`python -m benchmarks.cpu_goal [--models edgetam sam2.1-tiny] [--runs 3] [--threads 2] [--onnx]
+[--compile] [--json FILE]` prints one row per measurement. The first-mask path is the product's: the
+12 MP photo resized to the model's 1024x1024 input and normalised, the vision encoder, one click's
+decode, and the low-resolution mask upscaled to the photo's size and thresholded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.bench import synthetic_photo
+from benchmarks.bench_models import build_edgetam, build_sam2
+
+SIDE = 1024  # SAM 2 and EdgeTAM work on a 1024x1024 square (no padding: the photo is stretched)
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+def build(name: str) -> Any:
+    return build_edgetam() if name == "edgetam" else build_sam2(name.removeprefix("sam2.1-"))
+
+
+def pixel_values(photo: np.ndarray) -> torch.Tensor:
+    """The photo (`HxWx3 uint8`) as the model's normalised `1x3x1024x1024 float32` input."""
+    import cv2
+
+    small = cv2.resize(photo, (SIDE, SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return torch.from_numpy(((small - MEAN) / STD).transpose(2, 0, 1)[None].copy())
+
+
+def decode(model: Any, embeddings: list[torch.Tensor], x: float, y: float, width: int, height: int) -> np.ndarray:
+    """One positive click at photo pixel (x, y): the 256x256 mask logits (`float32`)."""
+    point = torch.tensor([[[[x * SIDE / width, y * SIDE / height]]]], dtype=torch.float32)
+    out = model(image_embeddings=embeddings, input_points=point, input_labels=torch.ones(1, 1, 1, dtype=torch.long),
+                multimask_output=False)
+    return out.pred_masks[0, 0, 0].numpy()
+
+
+def upscale(logits: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The low-resolution logits as the photo's `HxW uint8` mask (255 = selected)."""
+    import cv2
+
+    return np.where(cv2.resize(logits, (width, height), interpolation=cv2.INTER_LINEAR) > 0, 255, 0).astype(np.uint8)
+
+
+def median_time(work: Callable[[], Any], runs: int) -> tuple[float, Any]:
+    """One warm-up run, then the median of `runs` timed runs, and the last result."""
+    result = work()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+class Rows:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, name: str, value: float, unit: str, **settings: Any) -> None:
+        self.rows.append({"name": name, "value": value, "unit": unit, "settings": settings})
+        shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+        print(f"{name:<28} {value:>10.3g} {unit:<3} {shown}", flush=True)
+
+
+def measure_path(name: str, model: Any, runs: int, rows: Rows, **extra: Any) -> list[torch.Tensor]:
+    """Each step of the first-mask path on a 4000x3000 photo, and their sum."""
+    photo = synthetic_photo(4000, 3000)
+    height, width = photo.shape[:2]
+    common = dict(model=name, threads=torch.get_num_threads(), **extra)
+    with torch.inference_mode():
+        resize_s, pixels = median_time(lambda: pixel_values(photo), runs)
+        encode_s, embeddings = median_time(lambda: model.get_image_embeddings(pixels), runs)
+        decode_s, logits = median_time(lambda: decode(model, embeddings, 1400, 1350, width, height), max(runs, 5))
+    upscale_s, _ = median_time(lambda: upscale(logits, width, height), max(runs, 5))
+    rows.add("resize_normalise_s", resize_s, "s", **common)
+    rows.add("encoder_1024_s", encode_s, "s", **common)
+    rows.add("decode_ms", decode_s * 1000, "ms", **common)
+    rows.add("upscale_mask_12mp_ms", upscale_s * 1000, "ms", **common)
+    rows.add("first_mask_s", resize_s + encode_s + decode_s + upscale_s, "s", note="sum of the steps", **common)
+    rows.add("click_ms", (decode_s + upscale_s) * 1000, "ms", note="decode + upscale", **common)
+    return embeddings
+
+
+class _Encoder(torch.nn.Module):
+    """The vision encoder alone, returning its three feature maps as a tuple (ONNX export)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.get_image_embeddings(pixels))
+
+
+def measure_onnx(name: str, model: Any, runs: int, rows: Rows, folder: Path,
+                 reference: list[torch.Tensor]) -> None:
+    """The vision encoder exported from the same weights, run by ONNX Runtime on the same threads."""
+    import onnxruntime as ort
+
+    path = folder / f"{name}-encoder.onnx"
+    pixels = pixel_values(synthetic_photo(4000, 3000))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        torch.onnx.export(_Encoder(model), (pixels,), str(path), input_names=["pixel_values"],
+                          output_names=["high", "mid", "low"], opset_version=17, dynamo=False)
+    export_s = time.perf_counter() - started
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"pixel_values": pixels.numpy()}
+    encode_s, outputs = median_time(lambda: session.run(None, feed), runs)
+    error = max(float(np.abs(o - r.numpy()).max() / (np.abs(r.numpy()).max() + 1e-6))
+                for o, r in zip(outputs, reference))
+    common = dict(model=name, threads=torch.get_num_threads(), runtime=f"onnxruntime {ort.__version__}")
+    rows.add("onnx_export_s", export_s, "s", **common)
+    rows.add("encoder_1024_s", encode_s, "s", **common)
+    rows.add("onnx_max_rel_error", error, "", note="against PyTorch, same weights and input", **common)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_goal", description=__doc__)
+    parser.add_argument("--models", nargs="+", default=["edgetam", "sam2.1-tiny"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--channels-last", action="store_true", help="also measure with channels_last weights")
+    parser.add_argument("--compile", action="store_true", help="also measure the encoder under torch.compile")
+    parser.add_argument("--onnx", action="store_true", help="also measure the encoder in ONNX Runtime")
+    parser.add_argument("--json", metavar="FILE")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = Rows()
+    with tempfile.TemporaryDirectory(prefix="cpu-goal-") as scratch:
+        for name in args.models:
+            model = build(name)
+            reference = measure_path(name, model, args.runs, rows, runtime="torch eager fp32")
+            if args.channels_last:
+                measure_path(name, model.to(memory_format=torch.channels_last), args.runs, rows,
+                             runtime="torch eager fp32 channels_last")
+                model = model.to(memory_format=torch.contiguous_format)
+            if args.compile:
+                model.vision_encoder = torch.compile(model.vision_encoder)
+                started = time.perf_counter()
+                with torch.inference_mode():
+                    model.get_image_embeddings(pixel_values(synthetic_photo(4000, 3000)))
+                rows.add("compile_first_call_s", time.perf_counter() - started, "s", model=name)
+                measure_path(name, model, args.runs, rows, runtime="torch.compile fp32")
+                model = build(name)
+            if args.onnx:
+                measure_onnx(name, model, args.runs, rows, Path(scratch), reference)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows.rows, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -549,7 +549,8 @@ def _bench_erase(settings: BenchSettings, models: _Models, report: Report) -> No
         outside = masks.grow(mask, 64) == 0
         extra = {"goal_cpu_s": LAMA_ERASE_GOAL_S} if name == "lama" else {}
         report.add("erase_12mp_s", seconds, "s", photo=_size(photo), object=f"{ERASE_OBJECT[0]}x{ERASE_OBJECT[1]}",
-                   exact_outside=_exact_share(result.images[0], photo, outside), **extra, **common)
+                   exact_outside=_exact_share(result.images[0], photo, outside), erased_by=engine.status().eraser,
+                   **extra, **common)
         models.release()
 
 

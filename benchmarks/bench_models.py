@@ -165,10 +165,14 @@ def build_edgetam() -> Any:
 
 
 def save_segmenter(name: str, folder: Path) -> Path:
-    """The registry's segmenter `name` (`sam2.1-<size>` or `edgetam`) saved as a transformers folder
-    (config.json with its model_type, model.safetensors), loadable by path."""
+    """The registry's segmenter `name` (`sam2.1-<size>` or `edgetam`) saved as the published
+    transformers folders are: config.json with its model_type, model.safetensors, and the image
+    processor's preprocessor_config.json (1024x1024, 256x256 masks, the defaults); loadable by path."""
+    from transformers import Sam2ImageProcessor, Sam2Processor
+
     model = build_edgetam() if name == "edgetam" else build_sam2(name.removeprefix("sam2.1-"))
     model.save_pretrained(folder, safe_serialization=True)
+    Sam2Processor(Sam2ImageProcessor()).save_pretrained(folder)
     return Path(folder)
 
 

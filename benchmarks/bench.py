@@ -33,7 +33,9 @@ from editor.core.config import load_config
 from editor.engine.ops import EditOptions, Engine
 from editor.core.prompts import Prompts
 
-SECTIONS = ("sam", "inpaint", "crop", "app", "session")
+SECTIONS = ("sam", "inpaint", "crop", "app", "session", "segment", "erase")
+SEGMENTERS = ("sam-vit-b", "sam2.1-tiny", "edgetam")  # the segment part's default: the CPU candidates
+ERASERS = ("lama", "generative", "opencv")  # the erase part: the dedicated model, SD 2, classical
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,6 +53,8 @@ class BenchSettings:
     sessions: int = 10  # the session section: this many sessions, each making `session_edits` edits
     session_edits: int = 30
     models_dir: str = "checkpoints"  # real checkpoints here are used instead of random weights
+    segmenters: tuple[str, ...] = SEGMENTERS  # registry names measured by the segment part
+    erasers: tuple[str, ...] = ERASERS
 
     @classmethod
     def for_run(cls, device: str, only: list[str] | None, quick: bool, **given: Any) -> BenchSettings:
@@ -94,7 +98,9 @@ class Report:
         path.write_text(json.dumps([vars(m) for m in self.measurements], indent=1) + "\n", encoding="utf-8")
 
 
-# "sam": model type -> a SAM module; "inpaint": (name, folder) -> the folder, a diffusers model saved there.
+# "sam": model type -> a SAM module; "inpaint": (name, folder) -> the folder, a diffusers model saved there;
+# "segmenter": (registry name, folder) -> the transformers folder saved there (SAM 2.1, EdgeTAM);
+# "lama": path -> the .safetensors file saved there.
 Builders = dict[str, Callable[..., Any]]
 
 
@@ -102,7 +108,8 @@ def run(settings: BenchSettings, json_path: Path | None = None, builders: Builde
     """Measure the sections in `settings.only`; `builders` replaces the model builders (tests)."""
     from benchmarks import bench_models
 
-    builders = builders or {"sam": bench_models.build_sam, "inpaint": bench_models.save_inpaint_pipeline}
+    builders = {"sam": bench_models.build_sam, "inpaint": bench_models.save_inpaint_pipeline,
+                "segmenter": bench_models.save_segmenter, "lama": bench_models.save_lama, **(builders or {})}
     report = Report(machine_name(settings.device))
     print(f"machine: {report.machine}\n{'measurement':<34} {'value':>12} unit   settings", flush=True)
     with tempfile.TemporaryDirectory(prefix="editor-bench-") as scratch:
@@ -110,7 +117,8 @@ def run(settings: BenchSettings, json_path: Path | None = None, builders: Builde
         for section in SECTIONS:
             if section in settings.only:
                 {"sam": _bench_sam, "inpaint": _bench_inpaint, "crop": _bench_crop, "app": _bench_app,
-                 "session": _bench_session}[section](settings, models, report)
+                 "session": _bench_session, "segment": _bench_segment,
+                 "erase": _bench_erase}[section](settings, models, report)
     if json_path is not None:
         report.write_json(json_path)
         print(f"wrote {json_path}")
@@ -178,10 +186,67 @@ class _Models:
             self._engines[key] = build_engine(load_config(None, settings), show_progress=False)
         return self._engines[key]
 
+    def weights(self, name: str) -> tuple[Path, str]:
+        """The weights of registry model `name` and where they come from: the real ones when on this
+        machine, else the released architecture with random weights saved once to the scratch folder."""
+        from editor.models import registry, weights
+
+        entry = registry.get(name)
+        if entry.backend == "sam":
+            real = weights.sam_checkpoint_path(entry.options["model_type"], Path(self.settings.models_dir))
+            if real.is_file():
+                return real, f"checkpoint {real.name}"
+        elif entry.source is not None and entry.source.hub:
+            real = weights.cached_hub_snapshot(entry.source.hub)
+            if real is not None:
+                return Path(real), f"weights {entry.source.hub}"
+        elif entry.source is not None and entry.source.filename:
+            real = Path(self.settings.models_dir) / entry.source.filename
+            if real.is_file():
+                return real, f"weights {real.name}"
+        return self._random_weights(name, entry.backend), "random weights"
+
+    def _random_weights(self, name: str, backend: str) -> Path:
+        path = self.scratch / "random" / name
+        if backend == "sam":
+            path = path.with_suffix(".pth")
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(self.builders["sam"](registry_model_type(name)).state_dict(), path)
+        elif backend == "lama":
+            path = path.with_suffix(".safetensors")
+            if not path.is_file():
+                self.builders["lama"](path)
+        elif not path.is_dir():
+            self.builders["segmenter"](name, path)
+        return path
+
+    def model(self, name: str) -> Any:
+        """Registry model `name`, built by its backend's own `load` from its weights' path and loaded."""
+        from editor.models import registry
+        from editor.models.registry import LoadContext
+
+        entry = registry.get(name)
+        path = None if entry.builtin else self.weights(name)[0]
+        config = load_config(None, [f"device={self.settings.device}", f"models_dir={self.scratch / 'none'}",
+                                    "auto_download=false"])
+        model = registry.loader(entry)(entry, path, LoadContext(config, self.settings.device, show_progress=False))
+        model.load()
+        if getattr(model, "load_error", None):
+            raise RuntimeError(f"{name} did not load: {model.load_error}")
+        return model
+
     def release(self) -> None:
         """Drop the engines (and their loaded models) built so far."""
         self._engines.clear()
         _free(self.settings.device)
+
+
+def registry_model_type(name: str) -> str:
+    """segment-anything's model type (vit_b, vit_l, vit_h) of registry segmenter `name`."""
+    from editor.models import registry
+
+    return str(registry.get(name).options["model_type"])
 
 
 # --- SAM --------------------------------------------------------------------------------------
@@ -430,6 +495,80 @@ def _first_mask_seconds(settings: BenchSettings, models: _Models) -> float:
         return _timed(first_mask)
     finally:
         shutil.rmtree(path.parent)
+
+
+# --- segmenters and erasers of the model layer --------------------------------------------------
+
+FIRST_MASK_GOAL_S = 1.0  # CPU goals on the 2-core development machine (issue 10)
+CLICK_GOAL_MS = 50.0
+LAMA_ERASE_GOAL_S = 3.0
+ERASE_OBJECT = (200, 150)  # the object erased in the 12 MP photo, width x height
+
+
+def _bench_segment(settings: BenchSettings, models: _Models, report: Report) -> None:
+    """Per segmenter, through the product's own object (the registry's loader, by path):
+    `first_mask_s`, a new photo's `prepare` (the embedding) and its first click's full-size mask,
+    end to end; `click_ms`, a further click on the prepared photo, refining the previous one."""
+    photo = synthetic_photo(*settings.photo)
+    clicks = click_sequence(photo, max(settings.clicks, 2))
+    for name in settings.segmenters:
+        segmenter = models.model(name)
+        common = dict(model=name, weights=models.weights(name)[1], photo=_size(photo), device=settings.device)
+        variants = [photo.copy() for _ in range(settings.runs + 1)]
+        for v, variant in enumerate(variants):
+            variant[0, 0, 0] = 255 - v  # a photo not prepared before: nothing cached
+            variant.flags.writeable = False  # as the session stores each version
+
+        def first_mask(image: np.ndarray) -> Any:
+            return segmenter.segment(segmenter.prepare(image), clicks[0])
+
+        seconds, result = _median_with_result([lambda im=im: first_mask(im) for im in variants])
+        assert result.mask.shape == photo.shape[:2], "the mask is the photo's size"
+        report.add("first_mask_s", seconds, "s", note="prepare (embedding) + first click's full-size mask",
+                   goal_cpu_s=FIRST_MASK_GOAL_S, **common)
+        ref, previous, times = segmenter.prepare(variants[-1]), result.logits, []
+        for prompts in clicks[1:]:
+            started = _synchronized_clock()
+            previous = segmenter.segment(ref, prompts, previous).logits
+            times.append(_synchronized_clock() - started)
+        report.add("click_ms", statistics.median(times) * 1000, "ms", clicks=len(times),
+                   note="a further click on the prepared photo, median", goal_cpu_ms=CLICK_GOAL_MS, **common)
+        del segmenter
+        _free(settings.device)
+
+
+def _bench_erase(settings: BenchSettings, models: _Models, report: Report) -> None:
+    """`erase_12mp_s` per eraser: a 200x150 object in a 12 MP photo, the engine's erase (the
+    eraser on a crop around the object, pasted back exact), all measured in the same run."""
+    photo = synthetic_photo(4000, 3000)
+    mask = object_mask(photo, *ERASE_OBJECT)
+    for name in settings.erasers:
+        engine, common = _erase_engine(name, settings, models)
+        seconds, result = _median_with_result([lambda: engine.erase(photo, mask, EditOptions(seed=1))]
+                                              * (settings.runs + 1))
+        outside = masks.grow(mask, 64) == 0
+        extra = {"goal_cpu_s": LAMA_ERASE_GOAL_S} if name == "lama" else {}
+        report.add("erase_12mp_s", seconds, "s", photo=_size(photo), object=f"{ERASE_OBJECT[0]}x{ERASE_OBJECT[1]}",
+                   exact_outside=_exact_share(result.images[0], photo, outside), erased_by=engine.status().eraser,
+                   **extra, **common)
+        models.release()
+
+
+def _erase_engine(name: str, settings: BenchSettings, models: _Models) -> tuple[Engine, dict[str, Any]]:
+    """An engine whose erase uses eraser `name`: lama (its weights by path), generative (SD 2
+    inpainting at the bench's steps), or opencv."""
+    common: dict[str, Any] = dict(model=name, device=settings.device)
+    if name == "generative":
+        common.update(model=f"generative ({settings.inpaint_model})", steps=settings.steps)
+        engine = models.engine("eraser.model=generative", inpaint=True)
+        common["weights"] = models.inpaint_source
+    elif name == "opencv":
+        engine = models.engine("eraser.model=opencv")
+    else:
+        path, common["weights"] = models.weights(name)
+        engine = models.engine(f"eraser.model={path}")
+    engine.warm_up()
+    return engine, common
 
 
 # --- sessions ---------------------------------------------------------------------------------

@@ -122,3 +122,75 @@ def _scheduler() -> Any:
 
     return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                   steps_offset=1, timestep_spacing="leading")
+
+
+# --- segmenters and the eraser of the model layer ----------------------------------------------
+
+# facebook/sam2.1-hiera-*: the Hiera trunk of each size as transformers' convert_sam2_to_hf.py types it
+# (tiny is Sam2HieraDetConfig's default); prompt encoder and mask decoder are the same for all sizes.
+SAM2_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "small": dict(blocks_per_stage=[1, 2, 11, 2], global_attention_blocks=[7, 10, 13]),
+    "base-plus": dict(hidden_size=112, embed_dim_per_stage=[112, 224, 448, 896],
+                      num_attention_heads_per_stage=[2, 4, 8, 16], blocks_per_stage=[2, 3, 16, 3],
+                      global_attention_blocks=[12, 16, 20], window_positional_embedding_background_size=[14, 14]),
+    "large": dict(hidden_size=144, embed_dim_per_stage=[144, 288, 576, 1152],
+                  num_attention_heads_per_stage=[2, 4, 8, 16], blocks_per_stage=[2, 6, 36, 4],
+                  global_attention_blocks=[23, 33, 43], window_positional_embedding_background_size=[7, 7],
+                  window_size_per_stage=[8, 4, 16, 8]),
+}
+
+
+def build_sam2(size: str) -> Any:
+    """`Sam2Model` of facebook/sam2.1-hiera-`size` (tiny, small, base-plus, large), random weights."""
+    from transformers import Sam2Config, Sam2HieraDetConfig, Sam2Model, Sam2VisionConfig
+
+    trunk = Sam2HieraDetConfig(**SAM2_SIZES[size])
+    channels = list(reversed(trunk.embed_dim_per_stage))
+    torch.manual_seed(SEED)
+    return Sam2Model(Sam2Config(vision_config=Sam2VisionConfig(backbone_config=trunk,
+                                                               backbone_channel_list=channels))).eval()
+
+
+def build_edgetam() -> Any:
+    """`EdgeTamModel` as yonigozlan/EdgeTAM-hf: a RepViT-M1 trunk from timm (no pretrained weights)
+    under SAM 2's neck, prompt encoder and decoder; random weights. The backbone config is given in
+    full because transformers 5.23's default misspells `architecture` and builds a ResNet-50."""
+    from transformers import EdgeTamConfig, EdgeTamModel, EdgeTamVisionConfig, TimmWrapperConfig
+
+    backbone = TimmWrapperConfig(architecture="repvit_m1",
+                                 model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]})
+    torch.manual_seed(SEED)
+    return EdgeTamModel(EdgeTamConfig(vision_config=EdgeTamVisionConfig(backbone_config=backbone))).eval()
+
+
+def save_segmenter(name: str, folder: Path) -> Path:
+    """The registry's segmenter `name` (`sam2.1-<size>` or `edgetam`) saved as the published
+    transformers folders are: config.json with its model_type, model.safetensors, and the image
+    processor's preprocessor_config.json (1024x1024, 256x256 masks, the defaults); loadable by path."""
+    from transformers import Sam2ImageProcessor, Sam2Processor
+
+    model = build_edgetam() if name == "edgetam" else build_sam2(name.removeprefix("sam2.1-"))
+    model.save_pretrained(folder, safe_serialization=True)
+    Sam2Processor(Sam2ImageProcessor()).save_pretrained(folder)
+    return Path(folder)
+
+
+def build_lama() -> Any:
+    """big-lama's generator (spandrel's LaMa: 4 channels in, 3 out), random weights."""
+    from spandrel.architectures.LaMa import LaMa
+
+    torch.manual_seed(SEED)
+    return LaMa(in_nc=4, out_nc=3).eval()
+
+
+def save_lama(path: Path) -> Path:
+    """big-lama with random weights as a `.safetensors` state dict that spandrel's ModelLoader
+    recognises (keys `model.model.*`, as spandrel names big-lama's generator)."""
+    from safetensors.torch import save_file
+
+    state = {key: value.contiguous() for key, value in build_lama().state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path

@@ -15,7 +15,9 @@ TINY = {"sam": lambda model_type: build_tiny_sam(), "inpaint": lambda name, fold
 
 
 def test_bench_measures_every_section_and_writes_json(tmp_path: Path) -> None:
-    settings = BenchSettings.for_run("cpu", None, quick=True, photo=(640, 480), clicks=4, models_dir=str(tmp_path))
+    engine_parts = ["sam", "inpaint", "crop", "app", "session"]
+    settings = BenchSettings.for_run("cpu", engine_parts, quick=True, photo=(640, 480), clicks=4,
+                                     models_dir=str(tmp_path))
     report = run(settings, tmp_path / "out.json", builders=TINY)
     rows = json.loads((tmp_path / "out.json").read_text())
     names = {row["name"] for row in rows}

@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--strength", type=float)
     edit.add_argument("--seed", type=int)
     edit.add_argument("--num-images", type=int, help="number of variations")
+    edit.add_argument("--generative", action="store_true",
+                      help="erase with the inpainting model instead of the eraser (LaMa or OpenCV)")
     edit.set_defaults(run=_edit)
 
     models = commands.add_parser("models", parents=[common], help="list every model, and whether it is here")
@@ -200,7 +202,8 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
         mask = _select(engine, image, args, prompts)
     if args.invert:
         mask = masks.invert(mask)
-    options = EditOptions(args.negative_prompt, args.steps, args.guidance, args.strength, args.seed, args.num_images)
+    options = EditOptions(args.negative_prompt, args.steps, args.guidance, args.strength, args.seed, args.num_images,
+                          generative=args.generative)
     with _ProgressBar() as progress:
         if args.mode == "fill":
             result = engine.fill(image, mask, args.prompt, options, progress)

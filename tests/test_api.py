@@ -70,9 +70,15 @@ def test_good_prompts_are_read() -> None:
     ('{"steps": true}', "steps must be a number"),
     ('{"negative_prompt": {"a": {"b": {"c": {"d": 1}}}}}', "nested"),
     ('{"negative_prompt": 5}', "text"),
+    ('{"generative": 1}', "generative must be true or false"),
 ])
 def test_bad_options_are_refused_in_one_line(text: str, phrase: str) -> None:
     assert phrase in refused(lambda: parse_options(text, LIMITS))
+
+
+def test_generative_erase_is_an_option() -> None:
+    assert parse_options('{"generative": true, "steps": 3}', LIMITS).generative
+    assert not parse_options('{"steps": 3}', LIMITS).generative
 
 
 # --- one description of a failure, shared by the API and the page ------------------------------------

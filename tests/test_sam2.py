@@ -216,7 +216,7 @@ def test_a_broken_folder_is_one_remembered_line_and_grabcut_selects(
     monkeypatch.setattr(sam2_module, "load_model", lambda *args: loads.append(args) or real_load(*args))
     segmenter = load_segmenter("sam2.1-tiny", folder)
     engine = Engine(segmenter, None, fallback_engine.backends, fallback_engine.defaults, fallback_engine.composite,
-                    fallback_engine.erase_config, None, fallback_engine.limits)
+                    fallback_engine.erase_config, None, fallback_engine.limits, prefill=fallback_engine.prefill)
     image, prompts = photo(7), Prompts().add_point(150, 110)
     for _ in range(3):
         assert np.array_equal(engine.select(image, prompts), grabcut_select(image, prompts))

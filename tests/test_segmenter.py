@@ -304,7 +304,7 @@ def test_the_engine_prepares_a_released_photo_again_once(fallback_engine: Engine
 
 def replace_segmenter(engine: Engine, segmenter: Segmenter) -> Engine:
     return Engine(segmenter, engine.inpainter, engine.backends, engine.defaults, engine.composite,
-                  engine.erase_config, engine.detector, engine.limits)
+                  engine.erase_config, engine.detector, engine.limits, prefill=engine.prefill)
 
 
 def test_the_mask_matches_segment_anythings_own_postprocessing(tiny_sam_path: Path) -> None:

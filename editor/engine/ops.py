@@ -39,6 +39,7 @@ class EditOptions:
     num_images: int | None = None
     grow: int | None = None  # paste-back band: the selection grown (negative: shrunk) by this many pixels
     feather: int | None = None  # then softened over this many pixels; None: composite.grow / .feather
+    generative: bool = False  # Erase with the inpainting model (and the erase prompts) rather than the eraser
 
 
 @dataclass(frozen=True)
@@ -237,12 +238,11 @@ class Engine:
         return self._generate("fill", image, mask, request, self._alpha(mask, options), progress, cancel)
 
     def erase(self, image: np.ndarray, mask: np.ndarray, options: EditOptions = EditOptions(),
-              progress: Progress | None = None, cancel: threading.Event | None = None,
-              generative: bool = False) -> EditResult:
+              progress: Progress | None = None, cancel: threading.Event | None = None) -> EditResult:
         """Remove the selected object and reconstruct what is behind it.
 
         With an eraser (LaMa), each selected region is refilled on a crop of its own (see
-        `strategy.erase`). Without one, or when `generative` is asked, the inpainting model
+        `strategy.erase`). Without one, or when `options.generative` is asked, the inpainting model
         repaints it: the hole is first filled classically, so that the model, run below full
         strength with a background prompt and a negative prompt against objects, continues the
         background instead of inventing a new object. Without either (or when the eraser failed
@@ -252,6 +252,7 @@ class Engine:
         request = self._request(self.erase_config.prompt, options, self.erase_config.negative_prompt,
                                 self.erase_config.strength)
         alpha = self._alpha(mask, options)
+        generative = options.generative
         eraser = None if generative else self._chosen_eraser()
         if eraser is None:
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,13 +34,15 @@ class LamaEraser:
     model_name = "lama"
     multiple = MULTIPLE
 
-    def __init__(self, path: Path, device: str, max_side: int) -> None:
-        self.path = path
+    def __init__(self, path: Path | Callable[[], Path], device: str, max_side: int) -> None:
+        """`path` is the weights file, or a function giving it at the first load (fetching it there)."""
+        self._weights = path if callable(path) else (lambda: path)
         self.device = device
         self.dtype = torch.bfloat16 if device == "cuda" else torch.float32
         self.max_side = max_side
         self.description = f"lama ({device}{', bfloat16' if self.dtype == torch.bfloat16 else ''})"
-        self._slot: LoadOnce[Any] = LoadOnce(f"LaMa ({path.name})", self._load)
+        self._slot: LoadOnce[Any] = LoadOnce(f"LaMa ({path.name if isinstance(path, Path) else 'big-lama'})",
+                                             self._load)
         self._lock = threading.Lock()  # one forward at a time on the shared model
 
     @property
@@ -60,9 +63,10 @@ class LamaEraser:
         import spandrel
         from spandrel import MaskedImageModelDescriptor
 
-        descriptor = spandrel.ModelLoader(self.device).load_from_file(self.path)
+        path = self._weights()
+        descriptor = spandrel.ModelLoader(self.device).load_from_file(path)
         if not isinstance(descriptor, MaskedImageModelDescriptor) or descriptor.architecture.id != "LaMa":
-            raise EditorError(f"{self.path} is a {descriptor.architecture.name} model, not LaMa: "
+            raise EditorError(f"{path} is a {descriptor.architecture.name} model, not LaMa: "
                               "set eraser.model to a LaMa file (big-lama.pt or .safetensors)")
         descriptor.eval()
         descriptor.to(self.dtype)
@@ -83,8 +87,12 @@ class LamaEraser:
 
 
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> LamaEraser:
-    """The eraser for `path` (weights load at first use); refuses at once when there is no file."""
-    if path is None or not path.is_file():
+    """The eraser for `path` (weights load at first use, fetched then when not here); refuses at once
+    when there is no file and nothing can fetch it."""
+    if (path is None or not path.is_file()) and context.fetch is None:
         raise ModelUnavailableError(f"{entry.title} is not on this machine: run `{fetch_command(entry.name)}` "
                                     "or set eraser.model to a LaMa file")
-    return LamaEraser(path, context.device, context.config.eraser.max_side)
+    weights = Path(path) if path is not None else lambda: context.locate(entry, None)
+    eraser = LamaEraser(weights, context.device, context.config.eraser.max_side)
+    eraser.description = context.description or eraser.description
+    return eraser

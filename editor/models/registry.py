@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from editor.core.config import Config
-from editor.core.errors import ConfigError
-from editor.models.base import Kind
+from editor.core.errors import ConfigError, ModelUnavailableError
+from editor.models.base import Kind, fetch_command
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
@@ -60,6 +60,14 @@ class LoadContext:
     show_progress: bool = True
     description: str = ""  # the line `info` and the page show for the model
     fetch: Callable[[], Path] | None = None  # path None: how the weights get here, called at the first load
+
+    def locate(self, entry: ModelEntry, path: Path | None) -> Path:
+        """The weights of `entry`: `path`, or fetched now (at the model's first load) when they are not here."""
+        if path is not None:
+            return Path(path)
+        if self.fetch is None:
+            raise ModelUnavailableError(f"{entry.name} is not on this machine: run `{fetch_command(entry.name)}`")
+        return self.fetch()
 
 
 class Loader(Protocol):

@@ -198,10 +198,7 @@ def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> SamSegme
     from editor.models.sam_loader import load_sam
 
     def load_model() -> Sam:
-        if path is None and context.fetch is None:
-            raise ModelLoadError(f"{entry.name} is not on this machine")
-        weights = path if path is not None else context.fetch()  # type: ignore[misc]
-        return load_sam(weights, "auto", context.device)[0]  # the architecture is read from the file
+        return load_sam(context.locate(entry, path), "auto", context.device)[0]  # the architecture is read from the file
 
     cache_bytes = int(context.config.segmenter.embedding_cache_mb * 2**20)
     return SamSegmenter(load_model, context.description or entry.title, cache_bytes)

@@ -258,9 +258,10 @@ def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> Transfor
     model_type = entry.options.get("model_type")
     if model_type not in MODEL_TYPES:
         raise EditorError(f"{entry.name}: model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
-    if path is None:
+    if path is None and context.fetch is None:
         raise ModelUnavailableError(f"{entry.name} is not on this machine: run `{fetch_command(entry.name)}`")
-    folder = Path(path)
+    where = str(path) if path is not None else entry.source.hub if entry.source else entry.name
     cache_bytes = int(context.config.segmenter.embedding_cache_mb * 2**20)
-    return TransformersSegmenter(lambda: load_model(folder, model_type, context.device),
-                                 f"{entry.name} ({folder}) on {context.device}", cache_bytes, entry.title, str(folder))
+    return TransformersSegmenter(lambda: load_model(context.locate(entry, path), model_type, context.device),
+                                 context.description or f"{entry.name} ({where}) on {context.device}", cache_bytes,
+                                 entry.title, where)

@@ -33,7 +33,7 @@ from editor.core.prompts import Prompts, check_prompt_count
 from editor.ui.uploads import checked_upload
 
 OPTION_KEYS = {"negative_prompt": str, "steps": int, "guidance": float, "strength": float, "seed": int,
-               "num_images": int}
+               "num_images": int, "generative": bool}
 CLIENT_CHECK_S = 0.2  # how often a running job looks whether its client is still there
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,9 @@ def parse_options(text: Any, limits: LimitsConfig) -> EditOptions:
             continue
         if kind is str and not isinstance(value, str):
             raise EditorError(f"option {key} must be text")
-        if kind is not str and not _is_number(value):
+        if kind is bool and not isinstance(value, bool):
+            raise EditorError(f"option {key} must be true or false, got {_show(value)}")
+        if kind not in (str, bool) and not _is_number(value):
             raise EditorError(f"option {key} must be a number, got {_show(value)}")
         if kind is int and float(value) != int(value):
             raise EditorError(f"option {key} must be a whole number, got {_show(value)}")

@@ -294,7 +294,8 @@ class Handlers:
         return "Nothing is running."
 
     def edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
-             strength: float, seed: float | None, count: float, progress: gr.Progress = gr.Progress()) -> tuple:
+             strength: float, seed: float | None, count: float, generative: bool = False,
+             progress: gr.Progress = gr.Progress()) -> tuple:
         """Fill, erase or replace the background, then make the chosen result the working photo.
 
         The result is attached to the version the edit started from, whatever happened meanwhile.
@@ -305,7 +306,7 @@ class Handlers:
         try:
             base = session.version.number  # history moves are refused while the edit waits or runs
             result, took = self._run_edit(mode, session, prompt, negative, steps, guidance, strength, seed,
-                                          count, progress)
+                                          count, generative, progress)
         finally:
             if alone:
                 session.end_edit()
@@ -317,7 +318,8 @@ class Handlers:
         return self._photo_outputs(session, status)
 
     def _run_edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
-                  strength: float, seed: float | None, count: float, progress: gr.Progress) -> tuple[EditResult, float]:
+                  strength: float, seed: float | None, count: float, generative: bool,
+                  progress: gr.Progress) -> tuple[EditResult, float]:
         image = session.image
         mask = session.selection_mask(self.engine.select)
         options = EditOptions(
@@ -329,6 +331,7 @@ class Handlers:
             num_images=int(count),
             grow=session.grow_px,  # the band drawn on the canvas is the band pasted back
             feather=session.feather_px,
+            generative=bool(generative),
         )
         engine = self.engine
         if session.cancel.is_set():

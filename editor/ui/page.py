@@ -191,8 +191,11 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
                                      elem_id="strength")
                 count = gr.Slider(ranges.variations.low, ranges.variations.high, value=defaults.num_images,
                                   step=ranges.variations.step, label="Variations", elem_id="variations-count")
-            seed = gr.Number(-1, precision=0, label="Seed (-1 = random; the seed used is shown after each run)",
-                             elem_id="seed")
+            with gr.Row():
+                seed = gr.Number(-1, precision=0, label="Seed (-1 = random; the seed used is shown after each run)",
+                                 elem_id="seed")
+                generative = gr.Checkbox(False, label="Generative erase (the inpainting model, slower)",
+                                         elem_id="generative-erase")
         variations = gr.Gallery(label="Variations: click the one to continue with", elem_id="variations",
                                 format="png", columns=4, rows=1, height=110, allow_preview=False, visible=False,
                                 fit_columns=False, buttons=[])
@@ -208,8 +211,8 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
     return dict(query=query, find=find, mode=mode, undo_click=undo_click, clear=clear, invert=invert, add_part=add_part,
                 subtract_part=subtract_part, grow=grow, feather=feather, prompt=prompt, fill=fill, erase=erase,
                 background=background, cancel=cancel, negative=negative, steps=steps, guidance=guidance,
-                strength=strength, count=count, seed=seed, variations=variations, undo=undo, redo=redo,
-                download=download, history=history)
+                strength=strength, count=count, seed=seed, generative=generative, variations=variations, undo=undo,
+                redo=redo, download=download, history=history)
 
 
 def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, Any], controls: dict[str, Any]) -> None:
@@ -254,7 +257,8 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
 
     # Editing: mark the session busy at once (so Cancel works while waiting, and the history
     # stays put), then queue the model work; afterwards the history buttons come back.
-    options = [controls[name] for name in ("prompt", "negative", "steps", "guidance", "strength", "seed", "count")]
+    options = [controls[name] for name in ("prompt", "negative", "steps", "guidance", "strength", "seed", "count",
+                                           "generative")]
     history_buttons = [controls["undo"], controls["redo"]]
     edits = [(controls[mode].click, mode) for mode in ("fill", "erase", "background")]
     for trigger, mode in edits + [(controls["prompt"].submit, "fill")]:

@@ -192,18 +192,9 @@ class _Models:
         from editor.models import registry, weights
 
         entry = registry.get(name)
-        if entry.backend == "sam":
-            real = weights.sam_checkpoint_path(entry.options["model_type"], Path(self.settings.models_dir))
-            if real.is_file():
-                return real, f"checkpoint {real.name}"
-        elif entry.source is not None and entry.source.hub:
-            real = weights.cached_hub_snapshot(entry.source.hub)
-            if real is not None:
-                return Path(real), f"weights {entry.source.hub}"
-        elif entry.source is not None and entry.source.filename:
-            real = Path(self.settings.models_dir) / entry.source.filename
-            if real.is_file():
-                return real, f"weights {real.name}"
+        real = weights.local_path(entry, Path(self.settings.models_dir))
+        if real is not None:
+            return real, f"weights {entry.source.hub or real.name}"  # type: ignore[union-attr]
         return self._random_weights(name, entry.backend), "random weights"
 
     def _random_weights(self, name: str, backend: str) -> Path:

@@ -255,7 +255,7 @@ def _resolve_eraser(config: Config, device: str, network: _Network, inpaint: Cho
 
 def describe(plan: Plan, config: Config) -> Backends:
     """One line per kind, naming what will really run (or the fallback, and why)."""
-    missing = [kind for kind in ("segmenter", "inpainter") if plan.choice(kind).why]
+    missing = [kind for kind in ("segmenter", "eraser", "inpainter") if plan.choice(kind).why]
     hint = " and ".join(f"`{fetch_command(kind)}`" for kind in missing)
     return Backends(plan.device, _model_line(plan.segmenter, plan.device),
                     _inpainter_line(plan, config), _eraser_line(plan), f"get the models with {hint}" if hint else "",

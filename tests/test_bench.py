@@ -40,3 +40,41 @@ def test_bench_command_runs_one_section_and_refuses_bad_flags(tmp_path: Path) ->
     assert done.returncode == 1 and done.stderr.strip() == "error: --photo expects WIDTHxHEIGHT of at least 64x64, got '10x10'"
     done = subprocess.run(command[:-2] + ["--only", "paint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "invalid choice" in done.stderr and done.stderr.count("\n") == 1
+
+
+def _segmenter_folder(name: str, folder: Path) -> Path:
+    from tests.tiny_sam2 import make_tiny_edgetam, make_tiny_sam2
+
+    return make_tiny_edgetam(folder) if name == "edgetam" else make_tiny_sam2(folder)
+
+
+def _lama_file(path: Path) -> Path:
+    from tests.tiny_lama import make_tiny_lama
+
+    made = make_tiny_lama(path.parent / "tiny-lama")["safetensors"]
+    return made.rename(path)
+
+
+def test_bench_segment_part_times_the_first_mask_and_clicks_of_each_segmenter(tmp_path: Path) -> None:
+    builders = {**TINY, "segmenter": _segmenter_folder}
+    settings = BenchSettings.for_run("cpu", ["segment"], quick=True, photo=(640, 480), clicks=3,
+                                     models_dir=str(tmp_path))
+    run(settings, tmp_path / "out.json", builders=builders)
+    rows = json.loads((tmp_path / "out.json").read_text())
+    for name in ("first_mask_s", "click_ms"):
+        measured = {row["settings"]["model"]: row for row in rows if row["name"] == name}
+        assert set(measured) == {"sam-vit-b", "sam2.1-tiny", "edgetam"}, name
+        assert all(row["value"] > 0 and row["settings"]["weights"] == "random weights" for row in measured.values())
+    assert {row["name"] for row in rows} == {"first_mask_s", "click_ms"}
+
+
+def test_bench_erase_part_times_each_eraser_and_keeps_the_photo_outside_the_band(tmp_path: Path) -> None:
+    builders = {**TINY, "lama": _lama_file}
+    settings = BenchSettings.for_run("cpu", ["erase"], quick=True, models_dir=str(tmp_path))
+    report = run(settings, tmp_path / "out.json", builders=builders)
+    rows = {row["settings"]["model"]: row for row in json.loads((tmp_path / "out.json").read_text())}
+    assert set(rows) == {"lama", "generative (sd2)", "opencv"}
+    assert all(row["name"] == "erase_12mp_s" and row["value"] > 0 for row in rows.values())
+    assert all(row["settings"]["exact_outside"] == 1.0 for row in rows.values())
+    assert "lama" in rows["lama"]["settings"]["erased_by"].lower()
+    assert rows["lama"]["settings"]["goal_cpu_s"] == 3.0 and len(report.measurements) == 3

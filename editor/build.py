@@ -31,7 +31,7 @@ from editor.models.registry import LoadContext, ModelEntry
 SETTINGS: dict[Kind, str] = {"segmenter": "segmenter.model", "eraser": "eraser.model",
                              "inpainter": "inpaint.model", "detector": "detector.model"}
 PLANNED_KINDS: tuple[Kind, ...] = ("segmenter", "eraser", "inpainter", "detector")
-KIND_ALIASES = {"inpaint": "inpainter"}  # the engine's messages name `download inpaint`
+KIND_ALIASES = {"inpaint": "inpainter"}  # `download inpaint`, as earlier releases spelled it
 GENERATIVE = "generative"  # eraser.model: erase with the inpainting model over an OpenCV pre-fill
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _WEIGHT_FILES = (".pth", ".pt", ".safetensors")

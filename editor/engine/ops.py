@@ -23,7 +23,7 @@ from editor.models.base import (
     Detector, Eraser, ImageExpired, ImageRef, Inpainter, InpaintRequest, Progress, Segmenter, fetch_command,
 )
 
-DOWNLOAD_HINT = fetch_command("inpaint")
+DOWNLOAD_HINT = fetch_command("inpainter")
 DETECTOR_DOWNLOAD_HINT = fetch_command("detector")
 
 

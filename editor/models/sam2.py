@@ -17,6 +17,7 @@ the same pixel-centre convention as the processor's `post_process_masks`.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,10 @@ class Preprocessing:
     def pixel_values(self, image: np.ndarray) -> torch.Tensor:
         """`HxWx3 uint8` RGB as the model's `1x3xHxW float32` input, as the processor computes it."""
         # Channels-last uint8 is torch's fast path. A read-only photo is not copied (36 MB at 12 MP):
-        # nothing writes to it, and torch says so once per process.
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        # nothing writes to it, so torch's warning about read-only arrays is silenced here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
         if pixels.shape[-2:] != (self.height, self.width):
             pixels = F.interpolate(pixels, (self.height, self.width), mode="bilinear", antialias=True,
                                    align_corners=False)

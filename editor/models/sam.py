@@ -12,7 +12,6 @@ the sessions hold.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,18 +25,15 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
 from editor.core import masks
-from editor.core.errors import ModelLoadError
 from editor.core.prompts import Prompts
 from editor.models.base import ImageExpired, ImageRef, Segmentation
-from editor.models.embedding_cache import SegmenterCache, tensor_bytes
-from editor.models.loading import LoadOnce
-from editor.models.opencv import GrabCutSegmenter
+from editor.models.embedding_cache import tensor_bytes
+from editor.models.shared_segmenter import EXPIRED, SharedSegmenter
 
 if TYPE_CHECKING:
     from editor.models.registry import LoadContext, ModelEntry
 
 DEFAULT_CACHE_BYTES = 64 * 2**20  # one SAM embedding is 4 MB (256x64x64 floats), a click's result 256 KB
-EXPIRED = "the photo's embedding was released to make room for others: prepare it again"
 
 
 @dataclass(frozen=True)
@@ -53,55 +49,25 @@ class Embedding:
         return tensor_bytes(self.features)
 
 
-class SamSegmenter:
+class SamSegmenter(SharedSegmenter[Sam]):
     def __init__(self, model: Sam | Callable[[], Sam], description: str,
                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         """`model` is a loaded SAM, or a function that loads it on first use.
 
         `cache_bytes` bounds the image embeddings and click results kept, all photos together.
         """
-        self._slot: LoadOnce[Sam] = LoadOnce("SAM", (lambda: model) if isinstance(model, Sam) else model)
+        super().__init__((lambda: model) if isinstance(model, Sam) else model, description, cache_bytes, "SAM")
         if isinstance(model, Sam):
             self._slot.get()  # given loaded: nothing left to fail
-        self._description = description
-        self._cache = SegmenterCache(cache_bytes)
-        self._fallback = GrabCutSegmenter()
-        self._lock = threading.Lock()  # one model, many sessions: one computation at a time
-
-    @property
-    def description(self) -> str:
-        return "grabcut (SAM failed to load)" if self.load_error else self._description
 
     @property
     def model(self) -> Sam:
         """The model, loaded on first use; raises ModelLoadError if it failed to load (tried once)."""
         return self._slot.get()
 
-    @property
-    def loaded(self) -> bool:
-        return self._slot.loaded
-
-    @property
-    def load_error(self) -> str | None:
-        """Why SAM failed to load (one line, remembered), or None."""
-        return self._slot.error
-
-    @property
-    def cached_bytes(self) -> int:
-        """Bytes held by the embeddings and click results kept, never above `cache_budget`."""
-        return self._cache.held
-
-    @property
-    def cache_budget(self) -> int:
-        return self._cache.budget
-
-    def load(self) -> None:
-        """Load the model now (it otherwise loads at the first photo); a failure is remembered."""
-        self._sam()
-
     def prepare(self, image: np.ndarray) -> ImageRef:
         """Embed `image` (`HxWx3 uint8`) unless its embedding is kept already; name it for the clicks."""
-        if self._sam() is None:
+        if self._loaded() is None:
             return self._fallback.prepare(image)  # the failure is in the status, once
         key = self._cache.keys(image)
         with self._lock:
@@ -122,7 +88,7 @@ class SamSegmenter:
         published models, from the last `Segmentation`), or else the cached steps, replayed where missing.
         Raises ImageExpired when the image's embedding was released.
         """
-        if self._sam() is None:
+        if self._loaded() is None:
             return self._fallback.segment(ref, prompts, previous)
         with self._lock, torch.inference_mode():
             embedding = self._cache.embedding(ref.key)
@@ -133,13 +99,6 @@ class SamSegmenter:
             logits = self._cache.decode(ref.key, prompts, start,
                                         lambda step, last: self._decode(predictor, embedding, step, last))
         return Segmentation(self._full_size_mask(logits, embedding), logits[0].float().cpu().numpy())
-
-    def _sam(self) -> Sam | None:
-        """The model, or None when it failed to load."""
-        try:
-            return self.model
-        except ModelLoadError:
-            return None
 
     def _full_size_mask(self, logits: torch.Tensor, embedding: Embedding) -> np.ndarray:
         """SAM's `postprocess_masks`, with the last (largest) upscaling done by OpenCV.

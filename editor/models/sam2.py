@@ -16,7 +16,6 @@ the same pixel-centre convention as the processor's `post_process_masks`.
 """
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,17 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from editor.core import masks
-from editor.core.errors import EditorError, ModelLoadError, ModelUnavailableError
+from editor.core.errors import EditorError, ModelUnavailableError
 from editor.core.prompts import Prompts
 from editor.models.base import ImageExpired, ImageRef, Segmentation, fetch_command
-from editor.models.embedding_cache import SegmenterCache, tensor_bytes
-from editor.models.loading import LoadOnce
-from editor.models.opencv import GrabCutSegmenter
+from editor.models.embedding_cache import tensor_bytes
+from editor.models.shared_segmenter import EXPIRED, SharedSegmenter
 from editor.models.registry import LoadContext, ModelEntry
 
 MODEL_TYPES = ("sam2", "edgetam")  # config.json's model_type, as the registry's options name it
 MASK_THRESHOLD = 0.0  # logits above this are selected (the processor's default)
-EXPIRED = "the photo's embedding was released to make room for others: prepare it again"
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ class Loaded:
     positional: torch.Tensor  # the decoder's image-wide positional embedding: the same for every click
 
 
-class TransformersSegmenter:
+class TransformersSegmenter(SharedSegmenter[Loaded]):
     """SAM 2.1 or EdgeTAM from a local transformers folder, loaded on first use and shared."""
 
     def __init__(self, loader: Callable[[], Loaded], description: str, cache_bytes: int, title: str = "SAM 2",
@@ -111,43 +108,12 @@ class TransformersSegmenter:
         """`loader` loads the model and reads its preprocessing (once, at first use); `cache_bytes`
         bounds the image embeddings and click results kept, all photos together. `title` and
         `source` (its folder) name the model in a load failure."""
-        self._slot: LoadOnce[Loaded] = LoadOnce(f"{title} ({source})" if source else title, loader)
-        self._title = title
-        self._description = description
-        self._cache = SegmenterCache(cache_bytes)
-        self._fallback = GrabCutSegmenter()
-        self._lock = threading.Lock()  # one model, many sessions: one computation at a time
-
-    @property
-    def description(self) -> str:
-        return f"grabcut ({self._title} failed to load)" if self.load_error else self._description
-
-    @property
-    def load_error(self) -> str | None:
-        """Why the model failed to load (one line, remembered), or None."""
-        return self._slot.error
-
-    @property
-    def loaded(self) -> bool:
-        return self._slot.loaded
+        super().__init__(loader, description, cache_bytes, title, source)
 
     @property
     def model(self) -> Any:
         """The model, loaded on first use; raises ModelLoadError if it failed to load (tried once)."""
         return self._slot.get().model
-
-    @property
-    def cached_bytes(self) -> int:
-        """Bytes held by the embeddings and click results kept, never above `cache_budget`."""
-        return self._cache.held
-
-    @property
-    def cache_budget(self) -> int:
-        return self._cache.budget
-
-    def load(self) -> None:
-        """Load the model now (it otherwise loads at the first photo); a failure is remembered."""
-        self._loaded()
 
     def prepare(self, image: np.ndarray) -> ImageRef:
         """Encode `image` (`HxWx3 uint8`) unless its embedding is kept already; name it for the clicks."""
@@ -190,12 +156,6 @@ class TransformersSegmenter:
         low_res = logits[0].float().cpu().numpy()
         return Segmentation(full_size_mask(low_res, ref.height, ref.width), low_res)
 
-    def _loaded(self) -> Loaded | None:
-        """The model and its preprocessing, or None when it failed to load."""
-        try:
-            return self._slot.get()
-        except ModelLoadError:
-            return None
 
 
 def _decode(loaded: Loaded, embedding: Embedding, step: Prompts, logits: torch.Tensor | None) -> torch.Tensor:

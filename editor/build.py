@@ -87,6 +87,11 @@ class Plan:
                 "detector": self.detector}[kind]
 
 
+def _a(kind: str) -> str:
+    """'a segmenter', 'an eraser'."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
 def resolve_device(setting: str) -> str:
     import torch
 
@@ -172,7 +177,7 @@ def _fallback(kind: Kind, wanted: str, why: str) -> Choice:
 
 def _named(config: Config, kind: Kind, entry: ModelEntry, network: _Network) -> Choice:
     if entry.kind != kind:
-        raise ConfigError(f"{SETTINGS[kind]} {entry.name} is a {entry.kind}, not a {kind}: choose {_choices(kind)}")
+        raise ConfigError(f"{SETTINGS[kind]} {entry.name} is {_a(entry.kind)}, not {_a(kind)}: choose {_choices(kind)}")
     if entry.builtin:
         return Choice(kind, entry.name, entry)
     path = weights.local_path(entry, Path(config.models_dir))
@@ -189,7 +194,7 @@ def _local(kind: Kind, value: str, path: Path) -> Choice:
     key = SETTINGS[kind]
     if path.is_file():
         if path.suffix.lower() not in _WEIGHT_FILES or kind not in _FILE_BACKENDS:
-            raise ConfigError(f"{key} {value} is a file, but a {kind} is {_choices(kind)}")
+            raise ConfigError(f"{key} {value} is a file, but {_a(kind)} is {_choices(kind)}")
         backend, title = _FILE_BACKENDS[kind]
         return _local_choice(kind, path, backend, title, {"model_type": "auto"} if backend == "sam" else {})
     if (path / "model_index.json").is_file():
@@ -202,7 +207,7 @@ def _local(kind: Kind, value: str, path: Path) -> Choice:
                               f"no config.json with a model_type among {', '.join(_TRANSFORMERS_TYPES)})")
         found, title = _TRANSFORMERS_TYPES[model_type], model_type
     if found[0] != kind:
-        raise ConfigError(f"{key} {value} holds a {found[0]} ({title}), not a {kind}")
+        raise ConfigError(f"{key} {value} holds {_a(found[0])} ({title}), not {_a(kind)}")
     return _local_choice(kind, path, found[1], title, found[2])
 
 

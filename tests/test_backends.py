@@ -125,7 +125,7 @@ def test_missing_segmenter_path_is_a_config_error(empty_models_dir: Path, tmp_pa
     message = config_error(lambda: plan_backends(tiny_config(empty_models_dir, f"segmenter.model={tmp_path}")))
     assert "segmenter.model" in message  # a folder without a model's files
     message = config_error(lambda: plan_backends(tiny_config(empty_models_dir, "segmenter.model=lama")))
-    assert "lama is a eraser, not a segmenter" in message
+    assert "lama is an eraser, not a segmenter" in message
 
 
 @pytest.mark.parametrize("model", ["./no-such-folder", "/no/such/folder", "~/no-such-folder-xyz", "not a model",

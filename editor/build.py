@@ -144,7 +144,7 @@ def _resolve(config: Config, kind: Kind, device: str, network: _Network) -> Choi
     local = Path(value).expanduser()
     if local.exists():
         return _local(kind, value, local)
-    if _HUB_ID.match(value) and not value.startswith((".", "/", "~")):
+    if _is_hub_id(value):
         return _hub(config, kind, value, network)
     raise ConfigError(f"{SETTINGS[kind]} {value!r} is not {_choices(kind)}")
 
@@ -223,15 +223,27 @@ def _model_type(config_json: Path) -> str | None:
         return None
 
 
-def _hub(config: Config, kind: Kind, repo_id: str, network: _Network) -> Choice:
-    """A hub id: the registry's entry for that repository, or one described from the kind."""
+def _is_hub_id(value: str) -> bool:
+    """`owner/name`, not a path: the resolver looks for a local file or folder first."""
+    return bool(_HUB_ID.match(value)) and not value.startswith((".", "/", "~")) and not Path(value).expanduser().exists()
+
+
+def hub_entry(kind: Kind, repo_id: str) -> ModelEntry:
+    """The registry's entry for hub repository `repo_id`, or one described from the kind."""
     known = [entry for entry in registry.entries(kind) if entry.source is not None and entry.source.hub == repo_id]
     if known:
-        return _named(config, kind, known[0], network)
+        return known[0]
     if kind not in _HUB_BACKENDS:
         raise ConfigError(f"{SETTINGS[kind]} {repo_id!r} is not {_choices(kind)}")
-    entry = ModelEntry(repo_id, kind, repo_id, _HUB_BACKENDS[kind], registry.Source(hub=repo_id), 0,
-                       "see the model card")
+    return ModelEntry(repo_id, kind, repo_id, _HUB_BACKENDS[kind], registry.Source(hub=repo_id), 0,
+                      "see the model card")
+
+
+def _hub(config: Config, kind: Kind, repo_id: str, network: _Network) -> Choice:
+    """A hub id: the registry's entry for that repository, or one described from the kind."""
+    entry = hub_entry(kind, repo_id)
+    if entry in registry.ENTRIES:
+        return _named(config, kind, entry, network)
     path = weights.local_path(entry, Path(config.models_dir))
     if path is not None:
         return Choice(kind, repo_id, entry, path)
@@ -394,12 +406,19 @@ def build_engine(config: Config, show_progress: bool = True, downloads: weights.
 
 
 def download_target(what: str, config: Config, device: str) -> ModelEntry:
-    """The entry `python -m editor download WHAT` fetches: a registry name, or a kind's default."""
+    """The entry `python -m editor download WHAT` fetches: a registry name, a kind's model as
+    configured (a registry name or a hub id; else the kind's default), or a configured hub id."""
     kind = KIND_ALIASES.get(what, what)
     if kind in PLANNED_KINDS:
         value = setting(config, kind)  # type: ignore[arg-type]
-        name = value if value in registry.names(kind) else registry.auto_order(kind, device)[0]  # type: ignore[arg-type]
-        return registry.get(name)
+        if value in registry.names(kind):  # type: ignore[arg-type]
+            return registry.get(value)
+        if _is_hub_id(value):
+            return hub_entry(kind, value)  # type: ignore[arg-type]
+        return registry.get(registry.auto_order(kind, device)[0])  # type: ignore[arg-type]
+    for kind in PLANNED_KINDS:  # a hub id the settings name
+        if what == setting(config, kind) and _is_hub_id(what):
+            return hub_entry(kind, what)
     entry = registry.get(what)
     if entry.builtin:
         raise ConfigError(f"{entry.name} is built in: there is nothing to download")

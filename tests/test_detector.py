@@ -15,7 +15,7 @@ from transformers.models.owlv2.modeling_owlv2 import Owlv2ObjectDetectionOutput
 
 from editor.core import masks
 from editor.models import weights
-from editor.build import build_engine, describe, plan_backends
+from editor.build import build_engine, describe, hub_entry, plan_backends
 from editor.core.prompts import parse_query
 from editor.models.detector import Thresholds, TransformersDetector, clip_box, post_process
 from editor.engine.ops import DETECTOR_DOWNLOAD_HINT, Engine
@@ -296,11 +296,11 @@ def test_fetch_detector_downloads_configs_tokenizer_and_safetensors(monkeypatch:
         "/cache/IDEA-Research/grounding-dino-tiny")
     fetched = [kwargs for repo, kwargs in calls if not kwargs.get("local_files_only")]
     assert fetched[0]["allow_patterns"] == ["*.json", "*.txt", "*.safetensors"]
-    with pytest.raises(EditorError, match="neither"):
-        weights.fetch_hub_id(str(tmp_path / "missing"), "detector")
+    with pytest.raises(ConfigError, match=r"is not auto, .* a hub id"):
+        plan_backends(tiny_config(tmp_path, f"detector.model={tmp_path / 'missing'}"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match="python -m editor download someone/uncached-detector"):
-        weights.fetch_hub_id("someone/uncached-detector", "detector", cache_dir=tmp_path)
+        weights.fetch(hub_entry("detector", "someone/uncached-detector"), tmp_path, cache_dir=tmp_path)
     assert [repo for repo, kwargs in calls if not kwargs.get("local_files_only")] == [
         "IDEA-Research/grounding-dino-tiny"], "offline: nothing is downloaded"
 

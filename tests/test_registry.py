@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from editor import cli
+from editor.build import download_target
+from editor.core.config import load_config
 from editor.models import registry
 
 EXPECTED = ["sam-vit-b", "sam-vit-l", "sam-vit-h", "sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus", "sam2.1-large",
@@ -62,3 +64,13 @@ def test_the_cpu_preference_lives_in_the_registry() -> None:
     for kind, devices in registry.AUTO.items():
         for order in devices.values():
             assert all(registry.get(name).kind == kind for name in order)
+
+
+def test_download_fetches_the_hub_model_the_settings_name() -> None:
+    """`download inpainter` fetches the configured hub model, not the default beside it."""
+    config = load_config(None, ["inpaint.model=someone/my-inpainting"])
+    assert download_target("inpainter", config, "cpu").source.hub == "someone/my-inpainting"
+    assert download_target("inpaint", config, "cpu").source.hub == "someone/my-inpainting"
+    assert download_target("someone/my-inpainting", config, "cpu").kind == "inpainter"
+    assert download_target("inpainter", load_config(None, []), "cpu").name == "sd2"
+    assert download_target("sdxl", config, "cpu").name == "sdxl"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from editor.build import hub_entry
 from editor.models import registry, weights
 from editor.core.errors import EditorError, ModelUnavailableError
 
@@ -423,7 +424,7 @@ def test_fetch_hub_error_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
     with pytest.raises(EditorError) as exc:
-        weights.fetch_hub_id("someone/some-inpainting-model", "inpainter")
+        weights.fetch(hub_entry("inpainter", "someone/some-inpainting-model"), tmp_path)
     message = _single_line(exc)
     assert "someone/some-inpainting-model" in message and "connection refused" in message
 

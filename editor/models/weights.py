@@ -320,25 +320,6 @@ def fetch(entry: ModelEntry, models_dir: Path, show_progress: bool = True, *, ca
             downloads.finish(entry.name)
 
 
-def fetch_hub_id(repo_id: str, kind: str, show_progress: bool = True, *, cache_dir: Path | None = None,
-                 downloads: Downloads | None = None) -> Path:
-    """A model given by its hub id rather than a registry name: its snapshot, fetched when missing."""
-    patterns = hub_patterns(kind)
-    if not _REPO_ID.match(repo_id):
-        raise EditorError(f"{repo_id!r} is neither a registry name, a Hugging Face repo id, nor an existing path")
-    cached = cached_hub_snapshot(repo_id, cache_dir=cache_dir, patterns=patterns)
-    if cached is not None:
-        return cached
-    if offline():
-        raise ModelUnavailableError(f"HF_HUB_OFFLINE=1 is set and {repo_id} is not cached: run "
-                                    f"`{fetch_command(repo_id)}` with network access first")
-    try:
-        return Path(_hub_download(repo_id, *patterns, _bar_class(downloads, repo_id, show_progress), cache_dir))
-    finally:
-        if downloads is not None:
-            downloads.finish(repo_id)
-
-
 def source_address(entry: ModelEntry | None) -> str:
     """The URL whose server a download of `entry` (None: a hub id) talks to first."""
     if entry is not None and entry.source is not None and entry.source.url is not None:

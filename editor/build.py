@@ -402,7 +402,8 @@ def build_engine(config: Config, show_progress: bool = True, downloads: weights.
     detector = build(plan.detector, description=backends.detector)
     eraser = None if plan.eraser.name == GENERATIVE else build(plan.eraser, description=backends.eraser)
     return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector,
-                  limits=config.limits, prefill=OpenCvEraser(), eraser=eraser, eraser_config=config.eraser)
+                  limits=config.limits, prefill=OpenCvEraser(), eraser=eraser, eraser_config=config.eraser,
+                  max_pixels=config.max_image_pixels)
 
 
 def download_target(what: str, config: Config, device: str) -> ModelEntry:

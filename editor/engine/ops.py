@@ -87,6 +87,7 @@ class Engine:
         prefill: Eraser,
         eraser: Eraser | None = None,
         eraser_config: EraserConfig = EraserConfig(),
+        max_pixels: int = 50_000_000,
     ) -> None:
         """`eraser` (LaMa) erases when given; without it Erase is generative through `inpainter`.
         `prefill` (the classical OpenCV eraser, needing no weights) pre-fills the hole for generative
@@ -102,6 +103,7 @@ class Engine:
         self.erase_config = erase_config
         self.detector = detector
         self.limits = limits
+        self.max_pixels = max_pixels  # max_image_pixels: an edit that would make a larger photo is refused first
 
     @property
     def backends(self) -> Backends:

@@ -135,3 +135,19 @@ class Detector(Protocol):
 
     def detect(self, image: np.ndarray, queries: list[str]) -> list[Detection]:
         """Boxes of `queries` (lower-case phrases) in an `HxWx3 uint8` photo, best first."""
+
+
+class Upscaler(Protocol):
+    """Enlarges a photo by the model's own factor; the engine cuts big photos into tiles for it."""
+
+    description: str
+    model_name: str
+    scale: int  # the model's factor: each side comes out `scale` times longer
+    tile: int  # the engine sends tiles of at most this side (plus overlap) so that any size fits in memory
+    load_error: str | None  # why the model failed to load (one line), or None
+
+    def load(self) -> None:
+        """Load the model now rather than at the first upscale; ModelLoadError if it cannot be."""
+
+    def upscale(self, image: np.ndarray) -> np.ndarray:
+        """`image` (`HxWx3 uint8`) enlarged to `(H*scale)x(W*scale)x3 uint8`."""

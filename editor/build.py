@@ -1,16 +1,17 @@
 """From settings and the registry to working models: which device, and which model of each kind.
 
-Each kind's setting (`segmenter.model`, `eraser.model`, `inpaint.model`, `detector.model`) is
-`auto`, a registry name, a local file or folder, or a hub id; `plan_backends` resolves each to a
-`Choice` (a registry entry, or a local model described like one, and its weights on this
-machine). It only looks: nothing is loaded, and the network is only probed (a few seconds at
-most) when a model is missing and downloads are allowed, so `info` stays quick and honest.
-`build_engine` hands each entry to its backend's `load` (`registry.loader`); a model that is
-missing and may be fetched is fetched when it first loads: the segmenter and the eraser at
+Each kind's setting (`segmenter.model`, `eraser.model`, `inpaint.model`, `detector.model`,
+`upscaler.model`) is `auto`, a registry name, a local file or folder, or a hub id; `plan_backends`
+resolves each to a `Choice` (a registry entry, or a local model described like one, and its
+weights on this machine). It only looks: nothing is loaded, and the network is only probed (a few
+seconds at most) when a model is missing and downloads are allowed, so `info` stays quick and
+honest. `build_engine` hands each entry to its backend's `load` (`registry.loader`); a model that
+is missing and may be fetched is fetched when it first loads: the segmenter and the eraser at
 start (`Engine.warm_up`, behind the page), the inpainting model at the first generative edit,
-the detector at the first "select by name". Without weights and without a network, the
-classical fallbacks run (GrabCut, OpenCV), and every line says why. `check_concurrency`
-refuses, at start, a `server.concurrency` the loaded models could not honour.
+the detector at the first "select by name", the upscaler at the first upscale. Without weights
+and without a network, the classical fallbacks run (GrabCut, OpenCV, a Lanczos resize), and every
+line says why. `check_concurrency` refuses, at start, a `server.concurrency` the loaded models
+could not honour.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from editor.models.base import Kind, fetch_command
 from editor.models.registry import LoadContext, ModelEntry
 
 SETTINGS: dict[Kind, str] = {"segmenter": "segmenter.model", "eraser": "eraser.model",
-                             "inpainter": "inpaint.model", "detector": "detector.model"}
-PLANNED_KINDS: tuple[Kind, ...] = ("segmenter", "eraser", "inpainter", "detector")
+                             "inpainter": "inpaint.model", "detector": "detector.model", "upscaler": "upscaler.model"}
+PLANNED_KINDS: tuple[Kind, ...] = ("segmenter", "eraser", "inpainter", "detector", "upscaler")
 KIND_ALIASES = {"inpaint": "inpainter"}  # `download inpaint`, as earlier releases spelled it
 GENERATIVE = "generative"  # eraser.model: erase with the inpainting model over an OpenCV pre-fill
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -47,7 +48,8 @@ _TRANSFORMERS_TYPES: dict[str, tuple[Kind, str, dict[str, Any]]] = {
     "owlvit": ("detector", "detector", {}),
 }
 _FILE_BACKENDS: dict[Kind, tuple[str, str]] = {"segmenter": ("sam", "Segment Anything checkpoint"),
-                                               "eraser": ("lama", "LaMa weights")}
+                                               "eraser": ("lama", "LaMa weights"),
+                                               "upscaler": ("realesrgan", "Real-ESRGAN weights")}
 _HUB_BACKENDS: dict[Kind, str] = {"segmenter": "sam2", "inpainter": "diffusers_inpaint", "detector": "detector"}
 
 
@@ -81,10 +83,11 @@ class Plan:
     eraser: Choice
     inpaint: Choice
     detector: Choice
+    upscaler: Choice = Choice("upscaler", "lanczos", registry.get("lanczos"))
 
     def choice(self, kind: Kind) -> Choice:
         return {"segmenter": self.segmenter, "eraser": self.eraser, "inpainter": self.inpaint,
-                "detector": self.detector}[kind]
+                "detector": self.detector, "upscaler": self.upscaler}[kind]
 
 
 def _a(kind: str) -> str:
@@ -127,7 +130,8 @@ def plan_backends(config: Config) -> Plan:
     segmenter = _resolve(config, "segmenter", device, network)
     inpaint = _resolve(config, "inpainter", device, network)
     eraser = _resolve_eraser(config, device, network, inpaint)
-    return Plan(device, segmenter, eraser, inpaint, _resolve(config, "detector", device, network))
+    return Plan(device, segmenter, eraser, inpaint, _resolve(config, "detector", device, network),
+                _resolve(config, "upscaler", device, network))
 
 
 def setting(config: Config, kind: Kind) -> str:
@@ -152,8 +156,9 @@ def _resolve(config: Config, kind: Kind, device: str, network: _Network) -> Choi
 def _choices(kind: Kind) -> str:
     extra = f", {GENERATIVE}" if kind == "eraser" else ""
     local = {"segmenter": "a SAM .pth or a SAM 2.1/EdgeTAM folder", "eraser": "a LaMa .pt/.safetensors file",
-             "inpainter": "a diffusers folder", "detector": "a transformers folder"}[kind]
-    hub = "" if kind == "eraser" else ", a hub id (owner/name)"
+             "inpainter": "a diffusers folder", "detector": "a transformers folder",
+             "upscaler": "a Real-ESRGAN .pth/.safetensors file"}[kind]
+    hub = "" if kind in ("eraser", "upscaler") else ", a hub id (owner/name)"
     return f"auto, {', '.join(registry.names(kind))}{extra}, {local}{hub}"
 
 
@@ -276,7 +281,7 @@ def describe(plan: Plan, config: Config) -> Backends:
     hint = " and ".join(f"`{fetch_command(kind)}`" for kind in missing)
     return Backends(plan.device, _model_line(plan.segmenter, plan.device),
                     _inpainter_line(plan, config), _eraser_line(plan), f"get the models with {hint}" if hint else "",
-                    _detector_line(plan, config))
+                    _detector_line(plan, config), upscaler=_upscaler_line(plan, config))
 
 
 def _where(choice: Choice) -> str:
@@ -347,6 +352,17 @@ def _detector_line(plan: Plan, config: Config) -> str:
             f"text threshold {config.detector.text_threshold:g}{later}")
 
 
+def _upscaler_line(plan: Plan, config: Config) -> str:
+    choice = plan.upscaler
+    if choice.entry is None or choice.entry.builtin:
+        why = choice.why or "asked for"
+        return f"lanczos: a plain resize, no upscaling model ({why}; run `{fetch_command('upscaler')}`)"
+    label = f"{choice.entry.title} ({choice.path})" if choice.local else f"{choice.name} {_where(choice)}"
+    precision = "fp16 on cuda" if plan.device == "cuda" else "fp32 on cpu"
+    later = " (downloads at the first upscale)" if choice.fetch else ""
+    return f"{label} {precision}, tiles of {config.upscaler.tile} px{later}"
+
+
 # --------------------------------------------------------------------------- building
 
 
@@ -401,9 +417,12 @@ def build_engine(config: Config, show_progress: bool = True, downloads: weights.
     inpainter = build(plan.inpaint, description=backends.inpainter)
     detector = build(plan.detector, description=backends.detector)
     eraser = None if plan.eraser.name == GENERATIVE else build(plan.eraser, description=backends.eraser)
+    # The built-in Lanczos is no model: the engine resizes itself, and says so, when it has none.
+    builtin_upscaler = plan.upscaler.entry is None or plan.upscaler.entry.builtin
+    upscaler = None if builtin_upscaler else build(plan.upscaler, description=backends.upscaler)
     return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector,
                   limits=config.limits, prefill=OpenCvEraser(), eraser=eraser, eraser_config=config.eraser,
-                  max_pixels=config.max_image_pixels)
+                  max_pixels=config.max_image_pixels, upscaler=upscaler, upscaler_config=config.upscaler)
 
 
 def download_target(what: str, config: Config, device: str) -> ModelEntry:

@@ -62,12 +62,24 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
+class UpscalerConfig:
+    # auto (realesr-general-x4v3 on CPU, realesrgan-x4plus on CUDA, else a Lanczos resize) | a registry name
+    # | PATH (a Real-ESRGAN .pth or .safetensors file)
+    model: str = "auto"
+    tile: int = 512  # the model sees tiles of this side (plus the overlap), so that any photo fits in memory
+    overlap: int = 16  # context on each side of a tile, cut off after: no seams where tiles meet
+
+
+@dataclass(frozen=True)
 class CompositeConfig:
     context: float = 0.5  # context around the mask, as a fraction of the mask's box size
     min_context_px: int = 32  # at least this much context on each side
     grow: int = 8  # pixels the mask is grown before pasting back
     feather: int = 8  # pixels of soft edge outside the grown mask
     match_color: bool = True  # match the new region's colour to its surroundings
+    # auto: a background generated smaller than its region is enlarged with the upscaling model (when one is
+    # here, not the Lanczos fallback) before it is pasted; off: a plain resize
+    upscale_background: Literal["auto", "off"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,7 @@ class Config:
     eraser: EraserConfig = field(default_factory=EraserConfig)
     inpaint: InpaintConfig = field(default_factory=InpaintConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    upscaler: UpscalerConfig = field(default_factory=UpscalerConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
     erase: EraseConfig = field(default_factory=EraseConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -160,12 +173,12 @@ class Config:
 _POSITIVE = {
     "segmenter.embedding_cache_mb", "eraser.max_side", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
     "max_image_pixels", "detector.max_detections", "server.port", "server.concurrency", "server.max_upload_mb",
-    "server.session_memory_mb", "server.session_ttl_minutes",
+    "server.session_memory_mb", "server.session_ttl_minutes", "upscaler.tile",
     "limits.points", "limits.steps", "limits.variations", "limits.prompt_chars", "limits.json_chars",
     "limits.json_depth",
 }
 _NON_NEGATIVE = {
-    "eraser.margin_px", "eraser.grow_px",
+    "eraser.margin_px", "eraser.grow_px", "upscaler.overlap",
     "inpaint.guidance", "composite.context", "composite.min_context_px",
     "composite.grow", "composite.feather",
 }

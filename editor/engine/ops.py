@@ -1,4 +1,4 @@
-"""The editing operations: select, fill, erase, replace background.
+"""The editing operations: select, fill, erase, replace background, upscale.
 
 Each takes a full-resolution photo (`HxWx3 uint8`) and returns new arrays; inputs are never
 changed. Models see only a crop around the edit at their native size; the result is pasted
@@ -13,18 +13,23 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from editor.core import composite, masks
-from editor.core.config import CompositeConfig, EraseConfig, EraserConfig, InpaintConfig, LimitsConfig
+from editor.core.config import (
+    CompositeConfig, EraseConfig, EraserConfig, InpaintConfig, LimitsConfig, UpscalerConfig,
+)
 from editor.core.errors import EditorError, ModelLoadError, ModelUnavailableError, SelectionError
 from editor.core.prompts import (
     Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, parse_query, refine_detected,
 )
 from editor.engine import strategy
 from editor.models.base import (
-    Detector, Eraser, ImageExpired, ImageRef, Inpainter, InpaintRequest, Progress, Segmenter, fetch_command,
+    LANCZOS_NAME, Detector, Eraser, ImageExpired, ImageRef, Inpainter, InpaintRequest, Progress, Segmenter, Upscaler,
+    fetch_command,
 )
 
 DOWNLOAD_HINT = fetch_command("inpainter")
 DETECTOR_DOWNLOAD_HINT = fetch_command("detector")
+UPSCALER_DOWNLOAD_HINT = fetch_command("upscaler")
+UPSCALE_FACTORS = (2, 4)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class Backends:
     hint: str = ""  # what to run to get missing models, when some are missing
     detector: str = "none"  # "select by name"; optional, so not part of `hint`
     errors: tuple[str, ...] = ()  # one line per model that failed to load, naming the fallback in use
+    upscaler: str = f"lanczos: a plain resize, no upscaling model (run `{UPSCALER_DOWNLOAD_HINT}`)"
 
 
 class Engine:
@@ -88,10 +94,14 @@ class Engine:
         eraser: Eraser | None = None,
         eraser_config: EraserConfig = EraserConfig(),
         max_pixels: int = 50_000_000,
+        upscaler: Upscaler | None = None,
+        upscaler_config: UpscalerConfig = UpscalerConfig(),
     ) -> None:
         """`eraser` (LaMa) erases when given; without it Erase is generative through `inpainter`.
         `prefill` (the classical OpenCV eraser, needing no weights) pre-fills the hole for generative
-        erase and erases when the others are missing or failed to load."""
+        erase and erases when the others are missing or failed to load. `upscaler` (Real-ESRGAN)
+        upscales and sharpens new backgrounds; without it (or once it failed to load) Upscale is a
+        Lanczos resize, announced as such."""
         self.segmenter = segmenter
         self.inpainter = inpainter
         self.eraser = eraser
@@ -104,6 +114,8 @@ class Engine:
         self.detector = detector
         self.limits = limits
         self.max_pixels = max_pixels  # max_image_pixels: an edit that would make a larger photo is refused first
+        self.upscaler = upscaler
+        self.upscaler_config = upscaler_config
 
     @property
     def backends(self) -> Backends:
@@ -141,13 +153,17 @@ class Engine:
         if detector_error:
             status = replace(status, detector="none (the detector failed to load)")
             errors.append(f"{detector_error}; select by name is off")
+        upscaler_error = getattr(self.upscaler, "load_error", None)
+        if upscaler_error:
+            status = replace(status, upscaler=f"lanczos: a plain resize ({self.upscaler.model_name} failed to load)")
+            errors.append(f"{upscaler_error}; Upscale is a plain Lanczos resize")
         return replace(status, errors=status.errors + tuple(errors))
 
-    def warm_up(self, detector: bool = False) -> None:
+    def warm_up(self, detector: bool = False, upscaler: bool = False) -> None:
         """Load the models now (e.g. in the background while the page is served): SAM first,
         as the first click needs it, then the eraser, then the inpainting pipeline, then (if asked:
-        few sessions select by name) the detector. Never raises for a model that fails to load: the
-        failure is remembered and shown by `status()`."""
+        few sessions select by name or upscale) the detector and the upscaler. Never raises for a
+        model that fails to load: the failure is remembered and shown by `status()`."""
         loads = [self.segmenter.load]
         if self.eraser is not None:
             loads.append(self.eraser.load)
@@ -155,6 +171,8 @@ class Engine:
             loads.append(self.inpainter.load)
         if detector and self.detector is not None:
             loads.append(self.detector.load)
+        if upscaler and self.upscaler is not None:
+            loads.append(self.upscaler.load)
         for load in loads:
             try:
                 load()
@@ -283,6 +301,33 @@ class Engine:
         alpha = composite.paste_alpha(background, 0, self._feather(options), protect=subject)
         return self._generate("background", image, background, request, alpha, progress, cancel, match_color=False)
 
+    def upscale(self, image: np.ndarray, factor: int, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> EditResult:
+        """The photo enlarged `factor` (2 or 4) times, tile by tile, by the upscaling model.
+
+        A result above max_image_pixels is refused before any work. An x4 model gives x2 by
+        shrinking each tile's output (area averaging); an x2 model gives x4 in two passes. Without
+        a model, or once it failed to load, a Lanczos resize: the metadata's "model" says so.
+        """
+        if factor not in UPSCALE_FACTORS:
+            raise EditorError(f"the upscale factor must be 2 or 4, got {factor}")
+        height, width = image.shape[:2]
+        pixels = width * factor * height * factor
+        if pixels > self.max_pixels:
+            raise EditorError(f"x{factor} would make {width * factor}x{height * factor} ({pixels / 1e6:.1f} MP), over "
+                              f"max_image_pixels ({self.max_pixels / 1e6:g} MP): upscale less, or raise the limit")
+        upscaler = self._chosen_upscaler()
+        result, model = None, LANCZOS_NAME
+        if upscaler is not None:
+            try:
+                result, model = self._enlarge(upscaler, image, factor, progress, cancel), upscaler.model_name
+            except ModelLoadError:  # failed to load just now: remembered, in status()
+                pass
+        if result is None:
+            result = composite.resize_image(image, width * factor, height * factor)
+        metadata = {"mode": "upscale", "scale": str(factor), "model": model, "software": "photo-editor"}
+        return EditResult([result], np.full((height, width), 255, np.uint8), 0, metadata)
+
     # --- internals -------------------------------------------------------------------------
 
     def _request(self, prompt: str, options: EditOptions, negative: str, strength: float) -> InpaintRequest:
@@ -325,15 +370,65 @@ class Engine:
         crop, crop_band = plan.crop(image), plan.crop(band)
         if prefill:
             crop = self.prefill.erase(crop, crop_band)
+        sharpen = self._background_resize(mode)
         patches = strategy.run(crop, crop_band, plan.work_width, plan.work_height,
                                lambda work, hole: inpainter.inpaint(work, hole, request, progress, cancel),
-                               multiple=8)  # the VAE's factor; plan_crop's work sizes are multiples already
+                               multiple=8,  # the VAE's factor; plan_crop's work sizes are multiples already
+                               resize_back=sharpen or composite.resize_image)
         # A new background has its own colours: matching it to the subject's edge would be wrong.
         if self.composite.match_color and match_color:
             ring = max(4, self.composite.feather)
             patches = [composite.match_color(patch, plan.crop(image), crop_band, ring_px=ring) for patch in patches]
         images = [composite.paste_back(image, patch, plan, alpha) for patch in patches]
-        return EditResult(images, mask, request.seed, self._metadata(mode, request, inpainter.model_name))
+        metadata = self._metadata(mode, request, inpainter.model_name)
+        if sharpen is not None and plan.work_width < plan.size[0]:
+            metadata["background_upscaler"] = self.upscaler.model_name if self._chosen_upscaler() else LANCZOS_NAME
+        return EditResult(images, mask, request.seed, metadata)
+
+    def _chosen_upscaler(self) -> Upscaler | None:
+        """The upscaling model, or None (a Lanczos resize) when there is none or it failed to load."""
+        if self.upscaler is None or self.upscaler.load_error:
+            return None
+        return self.upscaler
+
+    def _enlarge(self, upscaler: Upscaler, image: np.ndarray, factor: int, progress: Progress | None,
+                 cancel: threading.Event | None) -> np.ndarray:
+        """`image` x`factor` through `upscaler`, tiled: one pass, or two for an x2 model asked for x4."""
+        scale, overlap = upscaler.scale, self.upscaler_config.overlap
+        passes = 1 if scale >= factor else 2
+        sizes = [(image.shape[1] * scale ** n, image.shape[0] * scale ** n) for n in range(passes)]
+        counts = [len(strategy.tile_boxes(width, height, upscaler.tile)) for width, height in sizes]
+        done = [0]
+
+        def step(tiles: int, _total: int) -> None:
+            if progress is not None:
+                progress(done[0] + tiles, sum(counts))
+
+        for index in range(passes):
+            image = strategy.upscale_tiled(image, upscaler.upscale, scale, upscaler.tile, overlap,
+                                           factor if passes == 1 else scale, step, cancel)
+            done[0] += counts[index]
+        return image
+
+    def _background_resize(self, mode: str) -> strategy.Resize | None:
+        """For a new background generated smaller than its region (composite.upscale_background: auto):
+        enlarge it with the upscaling model, then fit it to the region, instead of a plain resize.
+        None when a plain resize it is (not a background, no model, or the setting is off)."""
+        upscaler = self._chosen_upscaler()
+        if mode != "background" or self.composite.upscale_background != "auto" or upscaler is None:
+            return None
+        overlap = self.upscaler_config.overlap
+
+        def enlarge(patch: np.ndarray, width: int, height: int) -> np.ndarray:
+            if width <= patch.shape[1] and height <= patch.shape[0]:
+                return composite.resize_image(patch, width, height)
+            try:
+                patch = strategy.upscale_tiled(patch, upscaler.upscale, upscaler.scale, upscaler.tile, overlap)
+            except ModelLoadError:  # failed to load just now: remembered, in status(); the plain resize serves
+                pass
+            return composite.resize_image(patch, width, height)
+
+        return enlarge
 
     def _chosen_eraser(self) -> Eraser | None:
         """What erases without asking for generative erase: the eraser, else (None) the inpainting

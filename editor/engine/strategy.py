@@ -1,5 +1,6 @@
 """The crop strategy shared by every image model: where to crop, at what size the model works,
-padding to the model's multiple, and pasting back so that only the band changes.
+padding to the model's multiple, and pasting back so that only the band changes; and the tiling
+that lets an upscaling model enlarge a photo of any size (`upscale_tiled`).
 
 A model is a callable on the work crop: `(HxWx3 uint8, HxW uint8 hole) -> [HxWx3 uint8, ...]`
 of the same size (a diffusion model may return several variations). Every pixel outside the
@@ -7,6 +8,7 @@ paste weights (`alpha > 0`) is copied from the input, bit for bit. Pure numpy an
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import cv2
@@ -14,10 +16,15 @@ import numpy as np
 
 from editor.core import composite, masks
 from editor.core.composite import CropPlan
+from editor.core.errors import EditCancelled
 
 Model = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
 SingleModel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+Resize = Callable[[np.ndarray, int, int], np.ndarray]  # (image, width, height) -> image of that size
+Enlarge = Callable[[np.ndarray], np.ndarray]  # an upscaling model on one tile: HxW -> (H*scale)x(W*scale)
+TILE_ALIGN = 4  # tiles start on multiples of this: an unshuffling model (Real-ESRGAN x2plus) groups 2x2 pixels,
+# spandrel pads its input to a multiple of 4, so the groups of a tile match those of the whole photo
 
 
 def erase(image: np.ndarray, hole: np.ndarray, alpha: np.ndarray, model: SingleModel, multiple: int,
@@ -67,14 +74,64 @@ def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def run(crop: np.ndarray, hole: np.ndarray, work_width: int, work_height: int, model: Model,
-        multiple: int) -> list[np.ndarray]:
+        multiple: int, resize_back: Resize = composite.resize_image) -> list[np.ndarray]:
     """The model's outputs for a crop, back at the crop's size: resized to the work size, padded to
-    the model's multiple, run, the padding cut off, resized back."""
+    the model's multiple, run, the padding cut off, resized back (`resize_back`: a plain resize, or
+    an upscaling model's enlargement for a new background)."""
     height, width = crop.shape[:2]
     work = composite.resize_image(crop, work_width, work_height)
     work_hole = composite.resize_mask(hole, work_width, work_height)
     outputs = model(pad_to_multiple(work, multiple), pad_to_multiple(work_hole, multiple))
-    return [composite.resize_image(out[:work_height, :work_width], width, height) for out in outputs]
+    return [resize_back(out[:work_height, :work_width], width, height) for out in outputs]
+
+
+# --------------------------------------------------------------------------- tiled upscaling
+
+
+def tile_boxes(width: int, height: int, tile: int) -> list[Box]:
+    """The cores a photo is cut into: `tile` px squares (smaller at the right and bottom), row by row,
+    each starting on a multiple of TILE_ALIGN."""
+    side = _aligned(tile)
+    return [(x, y, min(x + side, width), min(y + side, height))
+            for y in range(0, height, side) for x in range(0, width, side)]
+
+
+def upscale_tiled(image: np.ndarray, model: Enlarge, scale: int, tile: int, overlap: int, factor: int | None = None,
+                  progress: Callable[[int, int], None] | None = None,
+                  cancel: threading.Event | None = None) -> np.ndarray:
+    """`image` (`HxWx3 uint8`) enlarged `factor` times (default: the model's `scale`) by `model`, one tile at a time.
+
+    Each tile is the core (`tile` px) with `overlap` px (both rounded up to multiples of TILE_ALIGN) of the photo around it as context; the
+    model's output is cropped back to the core and placed, so that the result equals one run over
+    the whole photo (within floating point) when the overlap covers the model's receptive field.
+    A `factor` below `scale` (x4 model, x2 asked) shrinks each core's output by area averaging,
+    which on whole blocks is the same as shrinking the whole result, without holding it at x4.
+    `progress(done, total)` follows the tiles; `cancel` is checked before each (EditCancelled).
+    """
+    factor = scale if factor is None else factor
+    if scale % factor:
+        raise ValueError(f"a x{scale} model cannot give x{factor} by whole blocks")
+    height, width = image.shape[:2]
+    margin, boxes = overlap + (-overlap % TILE_ALIGN), tile_boxes(width, height, tile)
+    out = np.empty((height * factor, width * factor, 3), np.uint8)
+    for done, (x0, y0, x1, y1) in enumerate(boxes):
+        if cancel is not None and cancel.is_set():
+            raise EditCancelled("upscale cancelled")
+        cx0, cy0 = max(0, x0 - margin), max(0, y0 - margin)
+        cx1, cy1 = min(width, x1 + margin), min(height, y1 + margin)
+        enlarged = model(np.ascontiguousarray(image[cy0:cy1, cx0:cx1]))
+        core = enlarged[(y0 - cy0) * scale: (y1 - cy0) * scale, (x0 - cx0) * scale: (x1 - cx0) * scale]
+        if factor != scale:
+            core = cv2.resize(core, ((x1 - x0) * factor, (y1 - y0) * factor), interpolation=cv2.INTER_AREA)
+        out[y0 * factor: y1 * factor, x0 * factor: x1 * factor] = core
+        if progress is not None:
+            progress(done + 1, len(boxes))
+    return out
+
+
+def _aligned(pixels: int) -> int:
+    """A tile side: `pixels` rounded up to a multiple of TILE_ALIGN (at least one)."""
+    return max(TILE_ALIGN, pixels + (-pixels % TILE_ALIGN))
 
 
 def _component_boxes(hole: np.ndarray) -> list[Box]:

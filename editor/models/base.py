@@ -20,6 +20,7 @@ from editor.core.prompts import Detection, Prompts
 Kind = Literal["segmenter", "eraser", "inpainter", "detector", "upscaler"]
 KINDS: tuple[Kind, ...] = ("segmenter", "eraser", "inpainter", "detector", "upscaler")
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
+LANCZOS_NAME = "lanczos (no upscaling model)"  # what an upscale's metadata names when a plain resize did it
 
 
 def fetch_command(what: str) -> str:

@@ -1,4 +1,4 @@
-"""Classical fallbacks that need no model weights: GrabCut selection and OpenCV inpainting."""
+"""Classical fallbacks that need no model weights: GrabCut selection, OpenCV inpainting, a Lanczos resize."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from editor.core import masks
+from editor.core import composite, masks
 from editor.core.errors import ConfigError
 from editor.core.prompts import Prompts
-from editor.models.base import ImageExpired, ImageRef, Segmentation
+from editor.models.base import LANCZOS_NAME, ImageExpired, ImageRef, Segmentation
 from editor.models.embedding_cache import ImageKeys, RecentImages
 
 if TYPE_CHECKING:
@@ -158,8 +158,30 @@ class OpenCvEraser:
         return inpaint(image, mask)
 
 
+class LanczosUpscaler:
+    """The `Upscaler` without weights: OpenCV's Lanczos resize. It invents no detail; it is announced as a
+    plain resize wherever it runs (the engine falls back to the same resize without an upscaling model)."""
+
+    description = "lanczos: a plain resize, no upscaling model"
+    model_name = LANCZOS_NAME
+    load_error: str | None = None
+    tile = 4096  # a resize needs no tiles; this only bounds what one call is given
+
+    def __init__(self, scale: int = 4) -> None:
+        self.scale = scale
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def upscale(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        return composite.resize_image(image, width * self.scale, height * self.scale)
+
+
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> Any:
-    """The built-in models of the registry: OpenCV Telea (eraser) and GrabCut (segmenter)."""
+    """The built-in models of the registry: OpenCV Telea (eraser), GrabCut (segmenter), Lanczos (upscaler)."""
+    if entry.kind == "upscaler":
+        return LanczosUpscaler()
     if entry.kind == "eraser":
         return OpenCvEraser()
     if entry.kind == "segmenter":

@@ -17,6 +17,7 @@ from editor.core.errors import ConfigError, ModelUnavailableError
 from editor.models.base import Kind, fetch_command
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+_REAL_ESRGAN_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/"
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class LoadContext:
 
 class Loader(Protocol):
     def __call__(self, entry: ModelEntry, path: Path | None, context: LoadContext) -> Any:
-        """The model object (a Segmenter, Eraser, Inpainter or Detector) for `entry`'s weights at `path`.
+        """The model object (a Segmenter, Eraser, Inpainter, Detector or Upscaler) for `entry`'s weights at `path`.
 
         Loading the weights themselves may be deferred to first use; a failure there is remembered.
         """
@@ -87,6 +88,14 @@ def _sam(name: str, arch: str, filename: str, sha256: str, size_mb: int) -> Mode
 def _sam2(name: str, size: str, size_mb: int) -> ModelEntry:
     return ModelEntry(name, "segmenter", f"SAM 2.1 {size}", "sam2", Source(hub=f"facebook/sam2.1-hiera-{size}"),
                       size_mb, "Apache-2.0", native_size=1024, options={"model_type": "sam2"})
+
+
+def _realesrgan(name: str, title: str, release: str, filename: str, sha256: str, size_mb: int,
+                scale: int) -> ModelEntry:
+    """A Real-ESRGAN release file; spandrel reads its architecture (RRDB or the compact VGG) from the weights."""
+    return ModelEntry(name, "upscaler", title, "realesrgan",
+                      Source(url=f"{_REAL_ESRGAN_URL}{release}/{filename}", filename=filename, sha256=sha256),
+                      size_mb, "BSD-3-Clause", options={"scale": scale})
 
 
 ENTRIES: tuple[ModelEntry, ...] = (
@@ -120,6 +129,15 @@ ENTRIES: tuple[ModelEntry, ...] = (
                Source(hub="IDEA-Research/grounding-dino-tiny"), 690, "Apache-2.0"),
     ModelEntry("owlv2", "detector", "OWLv2 base (ensemble)", "detector",
                Source(hub="google/owlv2-base-patch16-ensemble"), 620, "Apache-2.0"),
+    # The sha256 sums of the official release files (67,040,989 / 67,061,725 / 4,885,111 bytes).
+    _realesrgan("realesrgan-x4plus", "Real-ESRGAN x4plus", "v0.1.0", "RealESRGAN_x4plus.pth",
+                "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1", 64, 4),
+    _realesrgan("realesrgan-x2plus", "Real-ESRGAN x2plus", "v0.2.1", "RealESRGAN_x2plus.pth",
+                "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb", 64, 2),
+    _realesrgan("realesr-general-x4v3", "Real-ESRGAN general x4v3 (compact)", "v0.2.5.0", "realesr-general-x4v3.pth",
+                "8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292", 5, 4),
+    ModelEntry("lanczos", "upscaler", "OpenCV Lanczos resize (no weights: a plain resize, not an upscaling model)",
+               "opencv", None, 0, "Apache-2.0", dtypes=("uint8",)),
 )
 
 
@@ -131,9 +149,13 @@ AUTO: dict[Kind, dict[str, tuple[str, ...]]] = {
     "eraser": {"cuda": ("lama",), "cpu": ("lama",)},
     "inpainter": {"cuda": ("sdxl", "sd2"), "cpu": ("sd2", "sdxl")},
     "detector": {"cuda": ("grounding-dino-tiny", "owlv2"), "cpu": ("grounding-dino-tiny", "owlv2")},
+    # The compact general model has a 14th of x4plus's parameters (1.2 M): the one a CPU can run on a photo.
+    "upscaler": {"cuda": ("realesrgan-x4plus", "realesr-general-x4v3", "realesrgan-x2plus"),
+                 "cpu": ("realesr-general-x4v3", "realesrgan-x4plus", "realesrgan-x2plus")},
 }
 # What runs when `auto` finds nothing here and nothing can be fetched (None: the operation is off).
-FALLBACK: dict[Kind, str | None] = {"segmenter": "grabcut", "eraser": "opencv", "inpainter": None, "detector": None}
+FALLBACK: dict[Kind, str | None] = {"segmenter": "grabcut", "eraser": "opencv", "inpainter": None, "detector": None,
+                                    "upscaler": "lanczos"}
 
 
 def auto_order(kind: Kind, device: str) -> tuple[str, ...]:

@@ -352,9 +352,14 @@ def _detector_line(plan: Plan, config: Config) -> str:
             f"text threshold {config.detector.text_threshold:g}{later}")
 
 
+def _plain_resize(choice: Choice) -> bool:
+    """The upscaler is the built-in Lanczos (a local file's entry has no source either, but is a model)."""
+    return choice.entry is None or (choice.entry.builtin and not choice.local)
+
+
 def _upscaler_line(plan: Plan, config: Config) -> str:
     choice = plan.upscaler
-    if choice.entry is None or choice.entry.builtin:
+    if _plain_resize(choice):
         why = choice.why or "asked for"
         return f"lanczos: a plain resize, no upscaling model ({why}; run `{fetch_command('upscaler')}`)"
     label = f"{choice.entry.title} ({choice.path})" if choice.local else f"{choice.name} {_where(choice)}"
@@ -418,8 +423,7 @@ def build_engine(config: Config, show_progress: bool = True, downloads: weights.
     detector = build(plan.detector, description=backends.detector)
     eraser = None if plan.eraser.name == GENERATIVE else build(plan.eraser, description=backends.eraser)
     # The built-in Lanczos is no model: the engine resizes itself, and says so, when it has none.
-    builtin_upscaler = plan.upscaler.entry is None or plan.upscaler.entry.builtin
-    upscaler = None if builtin_upscaler else build(plan.upscaler, description=backends.upscaler)
+    upscaler = None if _plain_resize(plan.upscaler) else build(plan.upscaler, description=backends.upscaler)
     return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector,
                   limits=config.limits, prefill=OpenCvEraser(), eraser=eraser, eraser_config=config.eraser,
                   max_pixels=config.max_image_pixels, upscaler=upscaler, upscaler_config=config.upscaler)

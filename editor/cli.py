@@ -77,10 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_prompt_flags(segment)
     segment.set_defaults(run=_segment)
 
-    edit = commands.add_parser("edit", parents=[common], help="fill, erase or replace the background")
+    edit = commands.add_parser("edit", parents=[common], help="fill, erase, replace the background or upscale")
     edit.add_argument("image")
     edit.add_argument("-o", "--output", required=True, help="PNG to write (variations get _2, _3, ...)")
-    edit.add_argument("--mode", required=True, choices=["fill", "erase", "background"])
+    edit.add_argument("--mode", required=True, choices=["fill", "erase", "background", "upscale"])
+    edit.add_argument("--scale", type=int, choices=[2, 4],
+                      help="upscale: enlarge the whole photo 2 or 4 times (no selection, no prompt)")
     edit.add_argument("--mask", help="mask PNG (255 = selected); instead of text, point and box prompts")
     _add_prompt_flags(edit)
     edit.add_argument("--invert", action="store_true", help="invert the selection first")
@@ -101,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", parents=[common], help="fetch (and verify) model weights")
     download.add_argument("what", nargs="?", default="all", metavar="NAME|KIND",
                           help="a model name (`python -m editor models`), a kind (segmenter, eraser, inpainter, "
-                               "detector: its configured or default model), or all (default)")
+                               "detector, upscaler: its configured or default model), or all (default)")
     download.set_defaults(run=_download)
 
     bench = commands.add_parser("bench", parents=[common], help="measure speed and memory (random weights)")
@@ -188,6 +190,8 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
 
     quiet_libraries()
     prompts = _prompts(args)
+    if args.mode == "upscale" or args.scale is not None:
+        return _upscale(args, config, prompts)
     if args.mask and not (prompts.is_empty and args.text is None):
         raise EditorError("give either --mask or text/point/box prompts, not both")
     if not args.mask and prompts.is_empty and args.text is None:
@@ -218,12 +222,45 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _upscale(args: argparse.Namespace, config: Config, prompts: Prompts) -> int:
+    """`edit --mode upscale --scale 2|4`: the whole photo, so a selection or a prompt is refused, not ignored."""
+    from editor.build import build_engine
+    from editor.core.photo_io import load_image, save_png
+
+    if args.mode != "upscale":
+        raise EditorError("--scale is for --mode upscale")
+    if args.scale is None:
+        raise EditorError("--mode upscale needs --scale 2 or 4")
+    if args.mask or args.text is not None or not prompts.is_empty or args.invert or args.prompt.strip():
+        raise EditorError("--mode upscale enlarges the whole photo: it takes no --mask, --text, --point, --box, "
+                          "--invert or --prompt")
+    image = load_image(args.image, config.max_image_pixels)
+    engine = build_engine(config)
+    with _ProgressBar("upscaling", "tile") as progress:
+        result = engine.upscale(image, args.scale, progress)
+    save_png(result.images[0], args.output, result.metadata)
+    height, width = result.images[0].shape[:2]
+    print(f"wrote {args.output} ({width}x{height}, {_upscaled_by(result.metadata['model'])})")
+    return 0
+
+
+def _upscaled_by(model: str) -> str:
+    from editor.models.base import LANCZOS_NAME
+
+    if model == LANCZOS_NAME:
+        return f"a plain Lanczos resize: no upscaling model is here; get one with `{fetch_command('upscaler')}`"
+    return f"upscaled by {model}"
+
+
 def _variation_path(output: Path, index: int) -> Path:
     return output if index == 0 else output.with_name(f"{output.stem}_{index + 1}{output.suffix}")
 
 
 class _ProgressBar:
     """A tqdm bar fed by the engine's per-step callback."""
+
+    def __init__(self, desc: str = "generating", unit: str = "step") -> None:
+        self.desc, self.unit = desc, unit
 
     def __enter__(self) -> _ProgressBar:
         self._bar = None
@@ -233,7 +270,7 @@ class _ProgressBar:
         from tqdm import tqdm
 
         if self._bar is None:
-            self._bar = tqdm(total=total, desc="generating", unit="step", file=sys.stderr)
+            self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr)
         self._bar.update(done - self._bar.n)
 
     def __exit__(self, *exc: object) -> None:
@@ -306,7 +343,7 @@ def _info(args: argparse.Namespace, config: Config) -> int:
     if args.load:
         quiet_libraries()
         engine = build_engine(config)
-        engine.warm_up(detector=True)
+        engine.warm_up(detector=True, upscaler=True)
         backends = engine.status()
     else:
         backends = describe(plan, config)
@@ -315,6 +352,7 @@ def _info(args: argparse.Namespace, config: Config) -> int:
     print(f"eraser: {backends.eraser}")
     print(f"inpainter: {backends.inpainter}")
     print(f"detector: {backends.detector}")
+    print(f"upscaler: {backends.upscaler}")
     try:
         check_concurrency(config, plan)
         print(f"concurrency: {config.server.concurrency} model call{'s' if config.server.concurrency > 1 else ''} "

@@ -265,6 +265,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin is Literal:
         choices = typing.get_args(hint)
+        if isinstance(value, bool) and ("off" if not value else "on") in choices:
+            value = "on" if value else "off"  # YAML 1.1 reads a bare off / on as false / true
         if value not in choices:
             raise ConfigError(f"config key '{key}' must be one of {'|'.join(choices)}, got {value!r}")
         return value

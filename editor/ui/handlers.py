@@ -23,9 +23,10 @@ import numpy as np
 from editor.core import masks
 from editor.ui import views
 from editor.core.config import Config
-from editor.engine.ops import EditOptions, EditResult, Engine
+from editor.engine.ops import UPSCALER_DOWNLOAD_HINT, EditOptions, EditResult, Engine
 from editor.core.errors import EditCancelled, EditorError, ImageError, describe
 from editor.core.photo_io import load_image, save_png
+from editor.models.base import LANCZOS_NAME
 from editor.ui.views import Marker
 from editor.session.session import ClickMode, Session
 from editor.session.store import SessionStore
@@ -38,7 +39,9 @@ DOWNLOAD_COMPRESSION = 1  # zlib level of the download PNG: lossless all the sam
 COMPARE_SIDE = 1024  # before/after view
 BRUSH_ADD = (34, 197, 94)  # the brush colours offered in the brush editor: paint in, paint out
 BRUSH_REMOVE = (239, 68, 68)
-EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background"}
+EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background", "upscale-2": "Upscale ×2",
+              "upscale-4": "Upscale ×4"}
+UPSCALES = {"upscale-2": 2, "upscale-4": 4}  # the edits that enlarge the whole photo: no selection, no prompt
 
 Image = np.ndarray
 Gallery = list[tuple[np.ndarray, str]]
@@ -310,8 +313,10 @@ class Handlers:
         finally:
             if alone:
                 session.end_edit()
-        label = EDIT_NAMES[mode] if mode == "erase" else f"{EDIT_NAMES[mode]}: {prompt.strip()}"
+        label = EDIT_NAMES[mode] if mode == "erase" or mode in UPSCALES else f"{EDIT_NAMES[mode]}: {prompt.strip()}"
         session.add_result(result.images, result.metadata, label.lower(), base=base)
+        if mode in UPSCALES:
+            return self._photo_outputs(session, _upscale_status(EDIT_NAMES[mode], result, took))
         variations = f" · {len(result.images)} variations: pick one below" if len(result.images) > 1 else ""
         status = (f"{EDIT_NAMES[mode]} done in {took:.1f} s · seed **{result.seed}** · "
                   f"{plain_markdown(result.metadata.get('model', ''))}{variations}")
@@ -321,6 +326,8 @@ class Handlers:
                   strength: float, seed: float | None, count: float, generative: bool,
                   progress: gr.Progress) -> tuple[EditResult, float]:
         image = session.image
+        if mode in UPSCALES:
+            return self._run_upscale(UPSCALES[mode], session, progress)
         mask = session.selection_mask(self.engine.select)
         options = EditOptions(
             negative_prompt=None if mode == "erase" else negative,  # erase has its own, against new objects
@@ -350,6 +357,19 @@ class Handlers:
             result = engine.replace_background(image, mask, prompt, options, step, session.cancel)
         else:
             raise EditorError(f"unknown edit {mode!r}")
+        return result, time.perf_counter() - started
+
+    def _run_upscale(self, factor: int, session: Session, progress: gr.Progress) -> tuple[EditResult, float]:
+        """The whole photo enlarged: the selection plays no part, the progress counts tiles."""
+        if session.cancel.is_set():
+            raise EditCancelled("cancelled before it started")
+        progress(0, desc="Loading the upscaler…")
+
+        def tile(done: int, total: int) -> None:
+            progress((done, total), desc="Upscaling", unit="tiles")
+
+        started = time.perf_counter()
+        result = self.engine.upscale(session.image, factor, tile, session.cancel)
         return result, time.perf_counter() - started
 
     def choose_variation(self, session: Session, evt: gr.SelectData) -> tuple:
@@ -433,6 +453,15 @@ class Handlers:
             save_png(session.image, partial, version.metadata, compress_level=DOWNLOAD_COMPRESSION)
             partial.replace(path)
         return gr.DownloadButton(value=str(path), interactive=True)
+
+
+def _upscale_status(name: str, result: EditResult, took: float) -> str:
+    """The status after an upscale: the new size, and what enlarged it (a plain resize said as such)."""
+    height, width = result.images[0].shape[:2]
+    model = result.metadata.get("model", "")
+    how = (f"a plain Lanczos resize: no upscaling model is here (get one with `{UPSCALER_DOWNLOAD_HINT}`)"
+           if model == LANCZOS_NAME else plain_markdown(model))
+    return f"{name} done in {took:.1f} s · {width}×{height} · {how}"
 
 
 def canvas_view(session: Session, mask: np.ndarray | None) -> Image:

@@ -67,7 +67,7 @@ def backends_markdown(engine: Engine, downloads: DownloadProgress | None = None)
     backends = engine.backends
     text = (f"**Select:** {backends.segmenter} · **Erase:** {backends.eraser} · "
             f"**Fill, background:** {backends.inpainter} · **Select by name:** {backends.detector} · "
-            f"**Device:** {backends.device}")
+            f"**Upscale:** {backends.upscaler} · **Device:** {backends.device}")
     for line in downloads.lines() if downloads is not None else []:
         text += f"  \n⏳ {plain_markdown(line)} (reload to see the model once it is ready)"
     if backends.hint:
@@ -196,6 +196,9 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
                                  elem_id="seed")
                 generative = gr.Checkbox(False, label="Generative erase (the inpainting model, slower)",
                                          elem_id="generative-erase")
+        with gr.Row(elem_classes="compact-buttons"):  # the whole photo: no selection, no prompt
+            upscale_2 = gr.Button("Upscale ×2", elem_id="upscale-2", size="sm")
+            upscale_4 = gr.Button("Upscale ×4", elem_id="upscale-4", size="sm")
         variations = gr.Gallery(label="Variations: click the one to continue with", elem_id="variations",
                                 format="png", columns=4, rows=1, height=110, allow_preview=False, visible=False,
                                 fit_columns=False, buttons=[])
@@ -212,7 +215,8 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
                 subtract_part=subtract_part, grow=grow, feather=feather, prompt=prompt, fill=fill, erase=erase,
                 background=background, cancel=cancel, negative=negative, steps=steps, guidance=guidance,
                 strength=strength, count=count, seed=seed, generative=generative, variations=variations, undo=undo,
-                redo=redo, download=download, history=history)
+                redo=redo, download=download, history=history,
+                upscale_2=upscale_2, upscale_4=upscale_4)
 
 
 def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, Any], controls: dict[str, Any]) -> None:
@@ -261,6 +265,7 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
                                            "generative")]
     history_buttons = [controls["undo"], controls["redo"]]
     edits = [(controls[mode].click, mode) for mode in ("fill", "erase", "background")]
+    edits += [(controls["upscale_2"].click, "upscale-2"), (controls["upscale_4"].click, "upscale-4")]
     for trigger, mode in edits + [(controls["prompt"].submit, "fill")]:
         edit = trigger(guard(bind(handlers.begin_edit), 3), [state], [status, *history_buttons], **quick).then(
             photo(functools.partial(handlers.edit, mode)), [state, *options], photo_out,

@@ -33,9 +33,10 @@ from editor.core.config import load_config
 from editor.engine.ops import EditOptions, Engine
 from editor.core.prompts import Prompts
 
-SECTIONS = ("sam", "inpaint", "crop", "app", "session", "segment", "erase")
+SECTIONS = ("sam", "inpaint", "crop", "app", "session", "segment", "erase", "upscale")
 SEGMENTERS = ("sam-vit-b", "sam2.1-tiny", "edgetam")  # the segment part's default: the CPU candidates
 ERASERS = ("lama", "generative", "opencv")  # the erase part: the dedicated model, SD 2, classical
+UPSCALERS = ("realesr-general-x4v3", "realesrgan-x4plus", "lanczos")  # the upscale part: light, heavy, no model
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -55,6 +56,13 @@ class BenchSettings:
     models_dir: str = "checkpoints"  # real checkpoints here are used instead of random weights
     segmenters: tuple[str, ...] = SEGMENTERS  # registry names measured by the segment part
     erasers: tuple[str, ...] = ERASERS
+    upscalers: tuple[str, ...] = UPSCALERS
+    upscale_photo: tuple[int, int] = (1152, 864)  # 1 MP, enlarged x4 (the upscale part)
+    # x4plus is ~15 times the work of general-x4v3: on a CPU it is timed on a smaller photo, scaled by pixel count
+    heavy_upscale_photo: tuple[int, int] = (192, 144)
+    upscale_tile: int = 512
+    peak_photo: tuple[int, int] = (4000, 3000)  # 12 MP: the peak memory of tiling it x4
+    peak_tiles: int = 3  # tiles run to measure that peak (the rest add output pixels, not memory peaks)
 
     @classmethod
     def for_run(cls, device: str, only: list[str] | None, quick: bool, **given: Any) -> BenchSettings:
@@ -100,7 +108,7 @@ class Report:
 
 # "sam": model type -> a SAM module; "inpaint": (name, folder) -> the folder, a diffusers model saved there;
 # "segmenter": (registry name, folder) -> the transformers folder saved there (SAM 2.1, EdgeTAM);
-# "lama": path -> the .safetensors file saved there.
+# "lama": path -> the .safetensors file saved there; "upscaler": (registry name, path) -> the .safetensors saved there.
 Builders = dict[str, Callable[..., Any]]
 
 
@@ -109,7 +117,8 @@ def run(settings: BenchSettings, json_path: Path | None = None, builders: Builde
     from benchmarks import bench_models
 
     builders = {"sam": bench_models.build_sam, "inpaint": bench_models.save_inpaint_pipeline,
-                "segmenter": bench_models.save_segmenter, "lama": bench_models.save_lama, **(builders or {})}
+                "segmenter": bench_models.save_segmenter, "lama": bench_models.save_lama,
+                "upscaler": bench_models.save_upscaler, **(builders or {})}
     report = Report(machine_name(settings.device))
     print(f"machine: {report.machine}\n{'measurement':<34} {'value':>12} unit   settings", flush=True)
     with tempfile.TemporaryDirectory(prefix="editor-bench-") as scratch:
@@ -118,7 +127,7 @@ def run(settings: BenchSettings, json_path: Path | None = None, builders: Builde
             if section in settings.only:
                 {"sam": _bench_sam, "inpaint": _bench_inpaint, "crop": _bench_crop, "app": _bench_app,
                  "session": _bench_session, "segment": _bench_segment,
-                 "erase": _bench_erase}[section](settings, models, report)
+                 "erase": _bench_erase, "upscale": _bench_upscale}[section](settings, models, report)
     if json_path is not None:
         report.write_json(json_path)
         print(f"wrote {json_path}")
@@ -208,6 +217,10 @@ class _Models:
             path = path.with_suffix(".safetensors")
             if not path.is_file():
                 self.builders["lama"](path)
+        elif backend == "realesrgan":
+            path = path.with_suffix(".safetensors")
+            if not path.is_file():
+                self.builders["upscaler"](name, path)
         elif not path.is_dir():
             self.builders["segmenter"](name, path)
         return path
@@ -560,6 +573,94 @@ def _erase_engine(name: str, settings: BenchSettings, models: _Models) -> tuple[
         engine = models.engine(f"eraser.model={path}")
     engine.warm_up()
     return engine, common
+
+
+# --- upscaling --------------------------------------------------------------------------------
+
+
+def _bench_upscale(settings: BenchSettings, models: _Models, report: Report) -> None:
+    """`upscale_x4_1mp_s` per upscaler: the engine's tiled x4 of a 1 MP photo, each model beside the
+    Lanczos resize it replaces, in the same run; then the peak memory of tiling a 12 MP photo x4."""
+    for name in settings.upscalers:
+        heavy = name == "realesrgan-x4plus" and settings.device == "cpu"
+        width, height = settings.heavy_upscale_photo if heavy else settings.upscale_photo
+        photo = synthetic_photo(width, height)
+        engine, common = _upscale_engine(name, settings, models)
+        # warmed up at load (a small forward): a 1 MP x4 on a CPU takes minutes, each run counts
+        seconds, result = _median_with_result([lambda: engine.upscale(photo, 4)] * settings.runs, warm_up=False)
+        assert result.images[0].shape == (height * 4, width * 4, 3)
+        per_mp = seconds * 1e6 / (width * height)
+        scaled = {} if abs(width * height - 1e6) < 1e5 else {"measured": f"{seconds:.3g} s on {width}x{height}, "
+                                                                          "scaled by pixel count"}
+        tiles = {} if name == "lanczos" else {"tiles": len(_tiles(photo, settings.upscale_tile))}
+        report.add("upscale_x4_1mp_s", per_mp, "s", photo=_size(photo), upscaled_by=result.metadata["model"],
+                   **tiles, **scaled, **common)
+        models.release()
+    if "realesr-general-x4v3" in settings.upscalers:
+        _bench_upscale_peak(settings, models, report)
+
+
+def _upscale_engine(name: str, settings: BenchSettings, models: _Models) -> tuple[Engine, dict[str, Any]]:
+    common: dict[str, Any] = dict(model=name, device=settings.device, tile=settings.upscale_tile,
+                                  max_image_pixels=10**9)
+    overrides = [f"upscaler.tile={settings.upscale_tile}", "max_image_pixels=1000000000"]
+    if name == "lanczos":
+        return models.engine("upscaler.model=lanczos", *overrides), common
+    path, common["weights"] = models.weights(name)
+    common["precision"] = _precision(settings.device)
+    engine = models.engine(f"upscaler.model={path}", *overrides)
+    engine.warm_up(upscaler=True)
+    return engine, common
+
+
+def _bench_upscale_peak(settings: BenchSettings, models: _Models, report: Report) -> None:
+    """The peak memory of tiling a 12 MP photo x4 with general-x4v3: the first `peak_tiles` tiles are run
+    (the whole photo takes many minutes on a CPU), then the run is cancelled. Tiles are alike, so the
+    working set they reach is the run's; what the other tiles add is their part of the output array
+    (allocated at once, its pages filled tile by tile), added to give the full run's peak."""
+    import threading
+
+    from editor.core.errors import EditCancelled
+    from editor.engine import strategy
+
+    width, height = settings.peak_photo
+    photo = synthetic_photo(width, height)
+    model = models.model("realesr-general-x4v3")
+    tile, overlap = settings.upscale_tile, load_config(None, []).upscaler.overlap
+    boxes = _tiles(photo, tile)
+    cancel = threading.Event()
+    started = [0.0]
+
+    def stop_after(done: int, _total: int) -> None:
+        if done == 1:
+            started[0] = _synchronized_clock()  # the first tile also warms up
+        if done == min(settings.peak_tiles, len(boxes)):
+            cancel.set()
+
+    _free(settings.device)
+    with _peak_memory(settings.device) as peak:
+        try:
+            strategy.upscale_tiled(photo, model.upscale, 4, tile, overlap, progress=stop_after, cancel=cancel)
+        except EditCancelled:
+            pass
+    ran = min(settings.peak_tiles, len(boxes))
+    per_tile = (_synchronized_clock() - started[0]) / max(1, ran - 1)
+    written = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes[:ran]) * 16 * 3
+    output = width * height * 16 * 3
+    report.add("upscale_12mp_peak_rss_gb" if settings.device == "cpu" else "upscale_12mp_peak_gpu_gb",
+               (peak[0] + (output - written if settings.device == "cpu" else 0)) / 2**30, "GiB",
+               photo=_size(photo), model="realesr-general-x4v3", tile=tile, overlap=overlap, tiles=len(boxes),
+               measured=f"peak {peak[0] / 2**30:.2f} GiB over the first {ran} tiles"
+                        + (f" + {(output - written) / 2**30:.2f} GiB of output the other tiles fill"
+                           if settings.device == "cpu" else " (the output array lives in host memory)"),
+               projected_full_run_s=round(per_tile * len(boxes)), device=settings.device)
+    models.release()
+
+
+def _tiles(photo: np.ndarray, tile: int) -> list[tuple[int, int, int, int]]:
+    from editor.engine import strategy
+
+    return strategy.tile_boxes(photo.shape[1], photo.shape[0], tile)
 
 
 # --- sessions ---------------------------------------------------------------------------------

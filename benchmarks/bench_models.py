@@ -194,3 +194,24 @@ def save_lama(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return path
+
+
+def save_upscaler(name: str, path: Path) -> Path:
+    """Real-ESRGAN `name`'s released architecture with random weights, as a `.safetensors` state dict
+    that spandrel recognises: the compact VGG of general-x4v3 (64 features, 32 convolutions), the
+    23-block RRDB of x4plus, and that RRDB over 2x2-unshuffled pixels for x2plus."""
+    from safetensors.torch import save_file
+    from spandrel.architectures.Compact import Compact
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    builders = {
+        "realesr-general-x4v3": lambda: Compact(num_feat=64, num_conv=32, upscale=4),
+        "realesrgan-x4plus": lambda: ESRGAN(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4),
+        "realesrgan-x2plus": lambda: ESRGAN(in_nc=12, out_nc=3, num_filters=64, num_blocks=23, scale=4,
+                                            shuffle_factor=2),
+    }
+    state = {key: value.contiguous() for key, value in builders[name]().state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path

@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", parents=[common], help="measure speed and memory (random weights)")
     bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when there is a GPU")
     bench.add_argument("--only", action="append",
-                       choices=["sam", "inpaint", "crop", "app", "session", "segment", "erase"],
+                       choices=["sam", "inpaint", "crop", "app", "session", "segment", "erase", "upscale"],
                        help="measure only this part (repeatable)")
     bench.add_argument("--quick", action="store_true", help="smallest real settings: SAM vit_b, SD 2, 2 steps, 1 run")
     bench.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")

@@ -78,3 +78,26 @@ def test_bench_erase_part_times_each_eraser_and_keeps_the_photo_outside_the_band
     assert all(row["settings"]["exact_outside"] == 1.0 for row in rows.values())
     assert "lama" in rows["lama"]["settings"]["erased_by"].lower()
     assert rows["lama"]["settings"]["goal_cpu_s"] == 3.0 and len(report.measurements) == 3
+
+
+def _upscaler_file(name: str, path: Path) -> Path:
+    from tests.tiny_upscaler import STANDS_FOR, make_tiny_upscaler
+
+    kind = {name: kind for kind, name in STANDS_FOR.items()}[name]
+    return make_tiny_upscaler(path.parent / f"tiny-{kind}", kind)["safetensors"].rename(path)
+
+
+def test_bench_upscale_part_times_each_upscaler_beside_lanczos_and_the_12mp_peak(tmp_path: Path) -> None:
+    builders = {**TINY, "upscaler": _upscaler_file}
+    settings = BenchSettings.for_run("cpu", ["upscale"], quick=True, models_dir=str(tmp_path), upscale_photo=(96, 64),
+                                     heavy_upscale_photo=(48, 32), peak_photo=(320, 240), upscale_tile=64)
+    run(settings, tmp_path / "out.json", builders=builders)
+    rows = json.loads((tmp_path / "out.json").read_text())
+    timed = {row["settings"]["model"]: row for row in rows if row["name"] == "upscale_x4_1mp_s"}
+    assert set(timed) == {"realesr-general-x4v3", "realesrgan-x4plus", "lanczos"}
+    assert all(row["value"] > 0 for row in timed.values()) and timed["realesrgan-x4plus"]["settings"]["tiles"] == 1
+    assert timed["lanczos"]["settings"]["upscaled_by"] == "lanczos (no upscaling model)"
+    assert timed["realesr-general-x4v3"]["settings"]["upscaled_by"] == "realesr-general-x4v3.safetensors"
+    assert "scaled by pixel count" in timed["realesrgan-x4plus"]["settings"]["measured"]
+    (peak,) = [row for row in rows if row["name"] == "upscale_12mp_peak_rss_gb"]
+    assert peak["value"] > 0 and peak["settings"]["tiles"] == 20 and "first 3 tiles" in peak["settings"]["measured"]

@@ -12,7 +12,8 @@ from editor.core.config import load_config
 from editor.models import registry
 
 EXPECTED = ["sam-vit-b", "sam-vit-l", "sam-vit-h", "sam2.1-tiny", "sam2.1-small", "sam2.1-base-plus", "sam2.1-large",
-            "edgetam", "grabcut", "lama", "opencv", "sd2", "sdxl", "grounding-dino-tiny", "owlv2"]
+            "edgetam", "grabcut", "lama", "opencv", "sd2", "sdxl", "grounding-dino-tiny", "owlv2",
+            "realesrgan-x4plus", "realesrgan-x2plus", "realesr-general-x4v3", "lanczos"]
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
@@ -33,6 +34,8 @@ def test_models_lists_every_entry_with_size_licence_presence_and_command(
     assert lines[3].endswith("no        python -m editor download sam-vit-h")
     assert rows["grabcut"][-3:] == ["built", "in", "-"]
     assert rows["sdxl"][1] == "inpainter" and "RAIL++-M" in rows["sdxl"]
+    assert rows["realesr-general-x4v3"][1:5] == ["upscaler", "5", "MB", "BSD-3-Clause"]
+    assert rows["lanczos"][-3:] == ["built", "in", "-"]
 
 
 def test_info_prints_one_line_per_kind_naming_entry_and_path(tmp_path: Path, tiny_sam_path: Path,
@@ -40,11 +43,13 @@ def test_info_prints_one_line_per_kind_naming_entry_and_path(tmp_path: Path, tin
     shutil.copy(tiny_sam_path, tmp_path / "sam_vit_b_01ec64.pth")
     status, lines, _ = run(capsys, "info", "--set", f"models_dir={tmp_path}", "--set", "device=cpu")
     assert status == 0
-    kinds = [line.split(":")[0] for line in lines[:5]]
-    assert kinds == ["device", "segmenter", "eraser", "inpainter", "detector"]
+    kinds = [line.split(":")[0] for line in lines[:6]]
+    assert kinds == ["device", "segmenter", "eraser", "inpainter", "detector", "upscaler"]
     assert lines[1] == f"segmenter: sam-vit-b ({tmp_path / 'sam_vit_b_01ec64.pth'}) on cpu"
     assert lines[2] == "eraser: opencv telea (lama is not here; downloads are off: HF_HUB_OFFLINE=1)"
     assert lines[3] == "inpainter: none (sd2 is not here; downloads are off: HF_HUB_OFFLINE=1)"
+    assert lines[5] == ("upscaler: lanczos: a plain resize, no upscaling model (realesr-general-x4v3 is not here; "
+                        "downloads are off: HF_HUB_OFFLINE=1; run `python -m editor download upscaler`)")
 
 
 def test_download_offline_names_the_model_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
     from editor.build import build_engine
 
-    check_flags(args, "--mask-dir")
+    check_flags(args, "--mask-dir", args.mask_dir is not None)
     photos = find_photos([Path(given) for given in args.inputs])
     masks = mask_files(Path(args.mask_dir)) if args.mask_dir else None
     out_dir = _output_folder(Path(args.output))

@@ -176,7 +176,7 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
     from editor.modes import apply_mode, check_flags, selection, write
 
     quiet_libraries()
-    check_flags(args, "--mask")
+    check_flags(args, "--mask", args.mask is not None)
     image = load_image(args.image, config.max_image_pixels)
     engine = build_engine(config)
     mask = selection(engine, image, args, Path(args.mask) if args.mask else None, config.max_image_pixels, print)

@@ -33,13 +33,9 @@ class ModeResult:
     summary: str  # what `wrote PATH (...)` says of it
 
 
-def check_flags(args: argparse.Namespace, mask_flag: str) -> None:
-    """Refuse, before anything loads, flags that cannot make this mode's edit.
-
-    `mask_flag` names the command's mask option (`--mask`, `--mask-dir`), read as `args.mask`
-    or `args.mask_dir`.
-    """
-    has_mask = bool(getattr(args, mask_flag.lstrip("-").replace("-", "_")))
+def check_flags(args: argparse.Namespace, mask_flag: str, has_mask: bool) -> None:
+    """Refuse, before anything loads, flags that cannot make this mode's edit; `mask_flag` names
+    the command's mask option (`--mask`, `--mask-dir`) and `has_mask` says whether it was given."""
     prompted = not prompts_from(args).is_empty or args.text is not None
     if args.mode in SELECTION_MODES:
         if has_mask and prompted:

@@ -13,7 +13,10 @@ from editor import cli
 from editor.core import composite, masks
 from editor.core.errors import SelectionError
 from editor.core.photo_io import encode_png, load_image, read_png_metadata, save_png
+from editor.core.prompts import Prompts
 from editor.engine.ops import EditOptions, Engine
+from tests.test_browser import CAT, CHROMIUM, click_photo, wait_for_status
+from tests.test_browser import app_url, page  # noqa: F401 - the app in a real browser, for the last test
 from tests.test_cli import disc_mask, make_photo
 from tests.test_composite import blob_mask, random_photo
 from tests.test_ui_handlers import click_at, handlers_for, opened
@@ -103,8 +106,6 @@ def test_cli_edit_cutout_writes_rgba_at_the_photo_size(tmp_path: Path, empty_mod
     code = cli.main(["edit", str(tmp_path / "photo.png"), "-o", str(tmp_path / "rest.png"), "--mode", "cutout",
                      "--box", "100,60,220,180", "--invert", *sets])
     assert code == 0
-    from editor.core.prompts import Prompts
-
     selected = fallback_engine.select(photo, Prompts(box=(100, 60, 220, 180)))
     rest = read_rgba(tmp_path / "rest.png")
     assert np.array_equal(rest[..., 3], composite.paste_alpha(masks.invert(selected), 3, 5))
@@ -166,3 +167,26 @@ def test_page_cutout_is_remade_on_each_canvas_change_outside_the_model_queue(fal
 def _path(button: object) -> str:
     value = button.value  # type: ignore[attr-defined]
     return value["path"] if isinstance(value, dict) else value
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install chromium")
+def test_browser_cutout_button_follows_the_selection(page) -> None:  # type: ignore[no-untyped-def]
+    """In a real browser: a change of the canvas made by the server triggers the cut-out (the wiring
+    rests on that), and the button downloads the RGBA PNG."""
+    button = page.locator("#cutout")
+    page.locator("#canvas input[type=file]").set_input_files(str(CAT))
+    wait_for_status(page, "Ready")
+    assert button.is_disabled(), "nothing selected yet"
+    original = load_image(CAT, 10**8)
+    click_photo(page, 230, 150, original.shape[1], original.shape[0])
+    wait_for_status(page, "Selected")
+    page.wait_for_function("() => !document.querySelector('#cutout').disabled", timeout=60_000)
+    with page.expect_download() as download:
+        button.click()
+    with Image.open(download.value.path()) as img:
+        assert img.mode == "RGBA" and img.size == original.shape[1::-1]
+        rgba = np.asarray(img)
+    assert np.array_equal(rgba[..., :3], original)
+    assert rgba[150, 230, 3] == 255 and rgba[0, 0, 3] == 0
+    page.locator("#clear").click()
+    page.wait_for_function("() => document.querySelector('#cutout').disabled", timeout=60_000)

@@ -1,4 +1,4 @@
-"""`python -m editor`: segment, edit, models, download, bench and info from the command line.
+"""`python -m editor`: segment, edit, batch, models, download, bench and info from the command line.
 
 Every failure a person can fix ends in one line on stderr and a non-zero exit status.
 """
@@ -8,17 +8,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from editor.core.config import Config, load_config
 from editor.core.errors import EditorError
-from editor.core.prompts import Prompts, parse_box, parse_point
 from editor.models.base import fetch_command
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from editor.engine.ops import Engine
+from editor.modes import MODES
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -77,25 +72,27 @@ def _parser() -> argparse.ArgumentParser:
     _add_prompt_flags(segment)
     segment.set_defaults(run=_segment)
 
-    edit = commands.add_parser("edit", parents=[common], help="fill, erase, replace the background or upscale")
+    edit = commands.add_parser("edit", parents=[common], help="fill, erase, replace the background, upscale or cut out")
     edit.add_argument("image")
     edit.add_argument("-o", "--output", required=True, help="PNG to write (variations get _2, _3, ...)")
-    edit.add_argument("--mode", required=True, choices=["fill", "erase", "background", "upscale"])
-    edit.add_argument("--scale", type=int, choices=[2, 4],
-                      help="upscale: enlarge the whole photo 2 or 4 times (no selection, no prompt)")
+    edit.add_argument("--mode", required=True, choices=MODES)
     edit.add_argument("--mask", help="mask PNG (255 = selected); instead of text, point and box prompts")
     _add_prompt_flags(edit)
-    edit.add_argument("--invert", action="store_true", help="invert the selection first")
-    edit.add_argument("--prompt", default="", help="what to paint (fill) or the new background")
-    edit.add_argument("--negative-prompt")
-    edit.add_argument("--steps", type=int)
-    edit.add_argument("--guidance", type=float)
-    edit.add_argument("--strength", type=float)
-    edit.add_argument("--seed", type=int)
-    edit.add_argument("--num-images", type=int, help="number of variations")
-    edit.add_argument("--generative", action="store_true",
-                      help="erase with the inpainting model instead of the eraser (LaMa or OpenCV)")
+    _add_edit_flags(edit)
     edit.set_defaults(run=_edit)
+
+    batch = commands.add_parser("batch", parents=[common], help="one edit over many photos, the models loaded once")
+    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, or folders of photos (not recursive)")
+    batch.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                       help="folder for the results: OUTDIR/<photo's name>.png (variations get _2, _3, ...)")
+    batch.add_argument("--mode", required=True, choices=MODES)
+    batch.add_argument("--mask-dir", metavar="DIR",
+                       help="a mask per photo, named like it (any image type; 255 = selected); "
+                            "instead of text, point and box prompts")
+    _add_prompt_flags(batch)
+    _add_edit_flags(batch)
+    batch.add_argument("--overwrite", action="store_true", help="redo the photos whose output exists (skipped else)")
+    batch.set_defaults(run=_batch)
 
     models = commands.add_parser("models", parents=[common], help="list every model, and whether it is here")
     models.set_defaults(run=_models)
@@ -136,46 +133,39 @@ def _add_prompt_flags(parser: argparse.ArgumentParser) -> None:
                              "points inside a detected box refine that instance")
 
 
+def _add_edit_flags(parser: argparse.ArgumentParser) -> None:
+    """What `edit` and `batch` share after the selection: the mode's options."""
+    parser.add_argument("--invert", action="store_true", help="invert the selection first")
+    parser.add_argument("--prompt", default="", help="what to paint (fill) or the new background")
+    parser.add_argument("--negative-prompt")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--guidance", type=float)
+    parser.add_argument("--strength", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--num-images", type=int, help="number of variations")
+    parser.add_argument("--generative", action="store_true",
+                        help="erase with the inpainting model instead of the eraser (LaMa or OpenCV)")
+    parser.add_argument("--scale", type=int, choices=[2, 4],
+                        help="upscale: enlarge the whole photo 2 or 4 times (no selection, no prompt)")
+
+
 def config_path(given: str | None) -> str | None:
     if given is not None:
         return given
     return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
 
 
-def _prompts(args: argparse.Namespace) -> Prompts:
-    prompts = Prompts(box=parse_box(args.box) if args.box else None)
-    for text in args.point:
-        prompts = prompts.add_point(*parse_point(text), positive=True)
-    for text in args.neg_point:
-        prompts = prompts.add_point(*parse_point(text), positive=False)
-    return prompts
-
-
-def _select(engine: Engine, image: np.ndarray, args: argparse.Namespace, prompts: Prompts) -> np.ndarray:
-    """The selection the prompts make; with --text, the detected instances refined by the clicks."""
-    if args.text is None:
-        return engine.select(image, prompts)
-    found = engine.select_by_text(image, args.text, prompts)
-    listed = ", ".join(f"{d.label} {d.score:.2f} at {_box_text(d.box)}" for d in found.detections)
-    print(f"found {len(found.detections)}: {listed} (selected with {engine.backends.segmenter})")
-    return found.mask
-
-
-def _box_text(box: tuple[float, float, float, float]) -> str:
-    return ",".join(f"{v:.0f}" for v in box)
-
-
 def _segment(args: argparse.Namespace, config: Config) -> int:
     from editor.build import build_engine
     from editor.core.photo_io import load_image, save_png
+    from editor.modes import prompts_from, select
 
     quiet_libraries()
-    prompts = _prompts(args)
-    if prompts.is_empty and args.text is None:
+    if prompts_from(args).is_empty and args.text is None:
         raise EditorError("give --text QUERY, at least one --point, or a --box")
     image = load_image(args.image, config.max_image_pixels)
     engine = build_engine(config)
-    mask = _select(engine, image, args, prompts)
+    mask = select(engine, image, args, print)
     save_png(mask, args.output)
     print(f"wrote {args.output} ({mask.shape[1]}x{mask.shape[0]}, {int((mask > 0).sum())} pixels selected, "
           f"{engine.backends.segmenter})")
@@ -183,77 +173,27 @@ def _segment(args: argparse.Namespace, config: Config) -> int:
 
 
 def _edit(args: argparse.Namespace, config: Config) -> int:
-    from editor.core import masks
     from editor.build import build_engine
-    from editor.engine.ops import EditOptions
-    from editor.core.photo_io import load_image, load_mask, save_png
+    from editor.core.photo_io import load_image
+    from editor.modes import PROGRESS_UNITS, apply_mode, check_flags, selection, write
 
     quiet_libraries()
-    prompts = _prompts(args)
-    if args.mode == "upscale" or args.scale is not None:
-        return _upscale(args, config, prompts)
-    if args.mask and not (prompts.is_empty and args.text is None):
-        raise EditorError("give either --mask or text/point/box prompts, not both")
-    if not args.mask and prompts.is_empty and args.text is None:
-        raise EditorError("give a --mask, --text QUERY, at least one --point, or a --box")
-    if args.mode in ("fill", "background") and not args.prompt.strip():
-        raise EditorError(f"--mode {args.mode} needs --prompt TEXT")
+    check_flags(args, "--mask", args.mask is not None)
     image = load_image(args.image, config.max_image_pixels)
     engine = build_engine(config)
-    if args.mask:
-        mask = load_mask(args.mask, (image.shape[1], image.shape[0]), config.max_image_pixels)
-    else:
-        mask = _select(engine, image, args, prompts)
-    if args.invert:
-        mask = masks.invert(mask)
-    options = EditOptions(args.negative_prompt, args.steps, args.guidance, args.strength, args.seed, args.num_images,
-                          generative=args.generative)
-    with _ProgressBar() as progress:
-        if args.mode == "fill":
-            result = engine.fill(image, mask, args.prompt, options, progress)
-        elif args.mode == "erase":
-            result = engine.erase(image, mask, options, progress)
-        else:
-            result = engine.replace_background(image, mask, args.prompt, options, progress)
-    for index, edited in enumerate(result.images):
-        path = _variation_path(Path(args.output), index)
-        save_png(edited, path, result.metadata)
-        print(f"wrote {path} (seed {result.seed}, {result.metadata['model']})")
+    mask = selection(engine, image, args, Path(args.mask) if args.mask else None, config.max_image_pixels, print)
+    with _ProgressBar(*PROGRESS_UNITS.get(args.mode, ("generating", "step"))) as progress:
+        result = apply_mode(engine, image, mask, args, progress)
+    for path in write(result, Path(args.output)):
+        print(f"wrote {path} ({result.summary})")
     return 0
 
 
-def _upscale(args: argparse.Namespace, config: Config, prompts: Prompts) -> int:
-    """`edit --mode upscale --scale 2|4`: the whole photo, so a selection or a prompt is refused, not ignored."""
-    from editor.build import build_engine
-    from editor.core.photo_io import load_image, save_png
+def _batch(args: argparse.Namespace, config: Config) -> int:
+    from editor.batch import run
 
-    if args.mode != "upscale":
-        raise EditorError("--scale is for --mode upscale")
-    if args.scale is None:
-        raise EditorError("--mode upscale needs --scale 2 or 4")
-    if args.mask or args.text is not None or not prompts.is_empty or args.invert or args.prompt.strip():
-        raise EditorError("--mode upscale enlarges the whole photo: it takes no --mask, --text, --point, --box, "
-                          "--invert or --prompt")
-    image = load_image(args.image, config.max_image_pixels)
-    engine = build_engine(config)
-    with _ProgressBar("upscaling", "tile") as progress:
-        result = engine.upscale(image, args.scale, progress)
-    save_png(result.images[0], args.output, result.metadata)
-    height, width = result.images[0].shape[:2]
-    print(f"wrote {args.output} ({width}x{height}, {_upscaled_by(result.metadata['model'])})")
-    return 0
-
-
-def _upscaled_by(model: str) -> str:
-    from editor.models.base import LANCZOS_NAME
-
-    if model == LANCZOS_NAME:
-        return f"a plain Lanczos resize: no upscaling model is here; get one with `{fetch_command('upscaler')}`"
-    return f"upscaled by {model}"
-
-
-def _variation_path(output: Path, index: int) -> Path:
-    return output if index == 0 else output.with_name(f"{output.stem}_{index + 1}{output.suffix}")
+    quiet_libraries()
+    return run(args, config)
 
 
 class _ProgressBar:

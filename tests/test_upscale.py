@@ -289,7 +289,7 @@ def test_cli_edit_mode_upscale_writes_the_larger_photo_and_refuses_a_selection(
     printed = capsys.readouterr().out
     assert "plain Lanczos resize" in printed and "python -m editor download upscaler" in printed
     assert read_png_metadata(out)["model"] == LANCZOS_NAME
-    for extra, expected in ((["--point", "5,5"], "takes no --mask"), ([], "needs --scale 2 or 4")):
+    for extra, expected in ((["--point", "5,5"], "takes no selection"), ([], "needs --scale 2 or 4")):
         scale = [] if not extra else ["--scale", "2"]
         assert main(["edit", str(photo), "-o", str(out), "--mode", "upscale", *scale, *extra, *settings]) == 1
         error = capsys.readouterr().err

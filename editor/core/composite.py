@@ -87,6 +87,15 @@ def paste_alpha(mask: np.ndarray, grow_px: int, feather_px: int, protect: np.nda
     return alpha
 
 
+def cutout(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The photo (`HxWx3 uint8`) with `alpha` (`HxW uint8`, e.g. `paste_alpha` of the selection) as
+    its transparency: `HxWx4 uint8` RGBA. The colours are the photo's everywhere, under transparent
+    pixels too, so nothing is lost."""
+    if image.ndim != 3 or image.shape[2] != 3 or alpha.shape != image.shape[:2]:
+        raise ValueError(f"cutout needs an HxWx3 image and an HxW alpha, got {image.shape} and {alpha.shape}")
+    return np.dstack([image, alpha]).astype(np.uint8, copy=False)
+
+
 def paste_back(original: np.ndarray, patch: np.ndarray, plan: CropPlan, alpha: np.ndarray) -> np.ndarray:
     """A copy of `original` with `patch` (crop-sized) blended in through `alpha` (full-size).
 

@@ -52,7 +52,7 @@ def load_mask(source: str | Path | bytes, size: tuple[int, int], max_pixels: int
 
 def save_png(image: np.ndarray, path: str | Path, metadata: dict[str, str] | None = None,
              compress_level: int = 6) -> None:
-    """Write an RGB image or a single-channel mask losslessly, with text metadata; a lower
+    """Write an RGB or RGBA image or a single-channel mask losslessly, with text metadata; a lower
     `compress_level` (0-9) writes a bigger file much faster, with the same pixels."""
     try:
         Path(path).write_bytes(encode_png(image, metadata, compress_level))

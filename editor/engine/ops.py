@@ -328,6 +328,15 @@ class Engine:
         metadata = {"mode": "upscale", "scale": str(factor), "model": model, "software": "photo-editor"}
         return EditResult([result], np.full((height, width), 255, np.uint8), 0, metadata)
 
+    def cutout(self, image: np.ndarray, mask: np.ndarray, options: EditOptions = EditOptions()) -> np.ndarray:
+        """The selection cut out: `HxWx4 uint8` RGBA, the photo's colours with the selection grown
+        and feathered (`options.grow` / `.feather`, as an edit pastes it) as the alpha."""
+        mask = masks.require_selection(mask, image.shape[:2])
+        alpha = self._alpha(mask, options)
+        if masks.is_empty(alpha):
+            raise SelectionError("the selection shrinks to nothing with this grow: grow it less")
+        return composite.cutout(image, alpha)
+
     # --- internals -------------------------------------------------------------------------
 
     def _request(self, prompt: str, options: EditOptions, negative: str, strength: float) -> InpaintRequest:

@@ -8,6 +8,7 @@ leave the session as it was (see `guard`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import logging
 import re
@@ -24,7 +25,7 @@ from editor.core import masks
 from editor.ui import views
 from editor.core.config import Config
 from editor.engine.ops import UPSCALER_DOWNLOAD_HINT, EditOptions, EditResult, Engine
-from editor.core.errors import EditCancelled, EditorError, ImageError, describe
+from editor.core.errors import EditCancelled, EditorError, ImageError, SelectionError, describe
 from editor.core.photo_io import load_image, save_png
 from editor.models.base import LANCZOS_NAME
 from editor.ui.views import Marker
@@ -451,6 +452,34 @@ class Handlers:
                 older.unlink(missing_ok=True)
             partial = path.with_suffix(".part")
             save_png(session.image, partial, version.metadata, compress_level=DOWNLOAD_COMPRESSION)
+            partial.replace(path)
+        return gr.DownloadButton(value=str(path), interactive=True)
+
+    def cutout(self, session: Session) -> Any:
+        """The selection cut out of the working photo: an RGBA PNG at its full size, the alpha the
+        selection with its grow and soft edge (what the canvas draws). Off without a selection.
+
+        Chained after every change of the canvas, outside the model's queue; the selection's masks
+        are the ones the canvas was just drawn with (cached by the session).
+        """
+        off = gr.DownloadButton(value=None, interactive=False)
+        if not session.has_image or session.selection.is_empty:
+            return off
+        options = EditOptions(grow=session.grow_px, feather=session.feather_px)
+        try:
+            rgba = self.engine.cutout(session.image, session.selection_mask(self.engine.select), options)
+        except SelectionError:  # nothing selected (yet): the button says so by being off
+            return off
+        digest = hashlib.blake2b(rgba[..., 3].tobytes(), digest_size=6).hexdigest()  # the same cut-out: no new PNG
+        folder = self.sessions.folder(session.id) / "cutouts"
+        path = folder / f"{session.name}-cutout-{session.version.number}-{digest}.png"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            for older in folder.glob("*.png"):  # Gradio serves its own copy: one file per session is enough
+                older.unlink(missing_ok=True)
+            partial = path.with_suffix(".part")
+            save_png(rgba, partial, {"mode": "cutout", "software": "photo-editor"},
+                     compress_level=DOWNLOAD_COMPRESSION)
             partial.replace(path)
         return gr.DownloadButton(value=str(path), interactive=True)
 

@@ -208,6 +208,7 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
             undo = gr.Button("↶ Undo", elem_id="undo", interactive=False, size="md")
             redo = gr.Button("↷ Redo", elem_id="redo", interactive=False, size="md")
             download = gr.DownloadButton("⬇ Download PNG", elem_id="download", interactive=False, size="md", scale=2)
+            cutout = gr.DownloadButton("⬇ Cut-out PNG", elem_id="cutout", interactive=False, size="md", scale=2)
         history = gr.Gallery(label="Versions: click one to go back to it", elem_id="history", format="png",
                              columns=5, rows=1, height=100, allow_preview=False, object_fit="contain",
                              fit_columns=False, buttons=[])
@@ -215,7 +216,7 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
                 subtract_part=subtract_part, grow=grow, feather=feather, prompt=prompt, fill=fill, erase=erase,
                 background=background, cancel=cancel, negative=negative, steps=steps, guidance=guidance,
                 strength=strength, count=count, seed=seed, generative=generative, variations=variations, undo=undo,
-                redo=redo, download=download, history=history,
+                redo=redo, download=download, cutout=cutout, history=history,
                 upscale_2=upscale_2, upscale_4=upscale_4)
 
 
@@ -241,6 +242,9 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     canvas.upload(photo(handlers.upload), [state, canvas], photo_out, preprocess=False, **quick).then(**prepare)
     view["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick).then(**prepare)
     canvas.clear(guard(bind(handlers.canvas_cleared), 1), [state], [status], **quick)
+    # The canvas draws the photo and the selection (grow and soft edge included): each change of it
+    # remakes the cut-out PNG, outside the model's queue; the button is off while nothing is selected.
+    canvas.change(bind(handlers.cutout), [state], [controls["cutout"]], **quick)
 
     # Selecting: each click runs the segmenter (shared with the edits), then redraws the canvas.
     canvas.select(select(handlers.click), [state, controls["mode"]], selection_out, **gpu)

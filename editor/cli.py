@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
 
     edit = commands.add_parser("edit", parents=[common], help="fill, erase or replace the background")
     edit.add_argument("image")
-    edit.add_argument("-o", "--output", required=True, help="PNG to write (variations get _2, _3, ...)")
+    edit.add_argument("-o", "--output", required=True,
+                      help="file to write: .png, .jpg or .tif (else export.format), with the photo's colour profile "
+                           "and metadata (variations get _2, _3, ...)")
     edit.add_argument("--mode", required=True, choices=["fill", "erase", "background"])
     edit.add_argument("--mask", help="mask PNG (255 = selected); instead of text, point and box prompts")
     _add_prompt_flags(edit)
@@ -184,7 +186,7 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
     from editor.core import masks
     from editor.build import build_engine
     from editor.engine.ops import EditOptions
-    from editor.core.photo_io import load_image, load_mask, save_png
+    from editor.core.photo_io import edit_metadata, format_of, load_mask, load_photo, write_photo
 
     quiet_libraries()
     prompts = _prompts(args)
@@ -194,7 +196,7 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
         raise EditorError("give a --mask, --text QUERY, at least one --point, or a --box")
     if args.mode in ("fill", "background") and not args.prompt.strip():
         raise EditorError(f"--mode {args.mode} needs --prompt TEXT")
-    image = load_image(args.image, config.max_image_pixels)
+    image, info = load_photo(args.image, config.max_image_pixels)
     engine = build_engine(config)
     if args.mask:
         mask = load_mask(args.mask, (image.shape[1], image.shape[0]), config.max_image_pixels)
@@ -213,7 +215,9 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
             result = engine.replace_background(image, mask, args.prompt, options, progress)
     for index, edited in enumerate(result.images):
         path = _variation_path(Path(args.output), index)
-        save_png(edited, path, result.metadata)
+        export = config.export
+        write_photo(path, edited, info, edit_metadata([{"edit": args.mode, **result.metadata}]),
+                    format_of(path, export.format), export.colour, export.jpeg_quality)
         print(f"wrote {path} (seed {result.seed}, {result.metadata['model']})")
     return 0
 

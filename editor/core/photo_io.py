@@ -227,9 +227,10 @@ def _photo_info(img: Image.Image) -> PhotoInfo:
 
 
 def _upright_exif(img: Image.Image) -> bytes | None:
-    try:
-        exif = img.getexif()
-    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+    try:  # a copy: the image's own EXIF still has to turn the pixels upright
+        exif = Image.Exif()
+        exif.load(img.getexif().tobytes())
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, OverflowError):
         return None  # unreadable EXIF: the photo opens without it
     if img.format == "TIFF":
         for tag in _TIFF_LAYOUT_TAGS & set(exif):

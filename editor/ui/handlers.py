@@ -430,8 +430,8 @@ class Handlers:
         path = folder / f"{session.name}-edit-{version.number}.{EXTENSIONS[export.format]}"
         if not path.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            for older in folder.glob("*.*"):  # Gradio serves its own copy: one file per session is enough
-                older.unlink(missing_ok=True)
+            for older in (f for ext in EXTENSIONS.values() for f in folder.glob(f"*.{ext}")):
+                older.unlink(missing_ok=True)  # Gradio serves its own copy: one file per session is enough
             partial = path.with_suffix(".part")
             write_photo(partial, session.image, session.photo_info, edit_metadata(edit_steps(session)),
                         export.format, export.colour, export.jpeg_quality, DOWNLOAD_COMPRESSION)

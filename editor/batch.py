@@ -15,7 +15,7 @@ from pathlib import Path
 
 from editor.core.config import Config
 from editor.core.errors import EditorError, ModelUnavailableError
-from editor.core.photo_io import load_image
+from editor.core.photo_io import load_photo
 from editor.engine.ops import Engine
 from editor.modes import apply_mode, check_flags, selection, write
 
@@ -89,11 +89,11 @@ def _one(engine: Engine, config: Config, args: argparse.Namespace, photo: Path, 
     if output.exists() and not args.overwrite:
         return "skipped", f"skipped {photo.name}: {output} exists (--overwrite redoes it)"
     try:
-        image = load_image(photo, config.max_image_pixels)
+        image, info = load_photo(photo, config.max_image_pixels)
         mask_path = mask_for(photo, masks, args.mask_dir) if masks is not None else None
         result = apply_mode(engine, image, selection(engine, image, args, mask_path, config.max_image_pixels),
                             args)
-        paths = write(result, output)
+        paths = write(result, output, info, config.export)
     except ModelUnavailableError:
         raise  # the same for every photo: the run stops here, in one line
     except EditorError as exc:

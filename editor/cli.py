@@ -74,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 
     edit = commands.add_parser("edit", parents=[common], help="fill, erase, replace the background, upscale or cut out")
     edit.add_argument("image")
-    edit.add_argument("-o", "--output", required=True, help="PNG to write (variations get _2, _3, ...)")
+    edit.add_argument("-o", "--output", required=True,
+                      help="file to write: .png, .jpg or .tif (else export.format), with the photo's colour profile "
+                           "and metadata (variations get _2, _3, ...)")
     edit.add_argument("--mode", required=True, choices=MODES)
     edit.add_argument("--mask", help="mask PNG (255 = selected); instead of text, point and box prompts")
     _add_prompt_flags(edit)
@@ -174,17 +176,17 @@ def _segment(args: argparse.Namespace, config: Config) -> int:
 
 def _edit(args: argparse.Namespace, config: Config) -> int:
     from editor.build import build_engine
-    from editor.core.photo_io import load_image
+    from editor.core.photo_io import load_photo
     from editor.modes import PROGRESS_UNITS, apply_mode, check_flags, selection, write
 
     quiet_libraries()
     check_flags(args, "--mask", args.mask is not None)
-    image = load_image(args.image, config.max_image_pixels)
+    image, info = load_photo(args.image, config.max_image_pixels)
     engine = build_engine(config)
     mask = selection(engine, image, args, Path(args.mask) if args.mask else None, config.max_image_pixels, print)
     with _ProgressBar(*PROGRESS_UNITS.get(args.mode, ("generating", "step"))) as progress:
         result = apply_mode(engine, image, mask, args, progress)
-    for path in write(result, Path(args.output)):
+    for path in write(result, Path(args.output), info, config.export):
         print(f"wrote {path} ({result.summary})")
     return 0
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from editor.core import masks
 from editor.core.errors import EditorError
-from editor.core.photo_io import load_mask, save_png
+from editor.core.config import ExportConfig
+from editor.core.photo_io import PhotoInfo, edit_metadata, format_of, load_mask, write_photo
 from editor.core.prompts import Prompts, parse_box, parse_point
 from editor.engine.ops import EditOptions, EditResult, Engine
 from editor.models.base import LANCZOS_NAME, Progress, fetch_command
@@ -113,11 +114,16 @@ def apply_mode(engine: Engine, image: np.ndarray, mask: np.ndarray | None, args:
     raise EditorError(f"--mode {mode} is not in this version of the editor")
 
 
-def write(result: ModeResult, output: Path) -> list[Path]:
-    """Each image as a PNG: `output`, then `<stem>_2.png`, `<stem>_3.png`, ... for variations."""
+def write(result: ModeResult, output: Path, info: PhotoInfo, export: ExportConfig) -> list[Path]:
+    """Each image with the photo's colour profile and metadata, in the format `output`'s extension
+    names (else export.format): `output`, then `<stem>_2`, `<stem>_3`, ... for variations."""
     paths = [variation_path(output, index) for index in range(len(result.images))]
+    fmt = format_of(output, export.format)
+    if fmt == "jpeg" and result.images[0].shape[-1] == 4:
+        raise EditorError(f"{output.name}: JPEG has no transparency: write the cut-out as .png or .tif")
+    metadata = edit_metadata([{"edit": result.metadata.get("mode", ""), **result.metadata}])
     for image, path in zip(result.images, paths):
-        save_png(image, path, result.metadata)
+        write_photo(path, image, info, metadata, fmt, export.colour, export.jpeg_quality)
     return paths
 
 

@@ -92,6 +92,15 @@ class EraseConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """How a download and the CLI's output are written; the photo's EXIF, XMP, DPI and edit history always go along."""
+
+    format: Literal["png", "jpeg", "tiff"] = "png"  # png (lossless, default) | jpeg | tiff (lossless, uncompressed)
+    colour: Literal["keep", "srgb"] = "keep"  # keep: the photo's own profile, pixels untouched | srgb: converted
+    jpeg_quality: int = 95  # 1..100
+
+
+@dataclass(frozen=True)
 class Range:
     """The values a setting, a request and the page's slider all accept: low..high in steps of `step`."""
 
@@ -168,6 +177,7 @@ class Config:
     erase: EraseConfig = field(default_factory=EraseConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 _POSITIVE = {
@@ -302,6 +312,8 @@ def _check_range(key: str, value: Any) -> None:
         raise ConfigError(f"config key '{key}' must be in [0, 1], got {value!r}")
     if key in _NOT_BLANK and not value.strip():
         raise ConfigError(f"config key '{key}' must not be empty")
+    if key == "export.jpeg_quality" and not 1 <= value <= 100:
+        raise ConfigError(f"config key 'export.jpeg_quality' must be from 1 to 100, got {value!r}")
     if key == "server.port" and value > 65535:
         raise ConfigError(f"config key 'server.port' must be a port number from 1 to 65535, got {value!r}")
     if key == "server.host" and not is_host(value):

@@ -24,6 +24,7 @@ from editor.core.errors import EditorError
 INDEX = "index.json"
 FORMAT = 1  # bump when the index changes shape; older folders are then refused, not misread
 _NAME = re.compile(r"[a-z0-9_-]+\.npy")
+_BLOB = re.compile(r"[a-z0-9_-]+\.bin")  # a photo's ICC profile, EXIF or XMP, as read from its file
 
 
 class DamagedSession(EditorError):
@@ -53,6 +54,16 @@ class SessionFolder:
         array.flags.writeable = False
         return array
 
+    def save_bytes(self, name: str, data: bytes) -> None:
+        self._atomic(_checked(name, _BLOB), lambda out: out.write(data))
+
+    def load_bytes(self, name: str) -> bytes:
+        self._check_alive()
+        try:
+            return (self.path / _checked(name, _BLOB)).read_bytes()
+        except OSError as exc:
+            raise DamagedSession(f"the saved photo details of this session are missing ({name}: {exc})") from None
+
     def save_index(self, data: dict[str, Any]) -> None:
         text = json.dumps({"format": FORMAT, **data}, separators=(",", ":"))
         self._atomic(INDEX, lambda out: out.write(text.encode("utf-8")))
@@ -68,7 +79,7 @@ class SessionFolder:
 
     def remove(self, *names: str) -> None:
         for name in names:
-            (self.path / _checked(name)).unlink(missing_ok=True)
+            (self.path / _checked(name, _BLOB if name.endswith(".bin") else _NAME)).unlink(missing_ok=True)
 
     def arrays(self) -> set[str]:
         """The names of the arrays in the folder (to find the ones no index refers to any more)."""
@@ -118,8 +129,8 @@ class SessionFolder:
             raise EditorError(f"cannot save the session's history: {exc.strerror or exc}") from None
 
 
-def _checked(name: str) -> str:
-    """Array names are the session's own (v12.npy, t12.npy): never a path."""
-    if not _NAME.fullmatch(name):
+def _checked(name: str, pattern: re.Pattern[str] = _NAME) -> str:
+    """Array names are the session's own (v12.npy, t12.npy), like its other files (icc1.bin): never a path."""
+    if not pattern.fullmatch(name):
         raise ValueError(f"not an array name: {name!r}")
     return name

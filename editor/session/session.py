@@ -21,6 +21,7 @@ import numpy as np
 from editor.session import history
 from editor.core import masks
 from editor.core.errors import EditorError, SelectionError
+from editor.core.photo_io import PhotoInfo
 from editor.session.history import Box, History, Version
 from editor.session.pixel_cache import PixelCache
 from editor.core.prompts import (
@@ -113,6 +114,7 @@ class Session:
         self._lock = threading.RLock()
         self._history = History()
         self._names: dict[int, str] = {}  # the original's number -> the photo's name (download names)
+        self._infos: dict[int, PhotoInfo] = {}  # the original's number -> its profile and metadata (downloads, display)
         self._grow_px, self._feather_px = 0, feather_px
         self.variations: Variations | None = None
         self.edits_pending = 0  # edits queued or running
@@ -236,11 +238,33 @@ class Session:
         self._history.node(number)
         return self._history.children(number)
 
+    @property
     @_locked
-    def open(self, image: np.ndarray, name: str = "photo") -> Version:
-        """A new photo: a new original in the history; the other photos' versions stay."""
+    def photo_info(self) -> PhotoInfo:
+        """The working photo's colour profile and metadata, as read from its file."""
+        return self.info_of(self._working())
+
+    @_locked
+    def info_of(self, number: int) -> PhotoInfo:
+        """The colour profile and metadata of the photo version `number` was made from."""
+        return self._infos.get(self._history.root(number), PhotoInfo())
+
+    @_locked
+    def lineage(self, number: int | None = None) -> list[Version]:
+        """The versions from the original to `number` (default: the working one), in order."""
+        chain = [self._history.node(self._working() if number is None else number).version]
+        while chain[-1].parent is not None:
+            chain.append(self._history.node(chain[-1].parent).version)
+        return chain[::-1]
+
+    @_locked
+    def open(self, image: np.ndarray, name: str = "photo", info: PhotoInfo | None = None) -> Version:
+        """A new photo: a new original in the history; the other photos' versions stay. `info` (its
+        profile and metadata) is saved beside it, for the display and the downloads."""
         version = self._attach(image, "original", {}, parent=None)
         self._names[version.number] = name
+        if info is not None and info != PhotoInfo():
+            self._save_info(version.number, info)
         self._drop_variations()
         self._reset_selection()
         self._save()
@@ -654,6 +678,7 @@ class Session:
         self._folder.save_index({
             "history": self._history.to_json(),
             "names": {str(number): name for number, name in self._names.items()},
+            "photos": {str(number): _info_to_json(number, info) for number, info in self._infos.items()},
             "grow_px": self._grow_px,
             "feather_px": self._feather_px,
             "selection": selection,
@@ -730,9 +755,25 @@ class Session:
                     self._folder.path / f"v{version.number}.npy").is_file():
                 raise ValueError(f"the pixels of version {version.number} are missing")
         self._names = {int(number): str(name) for number, name in data["names"].items()}
+        self._infos = {int(number): self._info_from_json(item) for number, item in data.get("photos", {}).items()}
         self._grow_px, self._feather_px = int(data["grow_px"]), int(data["feather_px"])
         self._selections = [self._selection_from_json(data["selection"])]
         self.variations = None if data["variations"] is None else self._variations_from_json(data["variations"])
+
+    def _save_info(self, number: int, info: PhotoInfo) -> None:
+        """Write a photo's profile, EXIF and XMP once, as files beside its pixels (bytes, and kept out
+        of the index, which is rewritten at every click)."""
+        for kind, data in (("icc", info.icc_profile), ("exif", info.exif), ("xmp", info.xmp)):
+            if data:
+                self._folder.save_bytes(f"{kind}{number}.bin", data)
+        self._infos[number] = info
+
+    def _info_from_json(self, item: dict[str, Any]) -> PhotoInfo:
+        blobs = {kind: None if item[kind] is None else self._folder.load_bytes(str(item[kind]))
+                 for kind in ("icc", "exif", "xmp")}
+        dpi = item["dpi"]
+        return PhotoInfo(blobs["icc"], blobs["exif"], blobs["xmp"],
+                         None if dpi is None else (float(dpi[0]), float(dpi[1])))
 
     def _selection_from_json(self, data: dict[str, Any]) -> Selection:
         parts = tuple(part_from_json(part) for part in data["parts"])
@@ -771,6 +812,12 @@ class Session:
         self._history.node(number), self._history.node(base)
         metadata = {str(k): str(v) for k, v in data["metadata"].items()}
         return Variations(number, base, str(data["label"]), metadata, thumbnails, boxes, sizes, key, int(data["chosen"]))
+
+
+def _info_to_json(number: int, info: PhotoInfo) -> dict[str, Any]:
+    files = {kind: f"{kind}{number}.bin" if data else None
+             for kind, data in (("icc", info.icc_profile), ("exif", info.exif), ("xmp", info.xmp))}
+    return {**files, "dpi": None if info.dpi is None else list(info.dpi)}
 
 
 def _variations_to_json(variations: Variations) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from editor.ui import views
 from editor.core.config import Config
 from editor.engine.ops import UPSCALER_DOWNLOAD_HINT, EditOptions, EditResult, Engine
 from editor.core.errors import EditCancelled, EditorError, ImageError, SelectionError, describe
-from editor.core.photo_io import load_image, save_png
+from editor.core.photo_io import EXTENSIONS, edit_metadata, load_photo, write_photo
 from editor.models.base import LANCZOS_NAME
 from editor.ui.views import Marker
 from editor.session.session import ClickMode, Session
@@ -156,12 +156,12 @@ class Handlers:
             gr.Warning(message)
             return self._photo_outputs(session, warning(message))
         try:
-            image = load_image(path, self.config.max_image_pixels)
+            image, info = load_photo(path, self.config.max_image_pixels)
         except ImageError as exc:  # the canvas must drop the bad file and show what is kept
             gr.Warning(html.escape(str(exc)))
             return self._photo_outputs(session, warning(str(exc)))
         had_edits = session.has_image and len(session.versions) > 1
-        session.open(image, _safe_name(name))
+        session.open(image, _safe_name(name), info)
         height, width = image.shape[:2]
         kept = " The previous photo stays in the history." if had_edits else ""
         return self._photo_outputs(session, f"Opened **{plain_markdown(session.name)}** ({width}×{height}).{kept} "
@@ -432,26 +432,30 @@ class Handlers:
         variations = session.variations
         if variations is None or session.version.number != variations.number:
             return gr.Gallery(value=[], visible=False)
-        thumbs = [(thumbnail, f"{i + 1}") for i, thumbnail in enumerate(variations.thumbnails)]
+        shown = session.photo_info.to_srgb
+        thumbs = [(shown(thumbnail), f"{i + 1}") for i, thumbnail in enumerate(variations.thumbnails)]
         return gr.Gallery(value=thumbs, visible=True, selected_index=variations.chosen)
 
     def download(self, session: Session) -> Any:
-        """The working photo as a full-resolution PNG with its edit metadata (none for the original).
+        """The working photo at full resolution (none for the original), as `export` says: PNG, JPEG
+        or TIFF with the photo's ICC profile (or converted to sRGB), EXIF, XMP and DPI, and the
+        settings of every edit from the original to this version.
 
         Chained after every change of the photo, outside the model's queue: encoding a 24 MP PNG
         takes seconds, which nobody should wait for in the queue.
         """
         if not session.has_image or session.version.parent is None:
             return gr.DownloadButton(value=None, interactive=False)
-        version = session.version
+        version, export = session.version, self.config.export
         folder = self.sessions.folder(session.id) / "downloads"
-        path = folder / f"{session.name}-edit-{version.number}.png"
+        path = folder / f"{session.name}-edit-{version.number}.{EXTENSIONS[export.format]}"
         if not path.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            for older in folder.glob("*.png"):  # Gradio serves its own copy: one file per session is enough
-                older.unlink(missing_ok=True)
+            for older in (f for ext in EXTENSIONS.values() for f in folder.glob(f"*.{ext}")):
+                older.unlink(missing_ok=True)  # Gradio serves its own copy: one file per session is enough
             partial = path.with_suffix(".part")
-            save_png(session.image, partial, version.metadata, compress_level=DOWNLOAD_COMPRESSION)
+            write_photo(partial, session.image, session.photo_info, edit_metadata(edit_steps(session)),
+                        export.format, export.colour, export.jpeg_quality, DOWNLOAD_COMPRESSION)
             partial.replace(path)
         return gr.DownloadButton(value=str(path), interactive=True)
 
@@ -478,8 +482,9 @@ class Handlers:
             for older in folder.glob("*.png"):  # Gradio serves its own copy: one file per session is enough
                 older.unlink(missing_ok=True)
             partial = path.with_suffix(".part")
-            save_png(rgba, partial, {"mode": "cutout", "software": "photo-editor"},
-                     compress_level=DOWNLOAD_COMPRESSION)
+            # PNG whatever export.format says (JPEG has no transparency), in the photo's colour profile
+            write_photo(partial, rgba, session.photo_info, {"mode": "cutout", "software": "photo-editor"}, "png",
+                        self.config.export.colour, compress_level=DOWNLOAD_COMPRESSION)
             partial.replace(path)
         return gr.DownloadButton(value=str(path), interactive=True)
 
@@ -516,14 +521,21 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
     if mask is not None:
         small = masks.binary(views.downscale(mask, scale))
         shown_mask = masks.refine(small, round(session.grow_px * scale), round(session.feather_px * scale))
-    return views.draw(views.downscale(image, scale), shown_mask, markers, boxes, pending, names)
+    shown = session.photo_info.to_srgb(views.downscale(image, scale))  # the browser shows sRGB
+    return views.draw(shown, shown_mask, markers, boxes, pending, names)
 
 
 def history_thumbnails(session: Session) -> Gallery:
     """Every version of the session, each with its number and what made it; an edit made from an
-    earlier version names the version it branched from."""
+    earlier version names the version it branched from. Shown in sRGB, each in its photo's profile."""
     versions = session.versions
-    return [(v.thumbnail, _caption(v, versions[i - 1] if i else None)) for i, v in enumerate(versions)]
+    return [(session.info_of(v.number).to_srgb(v.thumbnail), _caption(v, versions[i - 1] if i else None))
+            for i, v in enumerate(versions)]
+
+
+def edit_steps(session: Session) -> list[dict[str, str]]:
+    """The settings of every edit from the original to the working version, for the download."""
+    return [{"version": str(v.number), "edit": v.label, **v.metadata} for v in session.lineage()[1:]]
 
 
 def _caption(version: Any, before: Any) -> str:
@@ -555,7 +567,8 @@ def compare_view(session: Session) -> tuple[Image, Image] | None:
     before = session.image_of(previous.number)
     if before.shape != session.image.shape:
         return None
-    return views.downscale(before, scale), views.downscale(session.image, scale)
+    shown = session.photo_info.to_srgb
+    return shown(views.downscale(before, scale)), shown(views.downscale(session.image, scale))
 
 
 def _editor_value(background: np.ndarray) -> dict[str, Any]:

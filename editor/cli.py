@@ -77,14 +77,23 @@ def _parser() -> argparse.ArgumentParser:
     _add_prompt_flags(segment)
     segment.set_defaults(run=_segment)
 
-    edit = commands.add_parser("edit", parents=[common], help="fill, erase or replace the background")
+    edit = commands.add_parser("edit", parents=[common],
+                               help="fill, erase, replace the background or extend the canvas")
     edit.add_argument("image")
     edit.add_argument("-o", "--output", required=True, help="PNG to write (variations get _2, _3, ...)")
-    edit.add_argument("--mode", required=True, choices=["fill", "erase", "background"])
+    edit.add_argument("--mode", required=True, choices=["fill", "erase", "background", "outpaint"],
+                      help="outpaint: extend the canvas by --extend or to --aspect and paint the new border "
+                           "(no selection: --mask, --text, --point, --box and --invert are refused)")
+    edit.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM", help="outpaint: pixels to add on each side")
+    edit.add_argument("--aspect", metavar="W:H",
+                      help="outpaint: grow the short side, evenly on both sides, to this aspect "
+                           "(16:9, 1:1, 9:16, any W:H)")
     edit.add_argument("--mask", help="mask PNG (255 = selected); instead of text, point and box prompts")
     _add_prompt_flags(edit)
     edit.add_argument("--invert", action="store_true", help="invert the selection first")
-    edit.add_argument("--prompt", default="", help="what to paint (fill) or the new background")
+    edit.add_argument("--prompt", default="",
+                      help="what to paint (fill), the new background, or what the new border shows (outpaint; "
+                           "default: a seamless continuation of the scene)")
     edit.add_argument("--negative-prompt")
     edit.add_argument("--steps", type=int)
     edit.add_argument("--guidance", type=float)
@@ -187,6 +196,10 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
     from editor.core.photo_io import load_image, load_mask, save_png
 
     quiet_libraries()
+    if args.mode == "outpaint":
+        return _outpaint(args, config)
+    if args.extend is not None or args.aspect is not None:
+        raise EditorError("--extend and --aspect are for --mode outpaint")
     prompts = _prompts(args)
     if args.mask and not (prompts.is_empty and args.text is None):
         raise EditorError("give either --mask or text/point/box prompts, not both")
@@ -215,6 +228,36 @@ def _edit(args: argparse.Namespace, config: Config) -> int:
         path = _variation_path(Path(args.output), index)
         save_png(edited, path, result.metadata)
         print(f"wrote {path} (seed {result.seed}, {result.metadata['model']})")
+    return 0
+
+
+def _outpaint(args: argparse.Namespace, config: Config) -> int:
+    """`edit --mode outpaint`: the canvas extended by --extend or to --aspect, no selection."""
+    from editor.build import build_engine
+    from editor.core import canvas
+    from editor.engine.ops import EditOptions
+    from editor.core.photo_io import load_image, save_png
+
+    given = [flag for flag, value in (("--mask", args.mask), ("--text", args.text), ("--point", args.point),
+                                      ("--neg-point", args.neg_point), ("--box", args.box),
+                                      ("--invert", args.invert)) if value]
+    if given:
+        raise EditorError(f"--mode outpaint needs no selection: drop {', '.join(given)}")
+    if (args.extend is None) == (args.aspect is None):
+        raise EditorError("--mode outpaint needs either --extend LEFT,TOP,RIGHT,BOTTOM or --aspect W:H")
+    image = load_image(args.image, config.max_image_pixels)
+    height, width = image.shape[:2]
+    extend = canvas.parse_extend(args.extend) if args.extend is not None else \
+        canvas.extend_for_aspect(width, height, args.aspect)
+    engine = build_engine(config)
+    options = EditOptions(args.negative_prompt, args.steps, args.guidance, args.strength, args.seed, args.num_images)
+    with _ProgressBar() as progress:
+        result = engine.outpaint(image, extend, args.prompt, options, progress)
+    for index, edited in enumerate(result.images):
+        path = _variation_path(Path(args.output), index)
+        save_png(edited, path, result.metadata)
+        print(f"wrote {path} ({edited.shape[1]}x{edited.shape[0]}, extended by {result.metadata['extend']}, "
+              f"seed {result.seed}, {result.metadata['model']})")
     return 0
 
 

@@ -34,7 +34,8 @@ def check_extend(extend: tuple[int, ...]) -> Extend:
     """The four paddings, refused unless each is a non-negative whole number and one is above 0."""
     values = tuple(extend)
     if len(values) != 4 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        raise EditorError(f"the extension must be four whole numbers of pixels (left, top, right, bottom), got {extend}")
+        raise EditorError(f"the extension must be four whole numbers of pixels (left, top, right, bottom), "
+                          f"got {extend}")
     if any(v < 0 for v in values):
         raise EditorError(f"the extension cannot be negative (left, top, right, bottom), got {values}")
     if not any(values):

@@ -17,8 +17,14 @@ from editor.session.store import SessionStore
 from editor.ui.handlers import Handlers
 from tests.conftest import tiny_config
 
-OPTIONS = EditOptions(seed=7, steps=2)
+OPTIONS = EditOptions(seed=7, steps=1)  # each piece costs seconds on a busy CPU, even with the tiny model
 TINY_NATIVE = 256  # the tiny SD2 model: 32 latents x 8
+
+
+@pytest.fixture
+def small(photo: np.ndarray) -> np.ndarray:
+    """The photo at 160x120: any extension that stays within the tiny model's native size is one piece."""
+    return np.ascontiguousarray(photo[::2, ::2])
 
 
 def at_offset(result: np.ndarray, image: np.ndarray, extend: canvas.Extend) -> np.ndarray:
@@ -155,21 +161,22 @@ def test_fill_border_changes_the_border_only_and_each_piece_sees_the_earlier_one
 
 
 def test_outpaint_keeps_the_original_exact_at_its_offset(sam_sd2_engine: Engine, photo: np.ndarray) -> None:
-    extend = (64, 32, 96, 0)
+    extend = (48, 8, 48, 0)  # 416x248: wider than the tiny model's 256, so two pieces
     steps: list[tuple[int, int]] = []
-    result = sam_sd2_engine.outpaint(photo, extend, "a meadow", OPTIONS, lambda done, total: steps.append((done, total)))
+    result = sam_sd2_engine.outpaint(photo, extend, "a meadow", EditOptions(seed=7, steps=2),
+                                     lambda done, total: steps.append((done, total)))
     (out,) = result.images
-    assert out.shape == (240 + 32, 320 + 64 + 96, 3)
+    assert out.shape == (240 + 8, 320 + 48 + 48, 3)
     assert np.array_equal(at_offset(out, photo, extend), photo), "the original is bit-exact at its offset"
     prefilled = canvas.extend_canvas(photo, extend)
     border = result.mask > 0
-    assert border.sum() == 480 * 272 - 320 * 240
+    assert border.sum() == 416 * 248 - 320 * 240
     assert (np.abs(out[border].astype(int) - prefilled[border]).max(axis=1) > 8).mean() > 0.5, "the border is painted"
-    pieces = strategy.border_pieces((480, 272), canvas.original_box(320, 240, extend), TINY_NATIVE, 64)
-    assert len(pieces) > 1
-    assert steps[-1][0] == steps[-1][1] and steps[-1][1] == len(pieces) * 2, "one progress bar over every piece"
-    assert [done for done, _ in steps] == sorted(done for done, _ in steps)
-    assert result.metadata["mode"] == "outpaint" and result.metadata["extend"] == "64,32,96,0"
+    pieces = strategy.border_pieces((416, 248), canvas.original_box(320, 240, extend), TINY_NATIVE, 64)
+    assert len(pieces) == 2
+    assert steps[-1] == (4, 4), "one progress bar over every piece: 2 pieces x 2 steps"
+    assert [done for done, _ in steps] == [1, 2, 3, 4]
+    assert result.metadata["mode"] == "outpaint" and result.metadata["extend"] == "48,8,48,0"
     assert result.metadata["prompt"] == "a meadow" and result.metadata["seed"] == "7"
     assert result.metadata["steps"] == "2" and result.metadata["model"]
 
@@ -187,25 +194,25 @@ def replace_feather(options: EditOptions, feather: int) -> EditOptions:
     return EditOptions(**{**options.__dict__, "feather": feather})
 
 
-@pytest.mark.parametrize("aspect, size", [("16:9", (427, 240)), ("9:16", (320, 569))])
-def test_outpaint_to_an_aspect_has_the_expected_size(sam_sd2_engine: Engine, photo: np.ndarray, aspect: str,
+@pytest.mark.parametrize("aspect, size", [("16:9", (213, 120)), ("9:16", (160, 284))])
+def test_outpaint_to_an_aspect_has_the_expected_size(sam_sd2_engine: Engine, small: np.ndarray, aspect: str,
                                                      size: tuple[int, int]) -> None:
-    extend = canvas.extend_for_aspect(320, 240, aspect)
-    result = sam_sd2_engine.outpaint(photo, extend, "", OPTIONS)
+    extend = canvas.extend_for_aspect(160, 120, aspect)
+    result = sam_sd2_engine.outpaint(small, extend, "", OPTIONS)
     out = result.images[0]
     assert (out.shape[1], out.shape[0]) == size
-    assert np.array_equal(at_offset(out, photo, extend), photo)
+    assert np.array_equal(at_offset(out, small, extend), small)
     assert result.metadata["prompt"] == OUTPAINT_PROMPT, "an empty prompt continues the scene"
 
 
-def test_outpaint_variations_each_keep_the_original(sam_sd2_engine: Engine, photo: np.ndarray) -> None:
+def test_outpaint_variations_each_keep_the_original(sam_sd2_engine: Engine, small: np.ndarray) -> None:
     extend = (0, 0, 40, 0)
-    result = sam_sd2_engine.outpaint(photo, extend, "a wall", EditOptions(seed=3, steps=2, num_images=2))
+    result = sam_sd2_engine.outpaint(small, extend, "a wall", EditOptions(seed=3, steps=1, num_images=2))
     first, second = result.images
     assert not np.array_equal(first, second)
     for out in result.images:
-        assert np.array_equal(at_offset(out, photo, extend), photo)
-    single = sam_sd2_engine.outpaint(photo, extend, "a wall", EditOptions(seed=3, steps=2)).images[0]
+        assert np.array_equal(at_offset(out, small, extend), small)
+    single = sam_sd2_engine.outpaint(small, extend, "a wall", EditOptions(seed=3, steps=1)).images[0]
     assert np.array_equal(single, first), "variation 1 is what a single run with the seed gives"
 
 
@@ -236,30 +243,30 @@ def test_outpaint_refuses_a_bad_extension(sam_sd2_engine: Engine, photo: np.ndar
 
 
 @pytest.fixture
-def cli_setup(tmp_path: Path, photo: np.ndarray, tiny_sd2_dir: Path, empty_models_dir: Path) -> tuple[Path, list[str]]:
+def cli_setup(tmp_path: Path, small: np.ndarray, tiny_sd2_dir: Path, empty_models_dir: Path) -> tuple[Path, list[str]]:
     path = tmp_path / "photo.png"
-    save_png(photo, path)
+    save_png(small, path)
     settings = ["--set", "device=cpu", "--set", f"models_dir={empty_models_dir}", "--set", "auto_download=false",
-                "--set", "inpaint.steps=2", "--set", "inpaint.strength=1.0", "--set", f"inpaint.model={tiny_sd2_dir}"]
+                "--set", "inpaint.steps=1", "--set", "inpaint.strength=1.0", "--set", f"inpaint.model={tiny_sd2_dir}"]
     return path, settings
 
 
-def test_cli_outpaint_with_extend_and_aspect(cli_setup: tuple[Path, list[str]], photo: np.ndarray,
+def test_cli_outpaint_with_extend_and_aspect(cli_setup: tuple[Path, list[str]], small: np.ndarray,
                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, settings = cli_setup
     wider = tmp_path / "wider.png"
     assert cli.main(["edit", str(path), "-o", str(wider), "--mode", "outpaint", "--extend", "16,0,40,8",
                      "--prompt", "a meadow", "--seed", "5", *settings]) == 0
     out = load_image(wider, 10**8)
-    assert out.shape == (248, 376, 3) and np.array_equal(out[0:240, 16:336], photo)
+    assert out.shape == (128, 216, 3) and np.array_equal(out[0:120, 16:176], small)
     metadata = read_png_metadata(wider)
     assert metadata["mode"] == "outpaint" and metadata["extend"] == "16,0,40,8" and metadata["seed"] == "5"
-    assert "376x248" in capsys.readouterr().out
+    assert "216x128" in capsys.readouterr().out
 
     square = tmp_path / "square.png"
     assert cli.main(["edit", str(path), "-o", str(square), "--mode", "outpaint", "--aspect", "1:1", *settings]) == 0
     out = load_image(square, 10**8)
-    assert out.shape == (320, 320, 3) and np.array_equal(out[40:280], photo)
+    assert out.shape == (160, 160, 3) and np.array_equal(out[20:140], small)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -280,11 +287,11 @@ def test_cli_outpaint_refusals_are_one_line(cli_setup: tuple[Path, list[str]], t
     assert not (tmp_path / "out.png").exists()
 
 
-def test_cli_outpaint_without_the_model_names_the_download(tmp_path: Path, photo: np.ndarray,
+def test_cli_outpaint_without_the_model_names_the_download(tmp_path: Path, small: np.ndarray,
                                                           empty_models_dir: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "photo.png"
-    save_png(photo, path)
+    save_png(small, path)
     code = cli.main(["edit", str(path), "-o", str(tmp_path / "out.png"), "--mode", "outpaint", "--extend", "0,0,8,0",
                      "--set", "device=cpu", "--set", f"models_dir={empty_models_dir}", "--set", "auto_download=false"])
     err = capsys.readouterr().err
@@ -307,31 +314,31 @@ def page_handlers(engine: Engine, tmp_path: Path) -> Handlers:
     return Handlers(engine, tiny_config(tmp_path), [], store)
 
 
-PAGE = dict(prompt="a meadow", negative="", steps=2, guidance=5.0, strength=1.0, seed=7, count=1, generative=False)
+PAGE = dict(prompt="a meadow", negative="", steps=1, guidance=5.0, strength=1.0, seed=7, count=1, generative=False)
 
 
-def test_page_extend_canvas_is_an_undoable_edit(sam_sd2_engine: Engine, tmp_path: Path, photo: np.ndarray) -> None:
+def test_page_extend_canvas_is_an_undoable_edit(sam_sd2_engine: Engine, tmp_path: Path, small: np.ndarray) -> None:
     handlers = page_handlers(sam_sd2_engine, tmp_path)
     session = handlers.new_session()
-    session.open(photo, "photo")
-    session.click(160, 120, "add")
+    session.open(small, "photo")
+    session.click(80, 60, "add")
     outputs = handlers.outpaint(session, **PAGE, aspect="none", left=0, top=16, right=48, bottom=None)
     assert "Extend canvas done" in outputs[0]
-    assert session.image.shape == (256, 368, 3)
-    assert np.array_equal(session.image[16:256, 0:320], photo)
+    assert session.image.shape == (136, 208, 3)
+    assert np.array_equal(session.image[16:136, 0:160], small)
     assert session.selection.is_empty, "the selection resets: it was drawn on the smaller photo"
     assert session.version.metadata["mode"] == "outpaint" and session.version.label == "extend canvas: a meadow"
-    assert outputs[1].shape[:2] == (256, 368), "the canvas shows the extended photo"
+    assert outputs[1].shape[:2] == (136, 208), "the canvas shows the extended photo"
     extended = session.image.copy()
 
     handlers.undo(session)
-    assert np.array_equal(session.image, photo), "undo gives back the original size and pixels"
+    assert np.array_equal(session.image, small), "undo gives back the original size and pixels"
     handlers.redo(session)
     assert np.array_equal(session.image, extended)
 
     handlers.outpaint(session, **{**PAGE, "prompt": ""}, aspect="1:1", left=5, top=5, right=5, bottom=5)
-    assert session.image.shape == (368, 368, 3), "an aspect wins over the pixels per side"
-    assert np.array_equal(session.image[56:312], extended)
+    assert session.image.shape == (208, 208, 3), "an aspect wins over the pixels per side"
+    assert np.array_equal(session.image[36:172], extended)
     assert session.version.label == "extend canvas"
     assert len(session.versions) == 3
 
@@ -341,11 +348,11 @@ def test_page_extend_canvas_is_an_undoable_edit(sam_sd2_engine: Engine, tmp_path
     ((0, -4, 0, 0), "cannot be negative"),
     ((0, 1.5, 0, 0), "whole numbers"),
 ])
-def test_page_extend_canvas_refuses_bad_sides(sam_sd2_engine: Engine, tmp_path: Path, photo: np.ndarray,
+def test_page_extend_canvas_refuses_bad_sides(sam_sd2_engine: Engine, tmp_path: Path, small: np.ndarray,
                                               sides: tuple, message: str) -> None:
     handlers = page_handlers(sam_sd2_engine, tmp_path)
     session = handlers.new_session()
-    session.open(photo, "photo")
+    session.open(small, "photo")
     left, top, right, bottom = sides
     with pytest.raises(EditorError, match=message):
         handlers.outpaint(session, **PAGE, aspect="none", left=left, top=top, right=right, bottom=bottom)

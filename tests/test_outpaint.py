@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from editor import cli
-from editor.core import canvas
+from editor.core import canvas, composite, masks
+from editor.core.composite import CropPlan
 from editor.core.errors import EditorError, ModelUnavailableError
 from editor.core.photo_io import load_image, read_png_metadata, save_png
 from editor.engine import strategy
@@ -155,6 +156,25 @@ def test_fill_border_changes_the_border_only_and_each_piece_sees_the_earlier_one
     shared &= border > 0
     assert shared.any(), "neighbouring pieces overlap on the border"
     assert (seen[1][second.crop(shared)] == 200).all(), "the second piece sees what the first painted"
+
+
+@pytest.mark.parametrize("extend", [(10, 0, 20, 5), (0, 3, 0, 0), (30, 30, 30, 30), (1, 1, 1, 1)])
+@pytest.mark.parametrize("feather", [0, 1, 8])
+def test_the_soft_seam_fades_on_the_border_side_only(extend: canvas.Extend, feather: int) -> None:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (60, 80, 3), np.uint8)
+    prefilled = canvas.extend_canvas(image, extend)
+    painted = rng.integers(0, 256, prefilled.shape, np.uint8)
+    painted[canvas.border_mask(80, 60, extend) == 0] = prefilled[canvas.border_mask(80, 60, extend) == 0]
+    out = strategy.soft_seam(prefilled, painted.copy(), canvas.original_box(80, 60, extend), feather)
+    assert np.array_equal(at_offset(out, image, extend), image)
+    border = canvas.border_mask(80, 60, extend)
+    # The same as blending the whole canvas through the border shrunk and feathered back out.
+    alpha = composite.paste_alpha(border, -feather, feather, protect=masks.invert(border))
+    height, width = border.shape
+    assert np.array_equal(out, composite.paste_back(prefilled, painted, CropPlan(0, 0, width, height, 0, 0), alpha))
+    far = masks.shrink(border, 2 * feather) > 0
+    assert np.array_equal(out[far], painted[far]), "beyond the fade, the border is all painted"
 
 
 # --- the engine ------------------------------------------------------------------------------

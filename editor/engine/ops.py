@@ -315,11 +315,9 @@ class Engine:
         feather = self._feather(options)
         blend = max(OUTPAINT_BLEND_PX, feather)
         native = inpainter.native_size
-        pieces = strategy.border_pieces((new_width, new_height), canvas.original_box(width, height, extend), native,
-                                        overlap=max(native // 4, 3 * blend))
+        inner = canvas.original_box(width, height, extend)
+        pieces = strategy.border_pieces((new_width, new_height), inner, native, overlap=max(native // 4, 3 * blend))
         ring = max(4, self.composite.feather) if self.composite.match_color else 0
-        seam = composite.paste_alpha(border, -feather, feather, protect=masks.invert(border))
-        whole = composite.CropPlan(0, 0, new_width, new_height, new_width, new_height)
         runs, calls = len(pieces) * request.num_images, itertools.count()
         images = []
         for index in range(request.num_images):
@@ -332,7 +330,7 @@ class Engine:
                 return inpainter.inpaint(work, hole, chain, step, cancel)[0]
 
             painted = strategy.fill_border(prefilled, border, pieces, model, blend, multiple=8, ring_px=ring)
-            images.append(composite.paste_back(prefilled, painted, whole, seam))
+            images.append(strategy.soft_seam(prefilled, painted, inner, feather))
         metadata = self._metadata("outpaint", request, inpainter.model_name)
         metadata["extend"] = ",".join(str(side) for side in extend)
         return EditResult(images, border, request.seed, metadata)

@@ -157,6 +157,28 @@ def fill_border(canvas: np.ndarray, border: np.ndarray, pieces: list[CropPlan], 
     return result
 
 
+def soft_seam(prefilled: np.ndarray, painted: np.ndarray, inner: Box, feather_px: int) -> np.ndarray:
+    """`painted` with its border fading into `prefilled` over the `feather_px` pixels next to `inner`
+    (the original): soft on the border side only, the original copied exactly. Changes `painted`.
+
+    Only a ring around the original is worked on (farther out the border is painted's), so a big
+    canvas costs no canvas-sized float arrays.
+    """
+    height, width = painted.shape[:2]
+    x0, y0, x1, y1 = inner
+    reach = 2 * feather_px + 2  # the fade's width, and the shrunk border's edge it is measured from
+    ring = CropPlan(max(0, x0 - reach), max(0, y0 - reach), min(width, x1 + reach), min(height, y1 + reach), 0, 0)
+    rw, rh = ring.size
+    border = np.full((rh, rw), 255, np.uint8)
+    border[y0 - ring.y0:y1 - ring.y0, x0 - ring.x0:x1 - ring.x0] = 0
+    # Shrunk, then feathered back out: 255 deep in the border, fading to the original's edge, 0 over it.
+    alpha = composite.paste_alpha(border, -feather_px, feather_px, protect=masks.invert(border))
+    whole = CropPlan(0, 0, rw, rh, rw, rh)
+    painted[ring.y0:ring.y1, ring.x0:ring.x1] = composite.paste_back(ring.crop(prefilled), ring.crop(painted), whole,
+                                                                     alpha)
+    return painted
+
+
 def _starts(length: int, side: int, overlap: int) -> list[int]:
     """Evenly spaced starts of crops of `side` along `length`, neighbours overlapping by `overlap` or more."""
     if side >= length:

@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                            "(no selection: --mask, --text, --point, --box and --invert are refused)")
     edit.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM", help="outpaint: pixels to add on each side")
     edit.add_argument("--aspect", metavar="W:H",
-                      help="outpaint: grow the short side, evenly on both sides, to this aspect "
+                      help="outpaint: grow the width or the height, evenly on both sides, to this aspect "
                            "(16:9, 1:1, 9:16, any W:H)")
     edit.add_argument("--mask", help="mask PNG (255 = selected); instead of text, point and box prompts")
     _add_prompt_flags(edit)

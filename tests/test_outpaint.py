@@ -66,7 +66,7 @@ def test_an_aspect_grows_the_short_side_evenly(aspect: str, size: tuple[int, int
     extend = canvas.extend_for_aspect(320, 240, aspect)
     assert canvas.extended_size(320, 240, extend) == size
     left, top, right, bottom = extend
-    assert (left, right) == (0, 0) or (top, bottom) == (0, 0), "only the short side grows"
+    assert (left, right) == (0, 0) or (top, bottom) == (0, 0), "only the dimension short for the aspect grows"
     assert abs(left - right) <= 1 and abs(top - bottom) <= 1, "split evenly"
     ratio = canvas.parse_aspect(aspect)
     width, height = size

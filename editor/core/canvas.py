@@ -56,8 +56,9 @@ def parse_aspect(text: str) -> float:
 
 
 def extend_for_aspect(width: int, height: int, aspect: str) -> Extend:
-    """The paddings that bring a `width` x `height` photo to `aspect` ("16:9") by growing its short
-    side only, split evenly between the two sides (the odd pixel goes right or bottom)."""
+    """The paddings that bring a `width` x `height` photo to `aspect` ("16:9") by growing only the
+    dimension that is short for it (the width when the photo is too narrow, else the height), split
+    evenly between its two sides (the odd pixel goes right or bottom), to the nearest whole pixel."""
     ratio = parse_aspect(aspect)
     if width / height < ratio:  # too narrow: grow the width
         total = round(height * ratio) - width

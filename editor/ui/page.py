@@ -224,7 +224,7 @@ def _extend_controls() -> dict[str, Any]:
     with gr.Accordion("Extend canvas: a wider or taller photo, the new border painted", open=False,
                       elem_id="extend"):
         aspect = gr.Dropdown([("none: the pixels per side below", "none"), *[(a, a) for a in ASPECTS]],
-                             value="none", label="Target aspect (grows the short side, evenly on both sides)",
+                             value="none", label="Target aspect (grows the width or the height, evenly on both sides)",
                              elem_id="extend-aspect")
         with gr.Row():
             sides = {side: gr.Number(0, precision=0, minimum=0, label=f"{side.capitalize()} (px)",

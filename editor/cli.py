@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_prompt_flags(segment)
     segment.set_defaults(run=_segment)
 
-    edit = commands.add_parser("edit", parents=[common], help="fill, erase, replace the background, upscale or cut out")
+    edit = commands.add_parser("edit", parents=[common], help="fill, erase, replace the background, extend the canvas, upscale or cut out")
     edit.add_argument("image")
     edit.add_argument("-o", "--output", required=True,
                       help="file to write: .png, .jpg or .tif (else export.format), with the photo's colour profile "
@@ -138,7 +138,9 @@ def _add_prompt_flags(parser: argparse.ArgumentParser) -> None:
 def _add_edit_flags(parser: argparse.ArgumentParser) -> None:
     """What `edit` and `batch` share after the selection: the mode's options."""
     parser.add_argument("--invert", action="store_true", help="invert the selection first")
-    parser.add_argument("--prompt", default="", help="what to paint (fill) or the new background")
+    parser.add_argument("--prompt", default="",
+                        help="what to paint (fill), the new background, or what the new border shows (outpaint; "
+                             "default: a seamless continuation of the scene)")
     parser.add_argument("--negative-prompt")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--guidance", type=float)
@@ -147,6 +149,11 @@ def _add_edit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=int, help="number of variations")
     parser.add_argument("--generative", action="store_true",
                         help="erase with the inpainting model instead of the eraser (LaMa or OpenCV)")
+    parser.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM",
+                        help="outpaint: pixels to add on each side (outpaint and upscale take no selection)")
+    parser.add_argument("--aspect", metavar="W:H",
+                        help="outpaint: grow the width or the height, evenly on both sides, to this aspect "
+                             "(16:9, 1:1, 9:16, any W:H)")
     parser.add_argument("--scale", type=int, choices=[2, 4],
                         help="upscale: enlarge the whole photo 2 or 4 times (no selection, no prompt)")
 

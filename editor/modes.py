@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from editor.core import masks
+from editor.core import canvas, masks
 from editor.core.errors import EditorError
 from editor.core.config import ExportConfig
 from editor.core.photo_io import PhotoInfo, edit_metadata, format_of, load_mask, write_photo
@@ -45,9 +45,17 @@ def check_flags(args: argparse.Namespace, mask_flag: str, has_mask: bool) -> Non
         if not has_mask and not prompted:
             raise EditorError(f"give {mask_flag}, --text QUERY, at least one --point, or a --box")
     elif has_mask or prompted or args.invert:
-        raise EditorError(f"--mode {args.mode} works on the whole photo: it takes no selection")
+        given = [flag for flag, value in ((mask_flag, has_mask), ("--text", args.text is not None),
+                                          ("--point", args.point), ("--neg-point", args.neg_point),
+                                          ("--box", args.box), ("--invert", args.invert)) if value]
+        raise EditorError(f"--mode {args.mode} works on the whole photo, it takes no selection: "
+                          f"drop {', '.join(given)}")
     if args.mode in PROMPT_MODES and not args.prompt.strip():
         raise EditorError(f"--mode {args.mode} needs --prompt TEXT")
+    if args.mode == "outpaint" and (args.extend is None) == (args.aspect is None):
+        raise EditorError("--mode outpaint needs either --extend LEFT,TOP,RIGHT,BOTTOM or --aspect W:H")
+    if args.mode != "outpaint" and (args.extend is not None or args.aspect is not None):
+        raise EditorError("--extend and --aspect are for --mode outpaint")
     if (args.mode == "upscale") != (args.scale is not None):
         raise EditorError("--mode upscale needs --scale 2 or 4" if args.mode == "upscale" else
                           "--scale is for --mode upscale")
@@ -111,6 +119,8 @@ def apply_mode(engine: Engine, image: np.ndarray, mask: np.ndarray | None, args:
         return _cutout(engine, image, mask, options)
     if mode == "upscale":
         return _upscaled(engine.upscale(image, args.scale, progress))
+    if mode == "outpaint":
+        return _outpainted(engine.outpaint(image, _extend(image, args), args.prompt, options, progress))
     raise EditorError(f"--mode {mode} is not in this version of the editor")
 
 
@@ -133,6 +143,19 @@ def variation_path(output: Path, index: int) -> Path:
 
 def _edited(result: EditResult) -> ModeResult:
     return ModeResult(result.images, result.metadata, f"seed {result.seed}, {result.metadata['model']}")
+
+
+def _extend(image: np.ndarray, args: argparse.Namespace) -> canvas.Extend:
+    """--extend's paddings, or --aspect's for this photo's size (each photo of a batch its own)."""
+    if args.extend is not None:
+        return canvas.parse_extend(args.extend)
+    return canvas.extend_for_aspect(image.shape[1], image.shape[0], args.aspect)
+
+
+def _outpainted(result: EditResult) -> ModeResult:
+    height, width = result.images[0].shape[:2]
+    return ModeResult(result.images, result.metadata, f"{width}x{height}, extended by {result.metadata['extend']}, "
+                                                      f"seed {result.seed}, {result.metadata['model']}")
 
 
 def _upscaled(result: EditResult) -> ModeResult:

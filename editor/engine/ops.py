@@ -1,4 +1,4 @@
-"""The editing operations: select, fill, erase, replace background, upscale.
+"""The editing operations: select, fill, erase, replace background, extend the canvas, upscale, cut out.
 
 Each takes a full-resolution photo (`HxWx3 uint8`) and returns new arrays; inputs are never
 changed. Models see only a crop around the edit at their native size; the result is pasted
@@ -6,13 +6,14 @@ back so that every pixel outside the grown and feathered mask is the input's, bi
 """
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from editor.core import composite, masks
+from editor.core import canvas, composite, masks
 from editor.core.config import (
     CompositeConfig, EraseConfig, EraserConfig, InpaintConfig, LimitsConfig, UpscalerConfig,
 )
@@ -30,6 +31,8 @@ DOWNLOAD_HINT = fetch_command("inpainter")
 DETECTOR_DOWNLOAD_HINT = fetch_command("detector")
 UPSCALER_DOWNLOAD_HINT = fetch_command("upscaler")
 UPSCALE_FACTORS = (2, 4)
+OUTPAINT_PROMPT = "seamless continuation of the scene"  # an outpaint without a prompt
+OUTPAINT_BLEND_PX = 16  # the band over which a piece of the new border blends into the ones before it
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,55 @@ class Engine:
             raise SelectionError("the selection shrinks to nothing with this grow: grow it less")
         return composite.cutout(image, alpha)
 
+    def outpaint(self, image: np.ndarray, extend: tuple[int, int, int, int], prompt: str,
+                 options: EditOptions = EditOptions(), progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> EditResult:
+        """The photo on a canvas grown by `extend` = (left, top, right, bottom) pixels, the new border
+        painted from `prompt` (empty: OUTPAINT_PROMPT); the original stays exact at (left, top).
+
+        The border starts from the original's edge, replicated and blurred outward
+        (`canvas.extend_canvas`). The model only sees crops of at most its native size
+        (`strategy.border_pieces`), painted one after another so that each sees the original and
+        the pieces before it. The seam is soft on the border side only: over its first `feather`
+        pixels the painted border fades into the pre-fill, the original's own edge colours.
+        Each variation is a run of its own, variation i with seed + i - 1. The result's mask is the
+        border, on the new canvas.
+        """
+        extend = canvas.check_extend(extend)
+        height, width = image.shape[:2]
+        new_width, new_height = canvas.extended_size(width, height, extend)
+        if new_width * new_height > self.max_pixels:
+            raise EditorError(f"the extended photo would be {new_width}x{new_height} "
+                              f"({new_width * new_height / 1e6:.1f} MP), above max_image_pixels "
+                              f"({self.max_pixels / 1e6:g} MP): extend less")
+        inpainter = self._require_inpainter("outpaint")
+        request = self._request(prompt.strip() or OUTPAINT_PROMPT, options, self.defaults.negative_prompt,
+                                self.defaults.strength)
+        border = canvas.border_mask(width, height, extend)
+        prefilled = canvas.extend_canvas(image, extend)
+        feather = self._feather(options)
+        blend = max(OUTPAINT_BLEND_PX, feather)
+        native = inpainter.native_size
+        inner = canvas.original_box(width, height, extend)
+        pieces = strategy.border_pieces((new_width, new_height), inner, native, overlap=max(native // 4, 3 * blend))
+        ring = max(4, self.composite.feather) if self.composite.match_color else 0
+        runs, calls = len(pieces) * request.num_images, itertools.count()
+        images = []
+        for index in range(request.num_images):
+            chain = replace(request, seed=(request.seed + index) % 2**63, num_images=1)
+
+            def model(work: np.ndarray, hole: np.ndarray, chain: InpaintRequest = chain) -> np.ndarray:
+                done_before = next(calls)  # pieces already painted, over every variation: one progress bar
+                step = None if progress is None else \
+                    lambda done, total: progress(done_before * total + done, runs * total)
+                return inpainter.inpaint(work, hole, chain, step, cancel)[0]
+
+            painted = strategy.fill_border(prefilled, border, pieces, model, blend, multiple=8, ring_px=ring)
+            images.append(strategy.soft_seam(prefilled, painted, inner, feather))
+        metadata = self._metadata("outpaint", request, inpainter.model_name)
+        metadata["extend"] = ",".join(str(side) for side in extend)
+        return EditResult(images, border, request.seed, metadata)
+
     # --- internals -------------------------------------------------------------------------
 
     def _request(self, prompt: str, options: EditOptions, negative: str, strength: float) -> InpaintRequest:
@@ -368,12 +420,7 @@ class Engine:
                   alpha: np.ndarray, progress: Progress | None, cancel: threading.Event | None,
                   prefill: bool = False, match_color: bool = True) -> EditResult:
         """Inpaint the crop around `alpha` (the paste-back weights) and paste each output through it."""
-        inpainter = self.inpainter
-        if inpainter is None:
-            raise ModelUnavailableError(
-                f"{mode} needs an inpainting model and none is on this machine: run `{DOWNLOAD_HINT}` "
-                "or set inpaint.model to a local diffusers folder"
-            )
+        inpainter = self._require_inpainter(mode)
         band = masks.binary(alpha > 0)
         plan = composite.plan_crop(band, inpainter.native_size, self.composite.context, self.composite.min_context_px)
         crop, crop_band = plan.crop(image), plan.crop(band)
@@ -438,6 +485,14 @@ class Engine:
             return composite.resize_image(patch, width, height)
 
         return enlarge
+
+    def _require_inpainter(self, mode: str) -> Inpainter:
+        if self.inpainter is None:
+            raise ModelUnavailableError(
+                f"{mode} needs an inpainting model and none is on this machine: run `{DOWNLOAD_HINT}` "
+                "or set inpaint.model to a local diffusers folder"
+            )
+        return self.inpainter
 
     def _chosen_eraser(self) -> Eraser | None:
         """What erases without asking for generative erase: the eraser, else (None) the inpainting

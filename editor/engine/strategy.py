@@ -155,3 +155,98 @@ def _merged(boxes: list[Box], shape: tuple[int, int]) -> list[Box]:
         if len(joined) == len(boxes):
             return sorted(joined, key=lambda box: (box[1], box[0]))
         boxes = joined
+
+
+# --- outpainting: the new border, piece by piece --------------------------------------------
+
+
+def border_pieces(canvas_size: tuple[int, int], inner: Box, native_size: int, overlap: int) -> list[CropPlan]:
+    """Crops of at most `native_size` a side that together hold every pixel of the canvas outside
+    `inner` (the original, `x0, y0, x1, y1`), in the order to generate them: nearest the original
+    first, then row by row, so that each piece sees the original and the pieces before it.
+
+    The crops lie on a grid that overlaps by at least `overlap` pixels (at most half a crop), and
+    every crop holds border pixels that no earlier one holds; each works at its model size.
+    """
+    width, height = canvas_size
+    side_w, side_h = min(native_size, width), min(native_size, height)
+    boxes = [(x, y, x + side_w, y + side_h) for y in _starts(height, side_h, overlap)
+             for x in _starts(width, side_w, overlap)]
+    boxes.sort(key=lambda box: (_gap(box, inner), box[1], box[0]))
+    covered = np.zeros((height, width), bool)
+    covered[inner[1]:inner[3], inner[0]:inner[2]] = True
+    plans = []
+    for x0, y0, x1, y1 in boxes:
+        if covered[y0:y1, x0:x1].all():
+            continue
+        covered[y0:y1, x0:x1] = True
+        plans.append(CropPlan(x0, y0, x1, y1, *composite.model_size(x1 - x0, y1 - y0, native_size)))
+    return plans
+
+
+def fill_border(canvas: np.ndarray, border: np.ndarray, pieces: list[CropPlan], model: SingleModel,
+                blend_px: int, multiple: int, ring_px: int = 0) -> np.ndarray:
+    """`canvas` with its `border` (255) repainted by `model`, one piece after another.
+
+    Each piece repaints the border pixels no earlier piece did, and a band of `blend_px` over the
+    earlier ones through which it blends in (pieces must overlap by more than that). Pixels
+    outside `border` are copied, never blended. With `ring_px`, each piece's colours are matched
+    to what surrounds it (the original and the earlier pieces).
+    """
+    result = canvas.copy()
+    done = np.zeros(border.shape, bool)
+    for plan in pieces:
+        crop_border = plan.crop(border) > 0
+        todo = crop_border & ~plan.crop(done)
+        if not todo.any():
+            continue
+        # Worked out on the crop: the band beyond the crop is never pasted anyway.
+        alpha = composite.paste_alpha(masks.from_bool(todo), 0, blend_px, protect=masks.from_bool(~crop_border))
+        hole = masks.binary(alpha > 0)
+        crop = plan.crop(result)
+        patch = run(crop, hole, plan.work_width, plan.work_height, lambda work, work_hole: [model(work, work_hole)],
+                    multiple)[0]
+        if ring_px:
+            patch = composite.match_color(patch, crop, hole, ring_px)
+        whole = CropPlan(0, 0, crop.shape[1], crop.shape[0], crop.shape[1], crop.shape[0])
+        result[plan.y0:plan.y1, plan.x0:plan.x1] = composite.paste_back(crop, patch, whole, alpha)
+        plan.crop(done)[todo] = True
+    return result
+
+
+def soft_seam(prefilled: np.ndarray, painted: np.ndarray, inner: Box, feather_px: int) -> np.ndarray:
+    """`painted` with its border fading into `prefilled` over the `feather_px` pixels next to `inner`
+    (the original): soft on the border side only, the original copied exactly. Changes `painted`.
+
+    Only a ring around the original is worked on (farther out the border is painted's), so a big
+    canvas costs no canvas-sized float arrays.
+    """
+    height, width = painted.shape[:2]
+    x0, y0, x1, y1 = inner
+    reach = 2 * feather_px + 2  # the fade's width, and the shrunk border's edge it is measured from
+    ring = CropPlan(max(0, x0 - reach), max(0, y0 - reach), min(width, x1 + reach), min(height, y1 + reach), 0, 0)
+    rw, rh = ring.size
+    border = np.full((rh, rw), 255, np.uint8)
+    border[y0 - ring.y0:y1 - ring.y0, x0 - ring.x0:x1 - ring.x0] = 0
+    # Shrunk, then feathered back out: 255 deep in the border, fading to the original's edge, 0 over it.
+    alpha = composite.paste_alpha(border, -feather_px, feather_px, protect=masks.invert(border))
+    whole = CropPlan(0, 0, rw, rh, rw, rh)
+    painted[ring.y0:ring.y1, ring.x0:ring.x1] = composite.paste_back(ring.crop(prefilled), ring.crop(painted), whole,
+                                                                     alpha)
+    return painted
+
+
+def _starts(length: int, side: int, overlap: int) -> list[int]:
+    """Evenly spaced starts of crops of `side` along `length`, neighbours overlapping by `overlap` or more."""
+    if side >= length:
+        return [0]
+    overlap = min(overlap, side // 2)
+    count = -(-(length - overlap) // (side - overlap))
+    return [round(i * (length - side) / (count - 1)) for i in range(count)]
+
+
+def _gap(box: Box, inner: Box) -> float:
+    """How far `box` lies from `inner` (0 when they touch or overlap)."""
+    dx = max(0, inner[0] - box[2], box[0] - inner[2])
+    dy = max(0, inner[1] - box[3], box[1] - inner[3])
+    return float(np.hypot(dx, dy))

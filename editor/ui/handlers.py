@@ -21,7 +21,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from editor.core import masks
+from editor.core import canvas as canvas_geometry, masks
 from editor.ui import views
 from editor.core.config import Config
 from editor.engine.ops import UPSCALER_DOWNLOAD_HINT, EditOptions, EditResult, Engine
@@ -40,8 +40,8 @@ DOWNLOAD_COMPRESSION = 1  # zlib level of the download PNG: lossless all the sam
 COMPARE_SIDE = 1024  # before/after view
 BRUSH_ADD = (34, 197, 94)  # the brush colours offered in the brush editor: paint in, paint out
 BRUSH_REMOVE = (239, 68, 68)
-EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background", "upscale-2": "Upscale ×2",
-              "upscale-4": "Upscale ×4"}
+EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background", "outpaint": "Extend canvas",
+              "upscale-2": "Upscale ×2", "upscale-4": "Upscale ×4"}
 UPSCALES = {"upscale-2": 2, "upscale-4": 4}  # the edits that enlarge the whole photo: no selection, no prompt
 
 Image = np.ndarray
@@ -299,8 +299,9 @@ class Handlers:
 
     def edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
              strength: float, seed: float | None, count: float, generative: bool = False,
-             progress: gr.Progress = gr.Progress()) -> tuple:
-        """Fill, erase or replace the background, then make the chosen result the working photo.
+             progress: gr.Progress = gr.Progress(), extend: canvas_geometry.Extend | None = None) -> tuple:
+        """Fill, erase, replace the background or extend the canvas (by `extend`), then make the
+        chosen result the working photo.
 
         The result is attached to the version the edit started from, whatever happened meanwhile.
         """
@@ -310,11 +311,12 @@ class Handlers:
         try:
             base = session.version.number  # history moves are refused while the edit waits or runs
             result, took = self._run_edit(mode, session, prompt, negative, steps, guidance, strength, seed,
-                                          count, generative, progress)
+                                          count, generative, progress, extend)
         finally:
             if alone:
                 session.end_edit()
-        label = EDIT_NAMES[mode] if mode == "erase" or mode in UPSCALES else f"{EDIT_NAMES[mode]}: {prompt.strip()}"
+        prompted = mode != "erase" and mode not in UPSCALES and prompt.strip()
+        label = f"{EDIT_NAMES[mode]}: {prompt.strip()}" if prompted else EDIT_NAMES[mode]
         session.add_result(result.images, result.metadata, label.lower(), base=base)
         if mode in UPSCALES:
             return self._photo_outputs(session, _upscale_status(EDIT_NAMES[mode], result, took))
@@ -325,11 +327,11 @@ class Handlers:
 
     def _run_edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
                   strength: float, seed: float | None, count: float, generative: bool,
-                  progress: gr.Progress) -> tuple[EditResult, float]:
+                  progress: gr.Progress, extend: canvas_geometry.Extend | None = None) -> tuple[EditResult, float]:
         image = session.image
         if mode in UPSCALES:
             return self._run_upscale(UPSCALES[mode], session, progress)
-        mask = session.selection_mask(self.engine.select)
+        mask = None if mode == "outpaint" else session.selection_mask(self.engine.select)  # needs no selection
         options = EditOptions(
             negative_prompt=None if mode == "erase" else negative,  # erase has its own, against new objects
             steps=int(steps),
@@ -356,6 +358,8 @@ class Handlers:
             result = engine.erase(image, mask, options, step, session.cancel)
         elif mode == "background":
             result = engine.replace_background(image, mask, prompt, options, step, session.cancel)
+        elif mode == "outpaint":  # no extension at all is refused by the engine, in one line
+            result = engine.outpaint(image, extend or (0, 0, 0, 0), prompt, options, step, session.cancel)
         else:
             raise EditorError(f"unknown edit {mode!r}")
         return result, time.perf_counter() - started
@@ -372,6 +376,16 @@ class Handlers:
         started = time.perf_counter()
         result = self.engine.upscale(session.image, factor, tile, session.cancel)
         return result, time.perf_counter() - started
+
+    def outpaint(self, session: Session, prompt: str, negative: str, steps: float, guidance: float,
+                 strength: float, seed: float | None, count: float, generative: bool, aspect: str | None,
+                 left: float | None, top: float | None, right: float | None, bottom: float | None,
+                 progress: gr.Progress = gr.Progress()) -> tuple:
+        """Extend the canvas: to the chosen aspect, or (aspect "none") by the pixels per side.
+        An empty prompt continues the scene (`OUTPAINT_PROMPT`); `generative` is not used."""
+        extend = page_extend(session.image, aspect, (left, top, right, bottom))
+        return self.edit("outpaint", session, prompt, negative, steps, guidance, strength, seed, count,
+                         progress=progress, extend=extend)
 
     def choose_variation(self, session: Session, evt: gr.SelectData) -> tuple:
         _no_edit_running(session)
@@ -569,6 +583,16 @@ def compare_view(session: Session) -> tuple[Image, Image] | None:
         return None
     shown = session.photo_info.to_srgb
     return shown(views.downscale(before, scale)), shown(views.downscale(session.image, scale))
+
+
+def page_extend(image: np.ndarray, aspect: str | None, sides: tuple[float | None, ...]) -> canvas_geometry.Extend:
+    """The paddings the Extend canvas controls ask for: the aspect's when one is picked, else the
+    pixels per side (an emptied box counts as 0)."""
+    if aspect and aspect != "none":
+        return canvas_geometry.extend_for_aspect(image.shape[1], image.shape[0], aspect)
+    if any(side is not None and side != int(side) for side in sides):
+        raise EditorError(f"the pixels per side must be whole numbers, got {sides}")
+    return canvas_geometry.check_extend(tuple(int(side or 0) for side in sides))
 
 
 def _editor_value(background: np.ndarray) -> dict[str, Any]:

@@ -12,12 +12,14 @@ from typing import Any, Protocol
 
 import gradio as gr
 
+from editor.core.canvas import ASPECTS
 from editor.core.config import Config
 from editor.engine.ops import DETECTOR_DOWNLOAD_HINT, Engine
 from editor.ui.api import Api
 from editor.session.store import SessionStore
 from editor.ui.handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, plain_markdown
 
+SIDES = ("left", "top", "right", "bottom")  # the order of an extension's paddings
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLE_NAMES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
 CANVAS_HEIGHT = 470
@@ -196,6 +198,7 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
                                  elem_id="seed")
                 generative = gr.Checkbox(False, label="Generative erase (the inpainting model, slower)",
                                          elem_id="generative-erase")
+        extend = _extend_controls()
         with gr.Row(elem_classes="compact-buttons"):  # the whole photo: no selection, no prompt
             upscale_2 = gr.Button("Upscale ×2", elem_id="upscale-2", size="sm")
             upscale_4 = gr.Button("Upscale ×4", elem_id="upscale-4", size="sm")
@@ -216,8 +219,23 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
                 subtract_part=subtract_part, grow=grow, feather=feather, prompt=prompt, fill=fill, erase=erase,
                 background=background, cancel=cancel, negative=negative, steps=steps, guidance=guidance,
                 strength=strength, count=count, seed=seed, generative=generative, variations=variations, undo=undo,
-                redo=redo, download=download, cutout=cutout, history=history,
-                upscale_2=upscale_2, upscale_4=upscale_4)
+                redo=redo, download=download, cutout=cutout, history=history, upscale_2=upscale_2,
+                upscale_4=upscale_4, **extend)
+
+
+def _extend_controls() -> dict[str, Any]:
+    """Extend canvas (outpainting): a target aspect, or the pixels per side; the prompt box says
+    what to paint there (empty: continue the scene)."""
+    with gr.Accordion("Extend canvas: a wider or taller photo, the new border painted", open=False,
+                      elem_id="extend"):
+        aspect = gr.Dropdown([("none: the pixels per side below", "none"), *[(a, a) for a in ASPECTS]],
+                             value="none", label="Target aspect (grows the width or the height, evenly on both sides)",
+                             elem_id="extend-aspect")
+        with gr.Row():
+            sides = {side: gr.Number(0, precision=0, minimum=0, label=f"{side.capitalize()} (px)",
+                                     elem_id=f"extend-{side}", min_width=60) for side in SIDES}
+        button = gr.Button("Extend canvas", variant="primary", elem_id="outpaint", size="md")
+    return dict(extend_aspect=aspect, outpaint=button, **{f"extend_{side}": box for side, box in sides.items()})
 
 
 def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, Any], controls: dict[str, Any]) -> None:
@@ -268,12 +286,16 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     options = [controls[name] for name in ("prompt", "negative", "steps", "guidance", "strength", "seed", "count",
                                            "generative")]
     history_buttons = [controls["undo"], controls["redo"]]
-    edits = [(controls[mode].click, mode) for mode in ("fill", "erase", "background")]
-    edits += [(controls["upscale_2"].click, "upscale-2"), (controls["upscale_4"].click, "upscale-4")]
-    for trigger, mode in edits + [(controls["prompt"].submit, "fill")]:
+    extend = [controls["extend_aspect"], *(controls[f"extend_{side}"] for side in SIDES)]
+    edits = [(controls[mode].click, functools.partial(handlers.edit, mode), options)
+             for mode in ("fill", "erase", "background")]
+    edits += [(controls["prompt"].submit, functools.partial(handlers.edit, "fill"), options),
+              (controls["outpaint"].click, handlers.outpaint, options + extend)]
+    edits += [(controls[f"upscale_{factor}"].click, functools.partial(handlers.edit, f"upscale-{factor}"), options)
+              for factor in (2, 4)]
+    for trigger, run, inputs in edits:
         edit = trigger(guard(bind(handlers.begin_edit), 3), [state], [status, *history_buttons], **quick).then(
-            photo(functools.partial(handlers.edit, mode)), [state, *options], photo_out,
-            show_progress_on=[canvas], **gpu)
+            photo(run), [state, *inputs], photo_out, show_progress_on=[canvas], **gpu)
         photo_changed(edit.then(bind(handlers.edit_ended), [state], history_buttons, **quick))
     controls["cancel"].click(guard(bind(handlers.cancel), 1), [state], [status], **quick)
     photo_changed(controls["variations"].select(photo(handlers.choose_variation), [state], photo_out, **quick))

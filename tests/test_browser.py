@@ -65,9 +65,12 @@ def wait_for_session(page) -> None:  # type: ignore[no-untyped-def]
 
 def canvas_pixels(page) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The image the canvas shows, fetched from the server as the browser got it."""
+    page.wait_for_function("() => { const img = document.querySelector('#canvas img');"
+                           " return img && img.complete && img.naturalWidth > 0; }", timeout=60_000)
     src = page.locator("#canvas img").first.get_attribute("src")
-    body = page.request.get(src).body()
-    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    response = page.request.get(src)
+    assert response.ok, f"the canvas image {src} answers {response.status}"
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
 
 
 def click_photo(page, x: float, y: float, width: int, height: int) -> None:  # type: ignore[no-untyped-def]

@@ -68,7 +68,7 @@ def backends_markdown(engine: Engine, downloads: DownloadProgress | None = None)
     """The header: what runs each operation (`Engine.status()`), and the downloads in progress."""
     backends = engine.backends
     text = (f"**Select:** {backends.segmenter} · **Erase:** {backends.eraser} · "
-            f"**Fill, background:** {backends.inpainter} · **Select by name:** {backends.detector} · "
+            f"**Fill, background, extend:** {backends.inpainter} · **Select by name:** {backends.detector} · "
             f"**Upscale:** {backends.upscaler} · **Device:** {backends.device}")
     for line in downloads.lines() if downloads is not None else []:
         text += f"  \n⏳ {plain_markdown(line)} (reload to see the model once it is ready)"

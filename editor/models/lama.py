@@ -22,6 +22,7 @@ from editor.core.errors import EditorError, ModelUnavailableError
 from editor.models.base import fetch_command
 from editor.models.loading import LoadOnce, out_of_memory_as
 from editor.models.registry import LoadContext, ModelEntry
+from editor.models.tensors import image_to_tensor, tensor_to_image
 
 MULTIPLE = 8  # LaMa downsamples three times
 WARM_UP_SIDE = 64
@@ -78,12 +79,8 @@ class LamaEraser:
 
     def _forward(self, model: Any, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-            pixels = pixels.to(self.device, self.dtype) / 255.0
             hole = torch.from_numpy(mask > 0)[None, None].to(self.device, self.dtype)
-            out = model(pixels, hole)
-            out = (out[0].float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-            return out.permute(1, 2, 0).cpu().numpy()
+            return tensor_to_image(model(image_to_tensor(image, self.device, self.dtype), hole))
 
 
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> LamaEraser:

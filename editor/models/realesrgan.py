@@ -21,6 +21,7 @@ from editor.core.errors import EditorError, ModelUnavailableError
 from editor.models.base import fetch_command
 from editor.models.loading import LoadOnce, out_of_memory_as
 from editor.models.registry import LoadContext, ModelEntry
+from editor.models.tensors import image_to_tensor, tensor_to_image
 
 SCALES = (2, 4)
 WARM_UP_SIDE = 16
@@ -88,11 +89,7 @@ class RealEsrganUpscaler:
 
     def _forward(self, model: Any, image: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-            pixels = pixels.to(self.device, self.dtype) / 255.0
-            out = model(pixels)
-            out = (out[0].float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-            return out.permute(1, 2, 0).cpu().numpy()
+            return tensor_to_image(model(image_to_tensor(image, self.device, self.dtype)))
 
 
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> RealEsrganUpscaler:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
+import json
 import logging
 import re
 import time
@@ -24,7 +25,14 @@ import numpy as np
 from editor.core import canvas as canvas_geometry, masks
 from editor.ui import views
 from editor.core.config import Config
-from editor.engine.ops import UPSCALER_DOWNLOAD_HINT, EditOptions, EditResult, Engine
+from editor.engine.ops import (
+    DETECTOR_DOWNLOAD_HINT,
+    DOWNLOAD_HINT,
+    UPSCALER_DOWNLOAD_HINT,
+    EditOptions,
+    EditResult,
+    Engine,
+)
 from editor.core.errors import EditCancelled, EditorError, ImageError, SelectionError, describe
 from editor.core.photo_io import EXTENSIONS, edit_metadata, load_photo, write_photo
 from editor.models.base import LANCZOS_NAME
@@ -43,6 +51,12 @@ BRUSH_REMOVE = (239, 68, 68)
 EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background", "outpaint": "Extend canvas",
               "upscale-2": "Upscale ×2", "upscale-4": "Upscale ×4"}
 UPSCALES = {"upscale-2": 2, "upscale-4": 4}  # the edits that enlarge the whole photo: no selection, no prompt
+# The controls each optional model serves (their elem_ids), off with a tooltip while it is missing.
+NEEDS_INPAINTER = ("fill", "background", "outpaint", "generative-erase")
+NEEDS_DETECTOR = ("select-by-name", "select-text", "click-mode")
+CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box"),
+               ("Drop a found box", "drop")]  # the last one needs the detector
+CONTROL_OUTPUTS = len(NEEDS_INPAINTER) + len(NEEDS_DETECTOR) + 1  # what `Handlers.controls` returns
 
 Image = np.ndarray
 Gallery = list[tuple[np.ndarray, str]]
@@ -57,7 +71,7 @@ def guard(handler: Callable[..., Any], outputs: int) -> Callable[..., Any]:
             return handler(*args, **kwargs)
         except Exception as exc:  # described as the API does: a bug gets an id and one traceback in the log
             message = describe(exc, log, f"page: {getattr(handler, '__name__', 'handler')}")
-        gr.Warning(html.escape(message))
+        gr.Warning(html.escape(plain_text(message)))
         if outputs == 1:  # Gradio takes a single output's value as is, not as a 1-tuple
             return warning(message)
         return (warning(message),) + tuple(gr.skip() for _ in range(outputs - 1))
@@ -69,9 +83,50 @@ def warning(message: str) -> str:
     return f"⚠️ {plain_markdown(message)}"
 
 
+def plain_text(text: str) -> str:
+    """A message as a person reads it: the backticks that quote commands in errors and logs dropped."""
+    return text.replace("`", "")
+
+
 def plain_markdown(text: str) -> str:
-    """Plain text for a Markdown line (messages may quote file names or prompts)."""
-    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", text)
+    """Plain text for a Markdown line (messages may quote file names or prompts), without backticks."""
+    return re.sub(r"([\\*_\[\]<>#|~])", r"\\\1", plain_text(text))
+
+
+def missing_models(engine: Engine) -> dict[str, str]:
+    """The optional models that cannot run now (missing, or failed to load: `Engine.status`), each
+    with the tooltip its controls show: what they need and the command that downloads it."""
+    status = engine.status()
+    missing = {}
+    if status.inpainter.startswith("none"):
+        missing["inpainter"] = f"Needs an inpainting model: run {DOWNLOAD_HINT}"
+    if engine.detector is None or status.detector.startswith("none"):
+        missing["detector"] = f"Needs the detector: run {DETECTOR_DOWNLOAD_HINT}"
+    return missing
+
+
+def control_settings(missing: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """elem_id -> the settings of each control an optional model serves: off while it is missing.
+    A radio cannot turn one choice off: "Drop a found box" is left out, and its line says why."""
+    inpaint, detect = "inpainter" not in missing, "detector" not in missing
+    settings: dict[str, dict[str, Any]] = {elem_id: {"interactive": inpaint} for elem_id in NEEDS_INPAINTER}
+    if not inpaint:
+        settings["generative-erase"]["value"] = False
+    settings["select-by-name"] = {"interactive": detect}
+    settings["select-text"] = {"interactive": detect, "placeholder": "Select by name: dog, person, …" if detect
+                               else "Select by name: needs the detector"}
+    settings["click-mode"] = {"choices": CLICK_MODES if detect else CLICK_MODES[:-1],
+                              "info": None if detect else f"Drop a found box: {plain_text(missing['detector'])}"}
+    if not detect:
+        settings["click-mode"]["value"] = "add"
+    return settings
+
+
+def control_tooltips(missing: dict[str, str]) -> dict[str, str]:
+    """elem_id -> tooltip for every control an optional model serves ("" for those that work)."""
+    tips = {elem_id: missing.get("inpainter", "") for elem_id in NEEDS_INPAINTER}
+    tips.update({elem_id: missing.get("detector", "") for elem_id in NEEDS_DETECTOR})
+    return tips
 
 
 class Handlers:
@@ -127,6 +182,17 @@ class Handlers:
             return (session.id, session.id) + tuple(gr.skip() for _ in range(PHOTO_OUTPUTS + 2))
         status = f"Restored **{plain_markdown(session.name)}** with its history."
         return (session.id, session.id, *self._photo_outputs(session, status), session.grow_px, session.feather_px)
+
+    def controls(self) -> tuple:
+        """Page load: the controls of a model that is missing, or failed to load since the page was
+        built, are off. CONTROL_OUTPUTS values: the updates of NEEDS_INPAINTER's and NEEDS_DETECTOR's
+        controls, then their tooltips as JSON (`control_tooltips`) for the page's script."""
+        missing = missing_models(self.engine)
+        kinds = {"select-by-name": gr.Button, "select-text": gr.Textbox, "click-mode": gr.Radio,
+                 "generative-erase": gr.Checkbox}
+        settings = control_settings(missing)
+        updates = tuple(kinds.get(elem_id, gr.Button)(**settings[elem_id]) for elem_id in NEEDS_INPAINTER + NEEDS_DETECTOR)
+        return (*updates, json.dumps(control_tooltips(missing)))
 
     def tab_closed(self, request: gr.Request) -> None:
         """The tab closed or reloaded: stop its edit, so the model is free for others at once."""

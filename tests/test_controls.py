@@ -1,0 +1,82 @@
+"""Honest controls: what a model that is missing turns off, Cancel, progress, uploads, the kept selection."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from tests.test_browser import CHROMIUM, app_url, page, wait_for_session  # noqa: F401 - fixtures
+
+from editor.engine.ops import Engine
+from editor.ui.handlers import (
+    CONTROL_OUTPUTS,
+    NEEDS_DETECTOR,
+    NEEDS_INPAINTER,
+    Handlers,
+    guard,
+    missing_models,
+    plain_markdown,
+)
+from tests.test_ui_handlers import OPTIONS, click_at, handlers_for, opened
+
+INPAINT_COMMAND = "python -m editor download inpainter"
+DETECTOR_COMMAND = "python -m editor download detector"
+
+
+def test_without_models_their_controls_are_off_with_the_download_command(fallback_engine: Engine,
+                                                                         tmp_path: Path) -> None:
+    handlers = handlers_for(fallback_engine, tmp_path)
+    missing = missing_models(fallback_engine)
+    assert set(missing) == {"inpainter", "detector"}
+    outputs = handlers.controls()
+    updates = dict(zip(NEEDS_INPAINTER + NEEDS_DETECTOR, outputs[:-1]))
+    tips = json.loads(outputs[-1])
+    for elem_id in NEEDS_INPAINTER:
+        assert updates[elem_id].interactive is False, elem_id
+        assert INPAINT_COMMAND in tips[elem_id] and "`" not in tips[elem_id]
+    for elem_id in ("select-by-name", "select-text"):
+        assert updates[elem_id].interactive is False, elem_id
+    for elem_id in NEEDS_DETECTOR:
+        assert DETECTOR_COMMAND in tips[elem_id] and "`" not in tips[elem_id]
+    assert "drop" not in [value for _, value in updates["click-mode"].choices], "no found box to drop"
+    assert len(updates["select-text"].placeholder) <= 40, "the placeholder fits its box"
+
+
+def test_with_an_inpainting_model_its_controls_are_on(sam_sd2_engine: Engine, tmp_path: Path) -> None:
+    handlers = handlers_for(sam_sd2_engine, tmp_path)
+    outputs = handlers.controls()
+    updates = dict(zip(NEEDS_INPAINTER + NEEDS_DETECTOR, outputs[:-1]))
+    tips = json.loads(outputs[-1])
+    assert all(updates[elem_id].interactive for elem_id in NEEDS_INPAINTER)
+    assert all(tips[elem_id] == "" for elem_id in NEEDS_INPAINTER)
+    assert updates["select-by-name"].interactive is False, "no detector in this engine"
+
+
+def test_messages_show_no_raw_backticks(fallback_engine: Engine, tmp_path: Path) -> None:
+    assert plain_markdown("run `python -m editor download detector` now") == f"run {DETECTOR_COMMAND} now"
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    status, _canvas = guard(handlers.select_by_name, 2)(session, "cat")
+    assert DETECTOR_COMMAND in status and "`" not in status
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium")
+def test_the_page_shows_missing_models_controls_off_with_tooltips(page) -> None:  # type: ignore[no-untyped-def]
+    page.locator("#fill[title]").wait_for(state="attached", timeout=60_000)  # the load event's script ran
+    for accordion in ("Options: negative prompt", "Extend canvas: a wider"):
+        page.get_by_text(accordion).click()
+    for elem_id in ("fill", "background", "outpaint", "select-by-name"):
+        button = page.locator(f"#{elem_id}")
+        assert button.is_disabled(), elem_id
+        command = DETECTOR_COMMAND if elem_id == "select-by-name" else INPAINT_COMMAND
+        assert command in (button.get_attribute("title") or ""), elem_id
+    assert page.locator("#generative-erase input").is_disabled()
+    assert INPAINT_COMMAND in (page.locator("#generative-erase input").get_attribute("title") or "")
+    box = page.locator("#select-text textarea, #select-text input").first
+    assert box.is_disabled()
+    assert box.evaluate("(e) => e.scrollWidth <= e.clientWidth"), "the placeholder is not cut off"
+    assert page.get_by_label("Drop a found box").count() == 0
+    assert "`" not in page.locator("#backends").inner_text()

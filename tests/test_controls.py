@@ -19,7 +19,9 @@ from editor.ui.handlers import (
     guard,
     missing_models,
     plain_markdown,
+    step_count,
 )
+from tests.conftest import tiny_config
 from tests.test_ui_handlers import OPTIONS, click_at, handlers_for, opened
 
 INPAINT_COMMAND = "python -m editor download inpainter"
@@ -80,3 +82,58 @@ def test_the_page_shows_missing_models_controls_off_with_tooltips(page) -> None:
     assert box.evaluate("(e) => e.scrollWidth <= e.clientWidth"), "the placeholder is not cut off"
     assert page.get_by_label("Drop a found box").count() == 0
     assert "`" not in page.locator("#backends").inner_text()
+
+
+def test_progress_counts_one_to_the_steps_asked_for() -> None:
+    assert step_count(1, 99, 100) == (1, 100), "strength 0.99 runs 99 of 100 steps: still counted to 100"
+    assert step_count(99, 99, 100) == (100, 100)
+    assert step_count(396, 396, 100) == (400, 400), "an outpaint's four border pieces, one after the other"
+    assert step_count(1, 2, 2) == (1, 2) and step_count(2, 2, 2) == (2, 2)
+
+
+class Recorder:
+    """Stands in for gr.Progress: keeps what the edit reported."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __call__(self, progress: object, desc: str = "", unit: str = "") -> None:
+        if isinstance(progress, tuple):
+            self.calls.append(progress)
+
+
+def test_a_fill_counts_its_steps_from_one_to_n(sam_sd2_engine: Engine, tmp_path: Path) -> None:
+    handlers = handlers_for(sam_sd2_engine, tmp_path)
+    session, _ = opened(handlers)
+    handlers.click(session, "add", click_at(230, 150))
+    progress = Recorder()
+    handlers.edit("fill", session, **{**OPTIONS, "prompt": "a dog", "steps": 4, "strength": 0.9},
+                  progress=progress)  # type: ignore[arg-type]
+    assert progress.calls[0][0] >= 1 and progress.calls[-1] == (4, 4), progress.calls
+
+
+def test_cancel_says_cancelled_without_a_warning(sam_sd2_engine: Engine, tmp_path: Path) -> None:
+    handlers = handlers_for(sam_sd2_engine, tmp_path)
+    session, _ = opened(handlers)
+    handlers.click(session, "add", click_at(230, 150))
+    handlers.begin_edit(session)
+    assert handlers.cancel(session) == "Cancelled."
+    held = session.cancel  # what a running edit holds
+    outputs = guard(lambda s: handlers.edit("fill", s, **{**OPTIONS, "prompt": "a dog"}), 8)(session)
+    assert outputs[0] == "Cancelled.", "a cancel is what the person asked for, not a warning"
+    handlers.edit_ended(session)
+    assert held.is_set(), "an edit still in its last step stops there"
+    assert not session.cancel.is_set() and len(session.versions) == 1, "the next edit runs"
+
+
+def test_cancel_drops_the_queued_edits(fallback_engine: Engine, tmp_path: Path) -> None:
+    from editor.ui.page import build_ui
+
+    demo = build_ui(fallback_engine, tiny_config(tmp_path))
+    config = demo.get_config_file()
+    cancelling = [d for d in config["dependencies"] if d["cancels"]]
+    assert len(cancelling) == 1, "Cancel, and nothing else, drops edits"
+    edits = [d for d in config["dependencies"] if d["id"] in cancelling[0]["cancels"]]
+    assert len(edits) == 7, "fill, erase, background, Enter in the prompt, outpaint, upscale ×2 and ×4"
+    assert all(d["trigger_after"] is not None and len(d["outputs"]) == 8 for d in edits), \
+        "the model's step of each edit (after its quick begin step), not the begin step"

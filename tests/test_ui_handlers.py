@@ -165,7 +165,7 @@ def test_cancel_stops_a_running_edit(sam_sd2_engine: Engine, tmp_path: Path) -> 
     session, _ = opened(handlers)
     handlers.click(session, "add", click_at(230, 150))
     handlers.begin_edit(session)
-    assert handlers.cancel(session).startswith("Cancelling")
+    assert handlers.cancel(session) == "Cancelled."
     from editor.core.errors import EditCancelled
 
     with pytest.raises(EditCancelled):

@@ -498,8 +498,10 @@ class Session:
     @_locked
     def end_edit(self) -> None:
         self.edits_pending = max(0, self.edits_pending - 1)
-        if self.edits_pending == 0:
-            self.cancel.clear()
+        if self.edits_pending == 0 and self.cancel.is_set():
+            # a fresh flag: an edit the page stopped waiting for may still be in its last step,
+            # holding the old one (set), so it stops there instead of going on
+            self.cancel = threading.Event()
 
     @property
     def edit_running(self) -> bool:

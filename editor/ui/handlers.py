@@ -54,6 +54,7 @@ UPSCALES = {"upscale-2": 2, "upscale-4": 4}  # the edits that enlarge the whole 
 # The controls each optional model serves (their elem_ids), off with a tooltip while it is missing.
 NEEDS_INPAINTER = ("fill", "background", "outpaint", "generative-erase")
 NEEDS_DETECTOR = ("select-by-name", "select-text", "click-mode")
+CANCELLED = "Cancelled."
 CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box"),
                ("Drop a found box", "drop")]  # the last one needs the detector
 CONTROL_OUTPUTS = len(NEEDS_INPAINTER) + len(NEEDS_DETECTOR) + 1  # what `Handlers.controls` returns
@@ -69,8 +70,12 @@ def guard(handler: Callable[..., Any], outputs: int) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return handler(*args, **kwargs)
+        except EditCancelled:  # what the person asked for: said plainly, not as a warning
+            message = None
         except Exception as exc:  # described as the API does: a bug gets an id and one traceback in the log
             message = describe(exc, log, f"page: {getattr(handler, '__name__', 'handler')}")
+        if message is None:
+            return CANCELLED if outputs == 1 else (CANCELLED,) + tuple(gr.skip() for _ in range(outputs - 1))
         gr.Warning(html.escape(plain_text(message)))
         if outputs == 1:  # Gradio takes a single output's value as is, not as a 1-tuple
             return warning(message)
@@ -359,9 +364,9 @@ class Handlers:
         return "Waiting for the model…", off, off
 
     def cancel(self, session: Session) -> str:
-        if session.request_cancel():
-            return "Cancelling after the current step…"
-        return "Nothing is running."
+        """The page's Cancel: it also drops this tab's queued edits from the queue at once (`cancels`);
+        a running one stops within its current step (it holds the flag set here)."""
+        return CANCELLED if session.request_cancel() else "Nothing is running."
 
     def edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
              strength: float, seed: float | None, count: float, generative: bool = False,
@@ -415,7 +420,7 @@ class Handlers:
         progress(0, desc="Loading the model…")
 
         def step(done: int, total: int) -> None:
-            progress((done, total), desc="Generating", unit="steps")
+            progress(step_count(done, total, int(steps)), desc="Generating", unit="steps")
 
         started = time.perf_counter()
         if mode == "fill":
@@ -567,6 +572,15 @@ class Handlers:
                         self.config.export.colour, compress_level=DOWNLOAD_COMPRESSION)
             partial.replace(path)
         return gr.DownloadButton(value=str(path), interactive=True)
+
+
+def step_count(done: int, total: int, steps: int) -> tuple[int, int]:
+    """The progress as (1..N, N) in the steps the person asked for. The model reports its own count:
+    diffusers runs int(steps × strength) of them (99 for 100 steps at strength 0.99), times the pieces
+    of an outpaint, which showed as "x/99"."""
+    runs = max(1, round(total / max(1, steps)))  # the pieces (an outpaint's border) that run in turn
+    shown = steps * runs
+    return min(shown, max(1, round(done * shown / max(1, total)))), shown
 
 
 def _upscale_status(name: str, result: EditResult, took: float) -> str:

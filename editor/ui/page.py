@@ -336,11 +336,13 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
               (controls["outpaint"].click, handlers.outpaint, options + extend)]
     edits += [(controls[f"upscale_{factor}"].click, functools.partial(handlers.edit, f"upscale-{factor}"), options)
               for factor in (2, 4)]
+    runs = []  # Cancel drops them from the queue at once; their `edit_ended` runs all the same
     for trigger, run, inputs in edits:
         edit = trigger(guard(bind(handlers.begin_edit), 3), [state], [status, *history_buttons], **quick).then(
             photo(run), [state, *inputs], photo_out, show_progress_on=[canvas], **gpu)
+        runs.append(edit)
         photo_changed(edit.then(bind(handlers.edit_ended), [state], history_buttons, **quick))
-    controls["cancel"].click(guard(bind(handlers.cancel), 1), [state], [status], **quick)
+    controls["cancel"].click(guard(bind(handlers.cancel), 1), [state], [status], cancels=runs, **quick)
     photo_changed(controls["variations"].select(photo(handlers.choose_variation), [state], photo_out, **quick))
 
     # History.

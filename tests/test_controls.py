@@ -137,3 +137,45 @@ def test_cancel_drops_the_queued_edits(fallback_engine: Engine, tmp_path: Path) 
     assert len(edits) == 7, "fill, erase, background, Enter in the prompt, outpaint, upscale ×2 and ×4"
     assert all(d["trigger_after"] is not None and len(d["outputs"]) == 8 for d in edits), \
         "the model's step of each edit (after its quick begin step), not the begin step"
+
+
+def test_a_failed_upload_leaves_the_status_saying_so(fallback_engine: Engine, tmp_path: Path) -> None:
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    status = handlers._open(session, str(text), "notes")[0]
+    assert status.startswith("⚠️")
+    assert handlers.prepare(session, status) is not None and not str(handlers.prepare(session, status)).startswith(
+        "Ready"), "the warning stays on the status line"
+    assert handlers.prepare(session, "Opened").startswith("Ready")
+
+
+def test_the_canvas_clear_button_clears_the_photo(fallback_engine: Engine, tmp_path: Path) -> None:
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    handlers.click(session, "add", click_at(230, 150))
+    assert "history" in handlers.canvas_cleared(session)
+    assert not session.has_image
+    status, _canvas = guard(handlers.invert, 2)(session)
+    assert status.startswith("⚠️") and "upload a photo" in status, "Invert brings back no tinted photo"
+    again = handlers.sessions.get(session.id)  # saved as such: a reload shows no photo either
+    assert again is not None and not again.has_image and len(again.versions) == 1
+    handlers.goto(session, gr.SelectData(None, {"index": 0, "value": None, "selected": True}))
+    assert session.has_image and session.selection.is_empty
+
+
+def test_enter_in_the_prompt_runs_the_last_used_action(fallback_engine: Engine, tmp_path: Path) -> None:
+    """Without a prompt or a model each action refuses in its own words: they say which one ran."""
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    options = {**OPTIONS, "generative": False}
+    extend = dict(aspect="none", left=0, top=0, right=16, bottom=0)
+    enter = guard(lambda s: handlers.edit_last(s, **options, **extend), 8)
+    assert enter(session)[0].startswith("⚠️ Fill needs a prompt"), "Fill until another action was used"
+    guard(lambda s: handlers.edit("background", s, **options), 8)(session)
+    assert enter(session)[0].startswith("⚠️ Replace background needs a prompt")
+    guard(lambda s: handlers.outpaint(s, **options, **extend), 8)(session)
+    assert enter(session)[0].startswith("⚠️ outpaint needs an inpainting model")
+    guard(lambda s: handlers.edit("erase", s, **options), 8)(session)
+    assert enter(session)[0].startswith("⚠️ outpaint"), "Erase takes no prompt: Enter repeats the last prompted one"

@@ -118,6 +118,7 @@ class Session:
         self._grow_px, self._feather_px = 0, feather_px
         self.variations: Variations | None = None
         self.edits_pending = 0  # edits queued or running
+        self.last_action = "fill"  # what Enter in the prompt runs: the last of fill, background, outpaint
         self.cancel = threading.Event()  # set by Cancel; the running edit checks it between steps
         self._selections: list[Selection] = [Selection()]
         self._brush_files: dict[str, tuple[np.ndarray, str]] = {}  # "add"/"remove" -> (the saved array, its file)
@@ -269,6 +270,15 @@ class Session:
         self._reset_selection()
         self._save()
         return version
+
+    @_locked
+    def close(self) -> None:
+        """No working photo (the page's canvas was cleared); its versions stay in the history, where
+        picking one (`goto`) makes it the working photo again."""
+        if self._history.working is not None:
+            self._history.working = None
+            self._reset_selection()
+            self._save()
 
     @_locked
     def commit(self, image: np.ndarray, label: str, metadata: dict[str, str], base: int) -> Version:

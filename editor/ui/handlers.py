@@ -55,6 +55,7 @@ UPSCALES = {"upscale-2": 2, "upscale-4": 4}  # the edits that enlarge the whole 
 NEEDS_INPAINTER = ("fill", "background", "outpaint", "generative-erase")
 NEEDS_DETECTOR = ("select-by-name", "select-text", "click-mode")
 CANCELLED = "Cancelled."
+PROMPTED = ("fill", "background", "outpaint")  # the edits Enter in the prompt repeats (the last used)
 CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box"),
                ("Drop a found box", "drop")]  # the last one needs the detector
 CONTROL_OUTPUTS = len(NEEDS_INPAINTER) + len(NEEDS_DETECTOR) + 1  # what `Handlers.controls` returns
@@ -238,9 +239,10 @@ class Handlers:
         return self._photo_outputs(session, f"Opened **{plain_markdown(session.name)}** ({width}×{height}).{kept} "
                                             "Preparing the selection model…")
 
-    def prepare(self, session: Session) -> Any:
-        """Compute the SAM embedding of an opened photo now, so that the first click is fast."""
-        if not session.has_image:
+    def prepare(self, session: Session, shown: str | None = None) -> Any:
+        """Compute the SAM embedding of an opened photo now, so that the first click is fast. After
+        an upload that failed (`shown`, the status line, is a warning) the status keeps saying so."""
+        if not session.has_image or (shown or "").startswith("⚠️"):
             return gr.skip()
         started = time.perf_counter()
         self.engine.prepare(session.image)
@@ -254,9 +256,11 @@ class Handlers:
         return gr.skip()
 
     def canvas_cleared(self, session: Session) -> str:
-        """The canvas's remove button: ready for another photo; the history stays until then."""
+        """The canvas's remove button: no working photo (a selection step now asks for one); its
+        versions stay in the history, where a click brings one back."""
         message = "Drop another photo on the canvas or pick an example."
-        if session.has_image:
+        if session.has_image and not session.edit_running:
+            session.close()
             message += " Click a version in the history to get back to this one."
         return message
 
@@ -376,6 +380,8 @@ class Handlers:
 
         The result is attached to the version the edit started from, whatever happened meanwhile.
         """
+        if mode in PROMPTED:
+            session.last_action = mode
         alone = not session.edit_running  # called without the page's begin and end steps (tests, bench)
         if alone:
             session.begin_edit()
@@ -395,6 +401,16 @@ class Handlers:
         status = (f"{EDIT_NAMES[mode]} done in {took:.1f} s · seed **{result.seed}** · "
                   f"{plain_markdown(result.metadata.get('model', ''))}{variations}")
         return self._photo_outputs(session, status)
+
+    def edit_last(self, session: Session, prompt: str, negative: str, steps: float, guidance: float,
+                  strength: float, seed: float | None, count: float, generative: bool, aspect: str | None,
+                  left: float | None, top: float | None, right: float | None, bottom: float | None,
+                  progress: gr.Progress = gr.Progress()) -> tuple:
+        """Enter in the prompt: the action last used of Fill, Replace background and Extend canvas."""
+        options = (prompt, negative, steps, guidance, strength, seed, count, generative)
+        if session.last_action == "outpaint":
+            return self.outpaint(session, *options, aspect, left, top, right, bottom, progress=progress)
+        return self.edit(session.last_action, session, *options, progress=progress)
 
     def _run_edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
                   strength: float, seed: float | None, count: float, generative: bool,

@@ -61,6 +61,16 @@ SET_TOOLTIPS = """(tips) => {
   }
   return [];
 }"""
+# Enter in the number box of Grow or Soft edge applies it: Gradio sliders apply on release, which
+# their number box fires when it loses focus (sliders have no submit event).
+ENTER_APPLIES = """() => {
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.target.matches("#grow input[type=number], #feather input[type=number]")) {
+      event.target.blur();
+    }
+  });
+  return [];
+}"""
 CONTROL_KEYS = {"fill": "fill", "background": "background", "outpaint": "outpaint", "generative-erase": "generative",
                 "select-by-name": "find", "select-text": "query", "click-mode": "mode"}  # elem_id -> controls key
 
@@ -183,6 +193,7 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
 def _wire_controls(demo: gr.Blocks, handlers: Handlers, controls: dict[str, Any], tooltips: gr.Textbox) -> None:
     """Each page load turns off the controls of a missing model (or one that failed to load since)."""
     outputs = [controls[CONTROL_KEYS[elem_id]] for elem_id in NEEDS_INPAINTER + NEEDS_DETECTOR]
+    demo.load(None, None, None, js=ENTER_APPLIES, concurrency_limit=None, api_visibility="private")
     demo.load(handlers.controls, None, [*outputs, tooltips], concurrency_limit=None, api_visibility="private").then(
         None, [tooltips], None, js=SET_TOOLTIPS, concurrency_limit=None, api_visibility="private")
 
@@ -293,7 +304,7 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     # After every change of the working photo, outside the model's queue: the download PNG;
     # then, in the queue, the new photo's embedding, so the next click is fast.
     download = dict(fn=bind(handlers.download), inputs=[state], outputs=[controls["download"]], **quick)
-    prepare = dict(fn=guard(bind(handlers.prepare), 1), inputs=[state], outputs=[status], **gpu)
+    prepare = dict(fn=guard(bind(handlers.prepare), 1), inputs=[state, status], outputs=[status], **gpu)
     prepare_quietly = dict(fn=guard(bind(handlers.prepare_quietly), 1), inputs=[state], outputs=[status], **gpu)
 
     def photo_changed(event: Any) -> None:
@@ -332,7 +343,7 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     extend = [controls["extend_aspect"], *(controls[f"extend_{side}"] for side in SIDES)]
     edits = [(controls[mode].click, functools.partial(handlers.edit, mode), options)
              for mode in ("fill", "erase", "background")]
-    edits += [(controls["prompt"].submit, functools.partial(handlers.edit, "fill"), options),
+    edits += [(controls["prompt"].submit, handlers.edit_last, options + extend),
               (controls["outpaint"].click, handlers.outpaint, options + extend)]
     edits += [(controls[f"upscale_{factor}"].click, functools.partial(handlers.edit, f"upscale-{factor}"), options)
               for factor in (2, 4)]

@@ -179,3 +179,21 @@ def test_enter_in_the_prompt_runs_the_last_used_action(fallback_engine: Engine, 
     assert enter(session)[0].startswith("⚠️ outpaint needs an inpainting model")
     guard(lambda s: handlers.edit("erase", s, **options), 8)(session)
     assert enter(session)[0].startswith("⚠️ outpaint"), "Erase takes no prompt: Enter repeats the last prompted one"
+
+
+def test_the_selection_is_kept_after_an_edit_and_reset_by_a_size_change(fallback_engine: Engine,
+                                                                        tmp_path: Path) -> None:
+    handlers = handlers_for(fallback_engine, tmp_path)
+    session, _ = opened(handlers)
+    handlers.click(session, "add", click_at(230, 150))
+    kept = session.selection
+    outputs = handlers.edit("erase", session, **OPTIONS)
+    assert session.selection == kept and outputs[0].startswith("Erase done")
+    assert session.selection_mask(fallback_engine.select)[150, 230], "still selected on the edited photo"
+    second = handlers.edit("erase", session, **{**OPTIONS, "seed": 8})  # another try, no new selection
+    assert second[0].startswith("Erase done") and len(session.versions) == 3
+    handlers.undo(session)
+    assert session.selection.is_empty, "history moves reset the selection, as before"
+    handlers.click(session, "add", click_at(230, 150))
+    handlers.edit("upscale-2", session, **OPTIONS)
+    assert session.image.shape[1] == 902 and session.selection.is_empty, "a new size resets it"

@@ -284,12 +284,21 @@ class Session:
     def commit(self, image: np.ndarray, label: str, metadata: dict[str, str], base: int) -> Version:
         """Add an edit's result as a child of version `base` (the version the edit started from, even
         if the working version moved since; a branch when `base` has children already). It becomes
-        the working version and the selection resets."""
-        self._history.node(base)
+        the working version. The selection is kept (another prompt or seed on the same area needs no
+        new selection), its objects found again on the new photo; it resets when the size changed
+        (an outpaint, an upscale), where its clicks and strokes would no longer fit."""
+        base_size = self._history.node(base).version.size
         version = self._attach(image, label, metadata, parent=base)
-        self._reset_selection()
+        self._keep_selection_if(base_size == version.size)
         self._save()
         return version
+
+    def _keep_selection_if(self, same_size: bool) -> None:
+        if same_size:
+            self._cache.drop_session(self.id, "mask")  # the objects are found again on the new photo
+            self._pin()
+        else:
+            self._reset_selection()
 
     @_locked
     def add_result(self, images: list[np.ndarray], metadata: dict[str, str], label: str, base: int) -> None:
@@ -327,7 +336,7 @@ class Session:
             self._history.replace(old, version, box)
             self._forget_version(old)
         self.variations = replace(variations, number=number, chosen=chosen)
-        self._reset_selection()
+        self._keep_selection_if(size == self._history.node(variations.base).version.size)
         self._pin()
         self._save()
 

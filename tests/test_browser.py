@@ -119,6 +119,10 @@ def test_upload_click_erase_undo(page) -> None:  # type: ignore[no-untyped-def]
     assert np.any(erased[changed] != original[changed]), "the selected object was erased"
     assert np.array_equal(erased[0:10, 0:10], original[0:10, 0:10]), "far corners stay exact"
     assert page.locator("#history img").count() == 2
+    page.locator("#clear").click()
+    wait_for_status(page, "Selection cleared")
+    with_selection, erased = erased, canvas_pixels(page)  # the edited photo alone
+    assert tinted_share(with_selection, erased) > 0.005, "the selection was kept after the edit, for another try"
 
     page.locator("#undo").click()
     wait_for_status(page, "Back to version 1")

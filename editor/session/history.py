@@ -134,7 +134,7 @@ class History:
             if node.redo is not None and history._nodes.get(node.redo, node).version.parent != node.version.number:
                 raise ValueError(f"version {node.version.number} redoes to a version that is not its child")
         working, next_number = data["working"], int(data["next_number"])
-        if (working is not None and working not in history._nodes) or (working is None and history._nodes):
+        if working is not None and working not in history._nodes:  # None: no photo on the canvas (cleared)
             raise ValueError("the working version is not in the history")
         if history._nodes and next_number <= max(history._nodes):
             raise ValueError("the next version number is already taken")

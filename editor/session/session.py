@@ -118,6 +118,7 @@ class Session:
         self._grow_px, self._feather_px = 0, feather_px
         self.variations: Variations | None = None
         self.edits_pending = 0  # edits queued or running
+        self.last_action = "fill"  # what Enter in the prompt runs: the last of fill, background, outpaint
         self.cancel = threading.Event()  # set by Cancel; the running edit checks it between steps
         self._selections: list[Selection] = [Selection()]
         self._brush_files: dict[str, tuple[np.ndarray, str]] = {}  # "add"/"remove" -> (the saved array, its file)
@@ -271,15 +272,33 @@ class Session:
         return version
 
     @_locked
+    def close(self) -> None:
+        """No working photo (the page's canvas was cleared); its versions stay in the history, where
+        picking one (`goto`) makes it the working photo again."""
+        if self._history.working is not None:
+            self._history.working = None
+            self._reset_selection()
+            self._save()
+
+    @_locked
     def commit(self, image: np.ndarray, label: str, metadata: dict[str, str], base: int) -> Version:
         """Add an edit's result as a child of version `base` (the version the edit started from, even
         if the working version moved since; a branch when `base` has children already). It becomes
-        the working version and the selection resets."""
-        self._history.node(base)
+        the working version. The selection is kept (another prompt or seed on the same area needs no
+        new selection), its objects found again on the new photo; it resets when the size changed
+        (an outpaint, an upscale), where its clicks and strokes would no longer fit."""
+        base_size = self._history.node(base).version.size
         version = self._attach(image, label, metadata, parent=base)
-        self._reset_selection()
+        self._keep_selection_if(base_size == version.size)
         self._save()
         return version
+
+    def _keep_selection_if(self, same_size: bool) -> None:
+        if same_size:
+            self._cache.drop_session(self.id, "mask")  # the objects are found again on the new photo
+            self._pin()
+        else:
+            self._reset_selection()
 
     @_locked
     def add_result(self, images: list[np.ndarray], metadata: dict[str, str], label: str, base: int) -> None:
@@ -317,7 +336,7 @@ class Session:
             self._history.replace(old, version, box)
             self._forget_version(old)
         self.variations = replace(variations, number=number, chosen=chosen)
-        self._reset_selection()
+        self._keep_selection_if(size == self._history.node(variations.base).version.size)
         self._pin()
         self._save()
 
@@ -498,8 +517,10 @@ class Session:
     @_locked
     def end_edit(self) -> None:
         self.edits_pending = max(0, self.edits_pending - 1)
-        if self.edits_pending == 0:
-            self.cancel.clear()
+        if self.edits_pending == 0 and self.cancel.is_set():
+            # a fresh flag: an edit the page stopped waiting for may still be in its last step,
+            # holding the old one (set), so it stops there instead of going on
+            self.cancel = threading.Event()
 
     @property
     def edit_running(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
+import json
 import logging
 import re
 import time
@@ -24,7 +25,14 @@ import numpy as np
 from editor.core import canvas as canvas_geometry, masks
 from editor.ui import views
 from editor.core.config import Config
-from editor.engine.ops import UPSCALER_DOWNLOAD_HINT, EditOptions, EditResult, Engine
+from editor.engine.ops import (
+    DETECTOR_DOWNLOAD_HINT,
+    DOWNLOAD_HINT,
+    UPSCALER_DOWNLOAD_HINT,
+    EditOptions,
+    EditResult,
+    Engine,
+)
 from editor.core.errors import EditCancelled, EditorError, ImageError, SelectionError, describe
 from editor.core.photo_io import EXTENSIONS, edit_metadata, load_photo, write_photo
 from editor.models.base import LANCZOS_NAME
@@ -43,6 +51,14 @@ BRUSH_REMOVE = (239, 68, 68)
 EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background", "outpaint": "Extend canvas",
               "upscale-2": "Upscale ×2", "upscale-4": "Upscale ×4"}
 UPSCALES = {"upscale-2": 2, "upscale-4": 4}  # the edits that enlarge the whole photo: no selection, no prompt
+# The controls each optional model serves (their elem_ids), off with a tooltip while it is missing.
+NEEDS_INPAINTER = ("fill", "background", "outpaint", "generative-erase")
+NEEDS_DETECTOR = ("select-by-name", "select-text", "click-mode")
+CANCELLED = "Cancelled."
+PROMPTED = ("fill", "background", "outpaint")  # the edits Enter in the prompt repeats (the last used)
+CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box"),
+               ("Drop a found box", "drop")]  # the last one needs the detector
+CONTROL_OUTPUTS = len(NEEDS_INPAINTER) + len(NEEDS_DETECTOR) + 1  # what `Handlers.controls` returns
 
 Image = np.ndarray
 Gallery = list[tuple[np.ndarray, str]]
@@ -55,9 +71,13 @@ def guard(handler: Callable[..., Any], outputs: int) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return handler(*args, **kwargs)
+        except EditCancelled:  # what the person asked for: said plainly, not as a warning
+            message = None
         except Exception as exc:  # described as the API does: a bug gets an id and one traceback in the log
             message = describe(exc, log, f"page: {getattr(handler, '__name__', 'handler')}")
-        gr.Warning(html.escape(message))
+        if message is None:
+            return CANCELLED if outputs == 1 else (CANCELLED,) + tuple(gr.skip() for _ in range(outputs - 1))
+        gr.Warning(html.escape(plain_text(message)))
         if outputs == 1:  # Gradio takes a single output's value as is, not as a 1-tuple
             return warning(message)
         return (warning(message),) + tuple(gr.skip() for _ in range(outputs - 1))
@@ -69,9 +89,50 @@ def warning(message: str) -> str:
     return f"⚠️ {plain_markdown(message)}"
 
 
+def plain_text(text: str) -> str:
+    """A message as a person reads it: the backticks that quote commands in errors and logs dropped."""
+    return text.replace("`", "")
+
+
 def plain_markdown(text: str) -> str:
-    """Plain text for a Markdown line (messages may quote file names or prompts)."""
-    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", text)
+    """Plain text for a Markdown line (messages may quote file names or prompts), without backticks."""
+    return re.sub(r"([\\*_\[\]<>#|~])", r"\\\1", plain_text(text))
+
+
+def missing_models(engine: Engine) -> dict[str, str]:
+    """The optional models that cannot run now (missing, or failed to load: `Engine.status`), each
+    with the tooltip its controls show: what they need and the command that downloads it."""
+    status = engine.status()
+    missing = {}
+    if status.inpainter.startswith("none"):
+        missing["inpainter"] = f"Needs an inpainting model: run {DOWNLOAD_HINT}"
+    if engine.detector is None or status.detector.startswith("none"):
+        missing["detector"] = f"Needs the detector: run {DETECTOR_DOWNLOAD_HINT}"
+    return missing
+
+
+def control_settings(missing: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """elem_id -> the settings of each control an optional model serves: off while it is missing.
+    A radio cannot turn one choice off: "Drop a found box" is left out, and its line says why."""
+    inpaint, detect = "inpainter" not in missing, "detector" not in missing
+    settings: dict[str, dict[str, Any]] = {elem_id: {"interactive": inpaint} for elem_id in NEEDS_INPAINTER}
+    if not inpaint:
+        settings["generative-erase"]["value"] = False
+    settings["select-by-name"] = {"interactive": detect}
+    settings["select-text"] = {"interactive": detect, "placeholder": "Select by name: dog, person, …" if detect
+                               else "Select by name: needs the detector"}
+    settings["click-mode"] = {"choices": CLICK_MODES if detect else CLICK_MODES[:-1],
+                              "info": None if detect else f"Drop a found box: {plain_text(missing['detector'])}"}
+    if not detect:
+        settings["click-mode"]["value"] = "add"
+    return settings
+
+
+def control_tooltips(missing: dict[str, str]) -> dict[str, str]:
+    """elem_id -> tooltip for every control an optional model serves ("" for those that work)."""
+    tips = {elem_id: missing.get("inpainter", "") for elem_id in NEEDS_INPAINTER}
+    tips.update({elem_id: missing.get("detector", "") for elem_id in NEEDS_DETECTOR})
+    return tips
 
 
 class Handlers:
@@ -128,6 +189,17 @@ class Handlers:
         status = f"Restored **{plain_markdown(session.name)}** with its history."
         return (session.id, session.id, *self._photo_outputs(session, status), session.grow_px, session.feather_px)
 
+    def controls(self) -> tuple:
+        """Page load: the controls of a model that is missing, or failed to load since the page was
+        built, are off. CONTROL_OUTPUTS values: the updates of NEEDS_INPAINTER's and NEEDS_DETECTOR's
+        controls, then their tooltips as JSON (`control_tooltips`) for the page's script."""
+        missing = missing_models(self.engine)
+        kinds = {"select-by-name": gr.Button, "select-text": gr.Textbox, "click-mode": gr.Radio,
+                 "generative-erase": gr.Checkbox}
+        settings = control_settings(missing)
+        updates = tuple(kinds.get(elem_id, gr.Button)(**settings[elem_id]) for elem_id in NEEDS_INPAINTER + NEEDS_DETECTOR)
+        return (*updates, json.dumps(control_tooltips(missing)))
+
     def tab_closed(self, request: gr.Request) -> None:
         """The tab closed or reloaded: stop its edit, so the model is free for others at once."""
         session_id = self._tabs.pop(request.session_hash, None) if request is not None else None
@@ -167,9 +239,10 @@ class Handlers:
         return self._photo_outputs(session, f"Opened **{plain_markdown(session.name)}** ({width}×{height}).{kept} "
                                             "Preparing the selection model…")
 
-    def prepare(self, session: Session) -> Any:
-        """Compute the SAM embedding of an opened photo now, so that the first click is fast."""
-        if not session.has_image:
+    def prepare(self, session: Session, shown: str | None = None) -> Any:
+        """Compute the SAM embedding of an opened photo now, so that the first click is fast. After
+        an upload that failed (`shown`, the status line, is a warning) the status keeps saying so."""
+        if not session.has_image or (shown or "").startswith("⚠️"):
             return gr.skip()
         started = time.perf_counter()
         self.engine.prepare(session.image)
@@ -183,9 +256,11 @@ class Handlers:
         return gr.skip()
 
     def canvas_cleared(self, session: Session) -> str:
-        """The canvas's remove button: ready for another photo; the history stays until then."""
+        """The canvas's remove button: no working photo (a selection step now asks for one); its
+        versions stay in the history, where a click brings one back."""
         message = "Drop another photo on the canvas or pick an example."
-        if session.has_image:
+        if session.has_image and not session.edit_running:
+            session.close()
             message += " Click a version in the history to get back to this one."
         return message
 
@@ -293,9 +368,9 @@ class Handlers:
         return "Waiting for the model…", off, off
 
     def cancel(self, session: Session) -> str:
-        if session.request_cancel():
-            return "Cancelling after the current step…"
-        return "Nothing is running."
+        """The page's Cancel: it also drops this tab's queued edits from the queue at once (`cancels`);
+        a running one stops within its current step (it holds the flag set here)."""
+        return CANCELLED if session.request_cancel() else "Nothing is running."
 
     def edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
              strength: float, seed: float | None, count: float, generative: bool = False,
@@ -305,6 +380,8 @@ class Handlers:
 
         The result is attached to the version the edit started from, whatever happened meanwhile.
         """
+        if mode in PROMPTED:
+            session.last_action = mode
         alone = not session.edit_running  # called without the page's begin and end steps (tests, bench)
         if alone:
             session.begin_edit()
@@ -324,6 +401,16 @@ class Handlers:
         status = (f"{EDIT_NAMES[mode]} done in {took:.1f} s · seed **{result.seed}** · "
                   f"{plain_markdown(result.metadata.get('model', ''))}{variations}")
         return self._photo_outputs(session, status)
+
+    def edit_last(self, session: Session, prompt: str, negative: str, steps: float, guidance: float,
+                  strength: float, seed: float | None, count: float, generative: bool, aspect: str | None,
+                  left: float | None, top: float | None, right: float | None, bottom: float | None,
+                  progress: gr.Progress = gr.Progress()) -> tuple:
+        """Enter in the prompt: the action last used of Fill, Replace background and Extend canvas."""
+        options = (prompt, negative, steps, guidance, strength, seed, count, generative)
+        if session.last_action == "outpaint":
+            return self.outpaint(session, *options, aspect, left, top, right, bottom, progress=progress)
+        return self.edit(session.last_action, session, *options, progress=progress)
 
     def _run_edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
                   strength: float, seed: float | None, count: float, generative: bool,
@@ -349,7 +436,7 @@ class Handlers:
         progress(0, desc="Loading the model…")
 
         def step(done: int, total: int) -> None:
-            progress((done, total), desc="Generating", unit="steps")
+            progress(step_count(done, total, int(steps)), desc="Generating", unit="steps")
 
         started = time.perf_counter()
         if mode == "fill":
@@ -501,6 +588,15 @@ class Handlers:
                         self.config.export.colour, compress_level=DOWNLOAD_COMPRESSION)
             partial.replace(path)
         return gr.DownloadButton(value=str(path), interactive=True)
+
+
+def step_count(done: int, total: int, steps: int) -> tuple[int, int]:
+    """The progress as (1..N, N) in the steps the person asked for. The model reports its own count:
+    diffusers runs int(steps × strength) of them (99 for 100 steps at strength 0.99), times the pieces
+    of an outpaint, which showed as "x/99"."""
+    runs = max(1, round(total / max(1, steps)))  # the pieces (an outpaint's border) that run in turn
+    shown = steps * runs
+    return min(shown, max(1, round(done * shown / max(1, total)))), shown
 
 
 def _upscale_status(name: str, result: EditResult, took: float) -> str:

@@ -14,10 +14,21 @@ import gradio as gr
 
 from editor.core.canvas import ASPECTS
 from editor.core.config import Config
-from editor.engine.ops import DETECTOR_DOWNLOAD_HINT, Engine
+from editor.engine.ops import Engine
 from editor.ui.api import Api
 from editor.session.store import SessionStore
-from editor.ui.handlers import BRUSH_ADD, BRUSH_REMOVE, Handlers, guard, plain_markdown
+from editor.ui.handlers import (
+    BRUSH_ADD,
+    BRUSH_REMOVE,
+    CLICK_MODES,
+    NEEDS_DETECTOR,
+    NEEDS_INPAINTER,
+    Handlers,
+    control_settings,
+    guard,
+    missing_models,
+    plain_markdown,
+)
 
 SIDES = ("left", "top", "right", "bottom")  # the order of an extension's paddings
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -28,8 +39,40 @@ TAB_KEY = "photo-editor-session"
 # and, unlike localStorage (gr.BrowserState), a second tab of the same browser gets a session of its own.
 READ_TAB_ID = f"(saved) => [sessionStorage.getItem('{TAB_KEY}') || '']"
 SAVE_TAB_ID = f"(id) => {{ if (id) sessionStorage.setItem('{TAB_KEY}', id); return []; }}"
-CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box"),
-               ("Drop a found box", "drop")]
+# Gradio 6 buttons take no tooltip: the page sets the `title` of the controls a missing model turns
+# off, from the JSON `Handlers.controls` returns (elem_id -> text, "" to remove it).
+# Controls inside a closed accordion are not in the page yet: an observer sets theirs when they appear.
+SET_TOOLTIPS = """(tips) => {
+  window.photoEditorTips = JSON.parse(tips || "{}");
+  const apply = () => {
+    for (const [id, text] of Object.entries(window.photoEditorTips)) {
+      const element = document.getElementById(id);
+      if (!element) continue;
+      for (const each of [element, ...element.querySelectorAll("button, input, textarea, label")]) {
+        if (!text) each.removeAttribute("title");
+        else if (each.getAttribute("title") !== text) each.setAttribute("title", text);
+      }
+    }
+  };
+  apply();
+  if (!window.photoEditorTipsObserver) {
+    window.photoEditorTipsObserver = new MutationObserver(apply);
+    window.photoEditorTipsObserver.observe(document.body, {childList: true, subtree: true});
+  }
+  return [];
+}"""
+# Enter in the number box of Grow or Soft edge applies it: Gradio sliders apply on release, which
+# their number box fires when it loses focus (sliders have no submit event).
+ENTER_APPLIES = """() => {
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.target.matches("#grow input[type=number], #feather input[type=number]")) {
+      event.target.blur();
+    }
+  });
+  return [];
+}"""
+CONTROL_KEYS = {"fill": "fill", "background": "background", "outpaint": "outpaint", "generative-erase": "generative",
+                "select-by-name": "find", "select-text": "query", "click-mode": "mode"}  # elem_id -> controls key
 
 CSS = """
 .gradio-container { max-width: 1440px !important; padding-top: 8px !important; }
@@ -102,12 +145,14 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
             with gr.Column(scale=3, min_width=480):
                 view = _view_column(examples)
             with gr.Column(scale=2, min_width=360):
-                controls = _controls_column(config, engine.detector is not None)
+                controls = _controls_column(config, control_settings(missing_models(engine)))
+        tooltips = gr.Textbox(visible=False)
         _wire(handlers, config, state, view, controls)
         _wire_tab(demo, handlers, config, state, saved_id, view, controls)
         # The models load behind the page: each page load shows what loaded and what failed.
         demo.load(functools.partial(backends_markdown, engine, downloads), None, [header], concurrency_limit=None,
                   api_visibility="private")
+        _wire_controls(demo, handlers, controls, tooltips)
         _api(Api(engine, config), config)
     return demo
 
@@ -145,18 +190,27 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
                 status=status, examples=example_gallery)
 
 
-def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
+def _wire_controls(demo: gr.Blocks, handlers: Handlers, controls: dict[str, Any], tooltips: gr.Textbox) -> None:
+    """Each page load turns off the controls of a missing model (or one that failed to load since)."""
+    outputs = [controls[CONTROL_KEYS[elem_id]] for elem_id in NEEDS_INPAINTER + NEEDS_DETECTOR]
+    demo.load(None, None, None, js=ENTER_APPLIES, concurrency_limit=None, api_visibility="private")
+    demo.load(handlers.controls, None, [*outputs, tooltips], concurrency_limit=None, api_visibility="private").then(
+        None, [tooltips], None, js=SET_TOOLTIPS, concurrency_limit=None, api_visibility="private")
+
+
+def _controls_column(config: Config, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`settings`: the initial settings of the controls an optional model serves (`control_settings`)."""
     defaults = config.inpaint
     ranges = config.limits.ranges  # the engine accepts exactly these: a slider never refuses a default
     with gr.Column(variant="panel", elem_classes="step"):
         gr.Markdown("### 1 · Select", elem_classes="step-title")
         with gr.Row(elem_classes="compact-buttons"):
-            placeholder = ("Select by name: dog, person, …" if has_detector else
-                           f"Select by name needs the detector: run {DETECTOR_DOWNLOAD_HINT}")
             query = gr.Textbox(show_label=False, elem_id="select-text", lines=1, max_lines=1, container=False,
-                               placeholder=placeholder, scale=3)
-            find = gr.Button("Select by name", elem_id="select-by-name", size="sm", scale=1)
-        mode = gr.Radio(CLICK_MODES, value="add", label="A click on the photo adds", elem_id="click-mode")
+                               scale=3, **settings["select-text"])
+            find = gr.Button("Select by name", elem_id="select-by-name", size="sm", scale=1,
+                             **settings["select-by-name"])
+        mode = gr.Radio(label="A click on the photo adds", elem_id="click-mode",
+                        **{"value": "add", **settings["click-mode"]})
         with gr.Row(elem_classes="compact-buttons"):
             undo_click = gr.Button("↶ Undo click", size="sm", elem_id="undo-click")
             clear = gr.Button("Clear", size="sm", elem_id="clear")
@@ -174,10 +228,10 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
         prompt = gr.Textbox(show_label=False, elem_id="prompt", lines=1, max_lines=3, container=False,
                             placeholder="Prompt: what to paint into the selection, or the new background")
         with gr.Row(elem_classes="compact-buttons"):
-            fill = gr.Button("Fill", variant="primary", elem_id="fill", size="md")
+            fill = gr.Button("Fill", variant="primary", elem_id="fill", size="md", **settings["fill"])
             erase = gr.Button("Erase", variant="primary", elem_id="erase", size="md")
             background = gr.Button("Replace background", variant="primary", elem_id="background", size="md",
-                                   scale=2)
+                                   scale=2, **settings["background"])
             cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", size="md")
         with gr.Accordion("Options: negative prompt, steps, seed, variations", open=False, elem_id="options"):
             negative = gr.Textbox(defaults.negative_prompt, label="Negative prompt (Fill, Replace background)",
@@ -196,9 +250,9 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
             with gr.Row():
                 seed = gr.Number(-1, precision=0, label="Seed (-1 = random; the seed used is shown after each run)",
                                  elem_id="seed")
-                generative = gr.Checkbox(False, label="Generative erase (the inpainting model, slower)",
-                                         elem_id="generative-erase")
-        extend = _extend_controls()
+                generative = gr.Checkbox(label="Generative erase (the inpainting model, slower)",
+                                         elem_id="generative-erase", **{"value": False, **settings["generative-erase"]})
+        extend = _extend_controls(settings["outpaint"])
         with gr.Row(elem_classes="compact-buttons"):  # the whole photo: no selection, no prompt
             upscale_2 = gr.Button("Upscale ×2", elem_id="upscale-2", size="sm")
             upscale_4 = gr.Button("Upscale ×4", elem_id="upscale-4", size="sm")
@@ -223,7 +277,7 @@ def _controls_column(config: Config, has_detector: bool) -> dict[str, Any]:
                 upscale_4=upscale_4, **extend)
 
 
-def _extend_controls() -> dict[str, Any]:
+def _extend_controls(button_settings: dict[str, Any]) -> dict[str, Any]:
     """Extend canvas (outpainting): a target aspect, or the pixels per side; the prompt box says
     what to paint there (empty: continue the scene)."""
     with gr.Accordion("Extend canvas: a wider or taller photo, the new border painted", open=False,
@@ -234,7 +288,7 @@ def _extend_controls() -> dict[str, Any]:
         with gr.Row():
             sides = {side: gr.Number(0, precision=0, minimum=0, label=f"{side.capitalize()} (px)",
                                      elem_id=f"extend-{side}", min_width=60) for side in SIDES}
-        button = gr.Button("Extend canvas", variant="primary", elem_id="outpaint", size="md")
+        button = gr.Button("Extend canvas", variant="primary", elem_id="outpaint", size="md", **button_settings)
     return dict(extend_aspect=aspect, outpaint=button, **{f"extend_{side}": box for side, box in sides.items()})
 
 
@@ -250,7 +304,7 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     # After every change of the working photo, outside the model's queue: the download PNG;
     # then, in the queue, the new photo's embedding, so the next click is fast.
     download = dict(fn=bind(handlers.download), inputs=[state], outputs=[controls["download"]], **quick)
-    prepare = dict(fn=guard(bind(handlers.prepare), 1), inputs=[state], outputs=[status], **gpu)
+    prepare = dict(fn=guard(bind(handlers.prepare), 1), inputs=[state, status], outputs=[status], **gpu)
     prepare_quietly = dict(fn=guard(bind(handlers.prepare_quietly), 1), inputs=[state], outputs=[status], **gpu)
 
     def photo_changed(event: Any) -> None:
@@ -289,15 +343,17 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     extend = [controls["extend_aspect"], *(controls[f"extend_{side}"] for side in SIDES)]
     edits = [(controls[mode].click, functools.partial(handlers.edit, mode), options)
              for mode in ("fill", "erase", "background")]
-    edits += [(controls["prompt"].submit, functools.partial(handlers.edit, "fill"), options),
+    edits += [(controls["prompt"].submit, handlers.edit_last, options + extend),
               (controls["outpaint"].click, handlers.outpaint, options + extend)]
     edits += [(controls[f"upscale_{factor}"].click, functools.partial(handlers.edit, f"upscale-{factor}"), options)
               for factor in (2, 4)]
+    runs = []  # Cancel drops them from the queue at once; their `edit_ended` runs all the same
     for trigger, run, inputs in edits:
         edit = trigger(guard(bind(handlers.begin_edit), 3), [state], [status, *history_buttons], **quick).then(
             photo(run), [state, *inputs], photo_out, show_progress_on=[canvas], **gpu)
+        runs.append(edit)
         photo_changed(edit.then(bind(handlers.edit_ended), [state], history_buttons, **quick))
-    controls["cancel"].click(guard(bind(handlers.cancel), 1), [state], [status], **quick)
+    controls["cancel"].click(guard(bind(handlers.cancel), 1), [state], [status], cancels=runs, **quick)
     photo_changed(controls["variations"].select(photo(handlers.choose_variation), [state], photo_out, **quick))
 
     # History.

@@ -415,7 +415,7 @@ def test_every_change_of_the_photo_is_followed_by_its_embedding_and_download(fal
         follow = [functions[chains[index]]]
         follow.append(functions[chains[chains[index]]])
         assert [f.name for f in follow] == ["download", "prepare_quietly"], function.name
-        assert follow[0].concurrency_id != "gpu" and follow[1].concurrency_id == "gpu"
+        assert follow[0].concurrency_id not in ("select", "generate") and follow[1].concurrency_id == "select"
 
 
 def test_after_an_edit_the_next_click_needs_no_new_embedding(sam_sd2_engine: Engine, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from editor.core.prompts import (
     Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, parse_query, refine_detected,
 )
 from editor.engine import strategy
+from editor.engine.priority import SelectionFirst
 from editor.models.base import (
     LANCZOS_NAME, Detector, Eraser, ImageExpired, ImageRef, Inpainter, InpaintRequest, Progress, Segmenter, Upscaler,
     fetch_command,
@@ -99,12 +100,14 @@ class Engine:
         max_pixels: int = 50_000_000,
         upscaler: Upscaler | None = None,
         upscaler_config: UpscalerConfig = UpscalerConfig(),
+        priority: SelectionFirst | None = None,
     ) -> None:
         """`eraser` (LaMa) erases when given; without it Erase is generative through `inpainter`.
         `prefill` (the classical OpenCV eraser, needing no weights) pre-fills the hole for generative
         erase and erases when the others are missing or failed to load. `upscaler` (Real-ESRGAN)
         upscales and sharpens new backgrounds; without it (or once it failed to load) Upscale is a
-        Lanczos resize, announced as such."""
+        Lanczos resize, announced as such. `priority` pauses generations at their step boundaries
+        while a selection runs (default: on for a CPU `backends.device`, off for a GPU)."""
         self.segmenter = segmenter
         self.inpainter = inpainter
         self.eraser = eraser
@@ -119,6 +122,7 @@ class Engine:
         self.max_pixels = max_pixels  # max_image_pixels: an edit that would make a larger photo is refused first
         self.upscaler = upscaler
         self.upscaler_config = upscaler_config
+        self.priority = SelectionFirst.for_device(backends.device) if priority is None else priority
 
     @property
     def backends(self) -> Backends:
@@ -186,22 +190,25 @@ class Engine:
 
     def prepare(self, image: np.ndarray) -> ImageRef:
         """Compute the image's embedding now, so that the first click is fast."""
-        return self.segmenter.prepare(image)
+        with self.priority.selecting():
+            return self.segmenter.prepare(image)
 
     def select(self, image: np.ndarray, prompts: Prompts) -> np.ndarray:
         """The object the prompts point at, as an `HxW uint8` mask (255 = selected)."""
-        return self._segment(image, None, prompts)[1]
+        with self.priority.selecting():
+            return self._segment(image, None, prompts)[1]
 
     def select_parts(self, image: np.ndarray, parts: list[SelectionPart]) -> np.ndarray:
         """Several objects: the union of the added ones, minus the subtracted ones."""
         selection = np.zeros(image.shape[:2], np.uint8)
         check_prompt_count(sum(part.prompts.count for part in parts), self.limits.points)
         ref = None  # the image is prepared once, at the first part that selects something
-        for part in parts:
-            if part.prompts.is_empty:
-                continue
-            ref, mask = self._segment(image, ref, part.prompts)
-            selection = masks.subtract(selection, mask) if part.subtract else masks.union(selection, mask)
+        with self.priority.selecting():
+            for part in parts:
+                if part.prompts.is_empty:
+                    continue
+                ref, mask = self._segment(image, ref, part.prompts)
+                selection = masks.subtract(selection, mask) if part.subtract else masks.union(selection, mask)
         return selection
 
     def _segment(self, image: np.ndarray, ref: ImageRef | None, prompts: Prompts) -> tuple[ImageRef, np.ndarray]:
@@ -228,7 +235,8 @@ class Engine:
                 "or set detector.model to a local folder"
             )
         queries = parse_query(query)
-        detections = self.detector.detect(image, queries)
+        with self.priority.selecting():
+            detections = self.detector.detect(image, queries)
         if not detections:
             raise SelectionError(f"no {', '.join(queries)} found in the photo: try other words, or a lower "
                                  "detector.box_threshold")
@@ -373,14 +381,16 @@ class Engine:
         pieces = strategy.border_pieces((new_width, new_height), inner, native, overlap=max(native // 4, 3 * blend))
         ring = max(4, self.composite.feather) if self.composite.match_color else 0
         runs, calls = len(pieces) * request.num_images, itertools.count()
+        paced = self._paced(progress, cancel)
         images = []
         for index in range(request.num_images):
             chain = replace(request, seed=(request.seed + index) % 2**63, num_images=1)
 
             def model(work: np.ndarray, hole: np.ndarray, chain: InpaintRequest = chain) -> np.ndarray:
                 done_before = next(calls)  # pieces already painted, over every variation: one progress bar
-                step = None if progress is None else \
-                    lambda done, total: progress(done_before * total + done, runs * total)
+                def step(done: int, total: int) -> None:
+                    paced(done_before * total + done, runs * total)
+
                 return inpainter.inpaint(work, hole, chain, step, cancel)[0]
 
             painted = strategy.fill_border(prefilled, border, pieces, model, blend, multiple=8, ring_px=ring)
@@ -421,6 +431,7 @@ class Engine:
                   prefill: bool = False, match_color: bool = True) -> EditResult:
         """Inpaint the crop around `alpha` (the paste-back weights) and paste each output through it."""
         inpainter = self._require_inpainter(mode)
+        steps = self._paced(progress, cancel)
         band = masks.binary(alpha > 0)
         plan = composite.plan_crop(band, inpainter.native_size, self.composite.context, self.composite.min_context_px)
         crop, crop_band = plan.crop(image), plan.crop(band)
@@ -428,7 +439,7 @@ class Engine:
             crop = self.prefill.erase(crop, crop_band)
         sharpen = self._background_resize(mode)
         patches = strategy.run(crop, crop_band, plan.work_width, plan.work_height,
-                               lambda work, hole: inpainter.inpaint(work, hole, request, progress, cancel),
+                               lambda work, hole: inpainter.inpaint(work, hole, request, steps, cancel),
                                multiple=8,  # the VAE's factor; plan_crop's work sizes are multiples already
                                resize_back=sharpen or composite.resize_image)
         # A new background has its own colours: matching it to the subject's edge would be wrong.
@@ -440,6 +451,16 @@ class Engine:
         if sharpen is not None and plan.work_width < plan.size[0]:
             metadata["background_upscaler"] = self.upscaler.model_name if self._chosen_upscaler() else LANCZOS_NAME
         return EditResult(images, mask, request.seed, metadata)
+
+    def _paced(self, progress: Progress | None, cancel: threading.Event | None) -> Progress:
+        """The per-step callback a generation calls: it first yields to any selection running
+        (`SelectionFirst`), then reports the progress."""
+        def step(done: int, total: int) -> None:
+            self.priority.step_boundary(cancel)
+            if progress is not None:
+                progress(done, total)
+
+        return step
 
     def _chosen_upscaler(self) -> Upscaler | None:
         """The upscaling model, or None (a Lanczos resize) when there is none or it failed to load."""
@@ -456,9 +477,10 @@ class Engine:
         counts = [len(strategy.tile_boxes(width, height, upscaler.tile)) for width, height in sizes]
         done = [0]
 
-        def step(tiles: int, _total: int) -> None:
-            if progress is not None:
-                progress(done[0] + tiles, sum(counts))
+        paced = self._paced(progress, cancel)
+
+        def step(tiles: int, _total: int) -> None:  # a tile boundary is a step boundary
+            paced(done[0] + tiles, sum(counts))
 
         for index in range(passes):
             image = strategy.upscale_tiled(image, upscaler.upscale, scale, upscaler.tile, overlap,
@@ -509,7 +531,12 @@ class Engine:
         eraser.grow_px (a tight hole leaves ghosts of the object's edge) and all of the paste band."""
         config = self.eraser_config
         hole = masks.grow(mask, config.grow_px)
-        result = strategy.erase(image, hole, alpha, eraser.erase, eraser.multiple, eraser.max_side, config.margin_px)
+
+        def region(crop: np.ndarray, crop_hole: np.ndarray) -> np.ndarray:  # a region boundary is a step boundary
+            self.priority.step_boundary()
+            return eraser.erase(crop, crop_hole)
+
+        result = strategy.erase(image, hole, alpha, region, eraser.multiple, eraser.max_side, config.margin_px)
         metadata = self._metadata("erase", replace(request, steps=0, prompt="", negative_prompt=""), eraser.model_name)
         return EditResult([result], mask, request.seed, metadata)
 

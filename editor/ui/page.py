@@ -1,8 +1,11 @@
 """The Gradio page: layout and wiring. Handlers live in `editor.ui.handlers`, API endpoints in `editor.ui.api`.
 
-Every model call (a click's mask, the embedding, an edit, an API call) shares one concurrency
-group with `config.server.concurrency` slots, so SAM and the diffusion model never fight over
-one GPU; the others (history, cancel) run at once.
+Model calls wait in two queues (`queues`): selection (a click's mask, the embedding, select by
+name, the API's segment and select_by_text) one at a time, as the segmenter has one lock; and
+generation (the edits and the API's) with `config.server.concurrency` slots. A click never
+waits for another tab's generation (on a CPU the generation even pauses at its next step while
+a click runs: `editor.engine.priority`); the others (history, cancel) run at once. No event
+covers the photo with its progress: it shows on the status line (`progress_on_status`).
 """
 from __future__ import annotations
 
@@ -292,9 +295,26 @@ def _extend_controls(button_settings: dict[str, Any]) -> dict[str, Any]:
     return dict(extend_aspect=aspect, outpaint=button, **{f"extend_{side}": box for side, box in sides.items()})
 
 
+SELECT_QUEUE, GENERATE_QUEUE = "select", "generate"  # Gradio concurrency ids
+
+
+def queues(config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The event options of the two model queues: (selection, generation)."""
+    return (dict(concurrency_id=SELECT_QUEUE, concurrency_limit=1),
+            dict(concurrency_id=GENERATE_QUEUE, concurrency_limit=config.server.concurrency))
+
+
+def progress_on_status(view: dict[str, Any]) -> dict[str, Any]:
+    """Progress, queue position and "preparing" on the status line, never over the photo."""
+    return dict(show_progress="full", show_progress_on=[view["status"]])
+
+
 def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, Any], controls: dict[str, Any]) -> None:
-    gpu = dict(concurrency_id="gpu", concurrency_limit=config.server.concurrency, api_visibility="private")
-    quick = dict(concurrency_limit=None, api_visibility="private")
+    selecting, generating = queues(config)
+    segmenting = dict(**selecting, api_visibility="private", **progress_on_status(view))
+    generate = dict(**generating, api_visibility="private", **progress_on_status(view))
+    quick = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")  # what is near-instant
+    quick_photo = dict(quick, **progress_on_status(view))  # opening a photo, history moves: seconds at 24 MP
     canvas, status = view["canvas"], view["status"]
     selection_out = [status, canvas]
     photo_out = _photo_outputs(view, controls)
@@ -302,38 +322,40 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     photo = lambda fn: guard(bind(fn), len(photo_out))  # noqa: E731
     select = lambda fn: guard(bind(fn), len(selection_out))  # noqa: E731
     # After every change of the working photo, outside the model's queue: the download PNG;
-    # then, in the queue, the new photo's embedding, so the next click is fast.
+    # then, in the selection queue, the new photo's embedding, so the next click is fast.
     download = dict(fn=bind(handlers.download), inputs=[state], outputs=[controls["download"]], **quick)
-    prepare = dict(fn=guard(bind(handlers.prepare), 1), inputs=[state, status], outputs=[status], **gpu)
-    prepare_quietly = dict(fn=guard(bind(handlers.prepare_quietly), 1), inputs=[state], outputs=[status], **gpu)
+    prepare = dict(fn=guard(bind(handlers.prepare), 1), inputs=[state, status], outputs=[status], **segmenting)
+    prepare_quietly = dict(fn=guard(bind(handlers.prepare_quietly), 1), inputs=[state], outputs=[status],
+                           **segmenting)
 
     def photo_changed(event: Any) -> None:
         event.then(**download).then(**prepare_quietly)
 
     # Opening a photo: read the file as uploaded (no re-encoding), then embed it for SAM at once.
-    canvas.upload(photo(handlers.upload), [state, canvas], photo_out, preprocess=False, **quick).then(**prepare)
-    view["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick).then(**prepare)
+    canvas.upload(photo(handlers.upload), [state, canvas], photo_out, preprocess=False, **quick_photo).then(**prepare)
+    view["examples"].select(photo(handlers.pick_example), [state], photo_out, **quick_photo).then(**prepare)
     canvas.clear(guard(bind(handlers.canvas_cleared), 1), [state], [status], **quick)
     # The canvas draws the photo and the selection (grow and soft edge included): each change of it
     # remakes the cut-out PNG, outside the model's queue; the button is off while nothing is selected.
     canvas.change(bind(handlers.cutout), [state], [controls["cutout"]], **quick)
 
-    # Selecting: each click runs the segmenter (shared with the edits), then redraws the canvas.
-    canvas.select(select(handlers.click), [state, controls["mode"]], selection_out, **gpu)
+    # Selecting: each click runs the segmenter (in its own queue, never behind an edit), then redraws the canvas.
+    canvas.select(select(handlers.click), [state, controls["mode"]], selection_out, **segmenting)
     for trigger in (controls["find"].click, controls["query"].submit):
-        trigger(select(handlers.select_by_name), [state, controls["query"]], selection_out, **gpu)
-    controls["undo_click"].click(select(handlers.undo_click), [state], selection_out, **gpu)
-    controls["clear"].click(select(handlers.clear), [state], selection_out, **gpu)
-    controls["invert"].click(select(handlers.invert), [state], selection_out, **gpu)
+        trigger(select(handlers.select_by_name), [state, controls["query"]], selection_out, **segmenting)
+    controls["undo_click"].click(select(handlers.undo_click), [state], selection_out, **segmenting)
+    controls["clear"].click(select(handlers.clear), [state], selection_out, **segmenting)
+    controls["invert"].click(select(handlers.invert), [state], selection_out, **segmenting)
     controls["add_part"].click(select(functools.partial(handlers.new_part, subtract=False)), [state],
-                               selection_out, **gpu)
+                               selection_out, **segmenting)
     controls["subtract_part"].click(select(functools.partial(handlers.new_part, subtract=True)), [state],
-                                    selection_out, **gpu)
+                                    selection_out, **segmenting)
     for slider in (controls["grow"], controls["feather"]):
-        slider.release(select(handlers.refine), [state, controls["grow"], controls["feather"]], selection_out, **gpu)
-    view["brush_tab"].select(guard(bind(handlers.brush_load), 2), [state], [status, view["brush"]], **gpu)
+        slider.release(select(handlers.refine), [state, controls["grow"], controls["feather"]], selection_out,
+                       **segmenting)
+    view["brush_tab"].select(guard(bind(handlers.brush_load), 2), [state], [status, view["brush"]], **segmenting)
     view["apply_brush"].click(guard(bind(handlers.brush_apply), 3), [state, view["brush"]],
-                              [status, canvas, view["brush"]], **gpu)
+                              [status, canvas, view["brush"]], **segmenting)
 
     # Editing: mark the session busy at once (so Cancel works while waiting, and the history
     # stays put), then queue the model work; afterwards the history buttons come back.
@@ -350,28 +372,29 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     runs = []  # Cancel drops them from the queue at once; their `edit_ended` runs all the same
     for trigger, run, inputs in edits:
         edit = trigger(guard(bind(handlers.begin_edit), 3), [state], [status, *history_buttons], **quick).then(
-            photo(run), [state, *inputs], photo_out, show_progress_on=[canvas], **gpu)
+            photo(run), [state, *inputs], photo_out, **generate)
         runs.append(edit)
         photo_changed(edit.then(bind(handlers.edit_ended), [state], history_buttons, **quick))
     controls["cancel"].click(guard(bind(handlers.cancel), 1), [state], [status], cancels=runs, **quick)
-    photo_changed(controls["variations"].select(photo(handlers.choose_variation), [state], photo_out, **quick))
+    photo_changed(controls["variations"].select(photo(handlers.choose_variation), [state], photo_out,
+                                                **quick_photo))
 
     # History.
-    photo_changed(controls["undo"].click(photo(handlers.undo), [state], photo_out, **quick))
-    photo_changed(controls["redo"].click(photo(handlers.redo), [state], photo_out, **quick))
-    photo_changed(controls["history"].select(photo(handlers.goto), [state], photo_out, **quick))
+    photo_changed(controls["undo"].click(photo(handlers.undo), [state], photo_out, **quick_photo))
+    photo_changed(controls["redo"].click(photo(handlers.redo), [state], photo_out, **quick_photo))
+    photo_changed(controls["history"].select(photo(handlers.goto), [state], photo_out, **quick_photo))
 
 
 def _wire_tab(demo: gr.Blocks, handlers: Handlers, config: Config, state: gr.State, saved_id: gr.Textbox,
               view: dict[str, Any], controls: dict[str, Any]) -> None:
     """Opening the page restores the tab's session (a reload loses nothing); closing it stops its edit."""
-    quick = dict(concurrency_limit=None, api_visibility="private")
+    quick = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
     outputs = [state, saved_id, *_photo_outputs(view, controls), controls["grow"], controls["feather"]]
-    demo.load(handlers.restore, [saved_id], outputs, js=READ_TAB_ID, **quick).then(
+    demo.load(handlers.restore, [saved_id], outputs, js=READ_TAB_ID, **dict(quick, **progress_on_status(view))).then(
         None, [saved_id], None, js=SAVE_TAB_ID, **quick).then(
         handlers.bind(handlers.download), [state], [controls["download"]], **quick).then(
-        guard(handlers.bind(handlers.prepare_quietly), 1), [state], [view["status"]], concurrency_id="gpu",
-        concurrency_limit=config.server.concurrency, api_visibility="private")
+        guard(handlers.bind(handlers.prepare_quietly), 1), [state], [view["status"]], api_visibility="private",
+        **queues(config)[0])
     demo.unload(handlers.tab_closed)
 
 
@@ -379,7 +402,8 @@ def _api(api: Api, config: Config) -> None:
     """Hidden components carrying the stateless endpoints' inputs and outputs. The endpoints take
     their inputs raw (`preprocess=False`): Gradio would open a file argument's path before the
     editor could check that it was uploaded, and turn a wrong value into an error without a message."""
-    endpoint = dict(concurrency_id="gpu", concurrency_limit=config.server.concurrency, preprocess=False)
+    selecting, generating = queues(config)
+    select, generate = dict(**selecting, preprocess=False), dict(**generating, preprocess=False)
     with gr.Column(visible=False):
         image = gr.Image(type="filepath", image_mode=None, format="png", label="image")
         mask = gr.Image(type="filepath", image_mode=None, format="png", label="mask")
@@ -392,12 +416,12 @@ def _api(api: Api, config: Config) -> None:
         images_out = gr.Gallery(format="png", label="variations")
         info_out = gr.JSON(label="metadata")
         trigger = gr.Button()
-    trigger.click(api.segment, [image, points, box], [mask_out], api_name="segment", **endpoint)
-    trigger.click(api.select_by_text, [image, query], [mask_out, info_out], api_name="select_by_text", **endpoint)
-    trigger.click(api.fill, [image, mask, prompt, options], [images_out, info_out], api_name="fill", **endpoint)
-    trigger.click(api.erase, [image, mask, options], [images_out, info_out], api_name="erase", **endpoint)
+    trigger.click(api.segment, [image, points, box], [mask_out], api_name="segment", **select)
+    trigger.click(api.select_by_text, [image, query], [mask_out, info_out], api_name="select_by_text", **select)
+    trigger.click(api.fill, [image, mask, prompt, options], [images_out, info_out], api_name="fill", **generate)
+    trigger.click(api.erase, [image, mask, options], [images_out, info_out], api_name="erase", **generate)
     trigger.click(api.replace_background, [image, mask, prompt, options], [images_out, info_out],
-                  api_name="replace_background", **endpoint)
+                  api_name="replace_background", **generate)
 
 
 def _hex(color: tuple[int, int, int]) -> str:

@@ -192,6 +192,7 @@ def test_a_restored_session_still_writes_the_profile(fallback_engine: Engine, tm
     assert restored.photo_info == session.photo_info
     path = downloaded(restarted, restored)
     assert icc_of(path) == ADOBE_RGB and exif_of(path)[0x0110] == CAMERA[0x0110]
+    restored.clear_selection()  # the erase's selection stays after the edit: compare the photo alone
     assert np.array_equal(restarted._canvas(restored), srgb_of(restored.image))
 
 

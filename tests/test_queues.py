@@ -233,6 +233,7 @@ def test_browser_the_canvas_image_stays_visible_while_an_edit_runs(app_url: str)
         click_photo(page, 230, 150, width, height)
         wait_for_status(page, "Selected")
         page.locator("#prompt textarea").fill("a stone")
+        page.wait_for_function(CANVAS_ON_TOP, timeout=60_000)  # the selection's drawing has loaded
         page.locator("#fill").click()
         seen, progress_shown = [], False
         while "Fill done" not in page.locator("#status").inner_text():

@@ -281,31 +281,38 @@ class Session:
             self._save()
 
     @_locked
-    def commit(self, image: np.ndarray, label: str, metadata: dict[str, str], base: int) -> Version:
+    def commit(self, image: np.ndarray, label: str, metadata: dict[str, str], base: int,
+               area: np.ndarray | None = None) -> Version:
         """Add an edit's result as a child of version `base` (the version the edit started from, even
         if the working version moved since; a branch when `base` has children already). It becomes
-        the working version. The selection is kept (another prompt or seed on the same area needs no
-        new selection), its objects found again on the new photo; it resets when the size changed
-        (an outpaint, an upscale), where its clicks and strokes would no longer fit."""
+        the working version. The selection is kept, so that another prompt or seed on the same area
+        needs no new selection: `area` (the selection mask the edit used) stays selected as it was,
+        since the objects its clicks found may be gone (erased) or changed (filled); without it, the
+        clicks find their objects again on the new photo. It resets when the size changed (an
+        outpaint, an upscale), where its clicks and strokes would no longer fit."""
         base_size = self._history.node(base).version.size
         version = self._attach(image, label, metadata, parent=base)
-        self._keep_selection_if(base_size == version.size)
+        self._keep_selection_if(base_size == version.size, area)
         self._save()
         return version
 
-    def _keep_selection_if(self, same_size: bool) -> None:
-        if same_size:
-            self._cache.drop_session(self.id, "mask")  # the objects are found again on the new photo
-            self._pin()
-        else:
+    def _keep_selection_if(self, same_size: bool, area: np.ndarray | None = None) -> None:
+        if not same_size:
             self._reset_selection()
+            return
+        self._cache.drop_session(self.id, "mask")  # masks of the old photo
+        if area is not None:
+            self._selections = [Selection(brush_add=_none_if_empty(masks.binary(area)))]
+        self._pin()
 
     @_locked
-    def add_result(self, images: list[np.ndarray], metadata: dict[str, str], label: str, base: int) -> None:
-        """Commit the first variation under `base` and keep all of them (on disk) for choosing."""
+    def add_result(self, images: list[np.ndarray], metadata: dict[str, str], label: str, base: int,
+                   area: np.ndarray | None = None) -> None:
+        """Commit the first variation under `base` and keep all of them (on disk) for choosing;
+        `area` is the selection the edit used (see `commit`)."""
         if not images:
             raise EditorError("the edit returned no image")
-        version = self.commit(images[0], label, _variation_metadata(metadata, 0, len(images)), base)
+        version = self.commit(images[0], label, _variation_metadata(metadata, 0, len(images)), base, area)
         self._drop_variations()
         if len(images) > 1:
             self.variations = self._save_variations(images, metadata, label, version.number, base)

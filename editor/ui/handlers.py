@@ -394,7 +394,9 @@ class Handlers:
                 session.end_edit()
         prompted = mode != "erase" and mode not in UPSCALES and prompt.strip()
         label = f"{EDIT_NAMES[mode]}: {prompt.strip()}" if prompted else EDIT_NAMES[mode]
-        session.add_result(result.images, result.metadata, label.lower(), base=base)
+        # The area the edit used stays selected (cached: no model work); whole-photo edits have none.
+        area = None if mode == "outpaint" or mode in UPSCALES else session.selection_mask(self.engine.select)
+        session.add_result(result.images, result.metadata, label.lower(), base=base, area=area)
         if mode in UPSCALES:
             return self._photo_outputs(session, _upscale_status(EDIT_NAMES[mode], result, took))
         variations = f" · {len(result.images)} variations: pick one below" if len(result.images) > 1 else ""

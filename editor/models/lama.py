@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from editor.core.errors import EditorError, ModelUnavailableError
-from editor.models.base import fetch_command
+from editor.core.errors import EditorError
 from editor.models.loading import LoadOnce, out_of_memory_as
 from editor.models.registry import LoadContext, ModelEntry
 from editor.models.tensors import image_to_tensor, tensor_to_image
@@ -86,10 +85,7 @@ class LamaEraser:
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> LamaEraser:
     """The eraser for `path` (weights load at first use, fetched then when not here); refuses at once
     when there is no file and nothing can fetch it."""
-    if (path is None or not path.is_file()) and context.fetch is None:
-        raise ModelUnavailableError(f"{entry.title} is not on this machine: run `{fetch_command(entry.name)}` "
-                                    "or set eraser.model to a LaMa file")
-    weights = Path(path) if path is not None else lambda: context.locate(entry, None)
+    weights = context.weights_file(entry, path, "set eraser.model to a LaMa file")
     eraser = LamaEraser(weights, context.device, context.config.eraser.max_side)
     eraser.description = context.description or eraser.description
     return eraser

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from editor.core.errors import EditorError, ModelUnavailableError
-from editor.models.base import fetch_command
+from editor.core.errors import EditorError
 from editor.models.loading import LoadOnce, out_of_memory_as
 from editor.models.registry import LoadContext, ModelEntry
 from editor.models.tensors import image_to_tensor, tensor_to_image
@@ -95,10 +94,7 @@ class RealEsrganUpscaler:
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> RealEsrganUpscaler:
     """The upscaler for `path` (weights load at first use, fetched then when not here); refuses at once
     when there is no file and nothing can fetch it."""
-    if (path is None or not path.is_file()) and context.fetch is None:
-        raise ModelUnavailableError(f"{entry.title} is not on this machine: run `{fetch_command(entry.name)}` "
-                                    "or set upscaler.model to a Real-ESRGAN file")
-    weights = Path(path) if path is not None else lambda: context.locate(entry, None)
+    weights = context.weights_file(entry, path, "set upscaler.model to a Real-ESRGAN file")
     name = entry.name if entry.source is not None else Path(entry.name).name  # a local file: its file name
     upscaler = RealEsrganUpscaler(weights, context.device, context.config.upscaler.tile, name,
                                   entry.options.get("scale"))

@@ -70,6 +70,15 @@ class LoadContext:
             raise ModelUnavailableError(f"{entry.name} is not on this machine: run `{fetch_command(entry.name)}`")
         return self.fetch()
 
+    def weights_file(self, entry: ModelEntry, path: Path | None, instead: str) -> Path | Callable[[], Path]:
+        """A single-file model's weights: `path`, or a function that fetches them at the first load.
+        Refused at once (one line, naming `instead`: the setting to point elsewhere) when there is no
+        file and nothing can fetch it."""
+        if (path is None or not path.is_file()) and self.fetch is None:
+            raise ModelUnavailableError(f"{entry.title} is not on this machine: run `{fetch_command(entry.name)}` "
+                                        f"or {instead}")
+        return Path(path) if path is not None else (lambda: self.locate(entry, None))
+
 
 class Loader(Protocol):
     def __call__(self, entry: ModelEntry, path: Path | None, context: LoadContext) -> Any:

@@ -17,8 +17,8 @@ from editor.core.errors import EditorError
 from editor.core.config import ExportConfig
 from editor.core.photo_io import PhotoInfo, edit_metadata, format_of, load_mask, write_photo
 from editor.core.prompts import Prompts, parse_box, parse_point
-from editor.engine.ops import EditOptions, EditResult, Engine
-from editor.models.base import LANCZOS_NAME, Progress, fetch_command
+from editor.engine.ops import EditOptions, EditResult, Engine, upscaled_by
+from editor.models.base import Progress
 
 MODES = ("erase", "fill", "background", "outpaint", "upscale", "cutout")
 SELECTION_MODES = ("erase", "fill", "background", "cutout")  # the others work on the whole photo
@@ -160,10 +160,7 @@ def _outpainted(result: EditResult) -> ModeResult:
 
 def _upscaled(result: EditResult) -> ModeResult:
     height, width = result.images[0].shape[:2]
-    model = result.metadata["model"]
-    how = (f"a plain Lanczos resize: no upscaling model is here; get one with `{fetch_command('upscaler')}`"
-           if model == LANCZOS_NAME else f"upscaled by {model}")
-    return ModeResult(result.images, result.metadata, f"{width}x{height}, {how}")
+    return ModeResult(result.images, result.metadata, f"{width}x{height}, {upscaled_by(result.metadata['model'])}")
 
 
 def _cutout(engine: Engine, image: np.ndarray, mask: np.ndarray | None, options: EditOptions) -> ModeResult:

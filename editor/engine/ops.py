@@ -36,6 +36,14 @@ OUTPAINT_PROMPT = "seamless continuation of the scene"  # an outpaint without a 
 OUTPAINT_BLEND_PX = 16  # the band over which a piece of the new border blends into the ones before it
 
 
+def upscaled_by(model: str) -> str:
+    """What enlarged an upscale's result (its metadata's "model"), said the same way on the page and
+    on the command line: the model, or the plain resize that stood in for a missing one."""
+    if model == LANCZOS_NAME:
+        return f"a plain Lanczos resize: no upscaling model is here; get one with `{UPSCALER_DOWNLOAD_HINT}`"
+    return f"upscaled by {model}"
+
+
 @dataclass(frozen=True)
 class EditOptions:
     """What a person may set per edit; None takes the configured default."""

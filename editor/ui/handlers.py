@@ -28,14 +28,13 @@ from editor.core.config import Config
 from editor.engine.ops import (
     DETECTOR_DOWNLOAD_HINT,
     DOWNLOAD_HINT,
-    UPSCALER_DOWNLOAD_HINT,
     EditOptions,
     EditResult,
     Engine,
+    upscaled_by,
 )
 from editor.core.errors import EditCancelled, EditorError, ImageError, SelectionError, describe
 from editor.core.photo_io import EXTENSIONS, edit_metadata, load_photo, write_photo
-from editor.models.base import LANCZOS_NAME
 from editor.ui.views import Marker
 from editor.session.session import ClickMode, Session
 from editor.session.store import SessionStore
@@ -604,9 +603,7 @@ def step_count(done: int, total: int, steps: int) -> tuple[int, int]:
 def _upscale_status(name: str, result: EditResult, took: float) -> str:
     """The status after an upscale: the new size, and what enlarged it (a plain resize said as such)."""
     height, width = result.images[0].shape[:2]
-    model = result.metadata.get("model", "")
-    how = (f"a plain Lanczos resize: no upscaling model is here (get one with `{UPSCALER_DOWNLOAD_HINT}`)"
-           if model == LANCZOS_NAME else plain_markdown(model))
+    how = plain_markdown(upscaled_by(result.metadata.get("model", "")))
     return f"{name} done in {took:.1f} s · {width}×{height} · {how}"
 
 

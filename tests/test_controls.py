@@ -134,7 +134,7 @@ def test_cancel_drops_the_queued_edits(fallback_engine: Engine, tmp_path: Path) 
     cancelling = [d for d in config["dependencies"] if d["cancels"]]
     assert len(cancelling) == 1, "Cancel, and nothing else, drops edits"
     edits = [d for d in config["dependencies"] if d["id"] in cancelling[0]["cancels"]]
-    assert len(edits) == 7, "fill, erase, background, Enter in the prompt, outpaint, upscale ×2 and ×4"
+    assert len(edits) == 8, "fill, erase, background, Enter in the prompt, Generate again, outpaint, upscale ×2 and ×4"
     assert all(d["trigger_after"] is not None and len(d["outputs"]) == 8 for d in edits), \
         "the model's step of each edit (after its quick begin step), not the begin step"
 

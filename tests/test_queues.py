@@ -31,7 +31,7 @@ from tests.test_app_client import free_port
 from tests.test_browser import CAT, CHROMIUM, CHROMIUM_ARGS, click_photo, wait_for_session, wait_for_status
 
 SELECTION_EVENTS = {"click", "prepare", "prepare_quietly", "select_by_name", "undo_click", "clear", "invert",
-                    "refine", "brush_load", "brush_apply"}
+                    "refine", "brush_load", "brush_apply", "drag_box"}
 
 
 def _by_id(demo: Any, elem_id: str) -> Any:
@@ -49,7 +49,7 @@ def test_selection_and_generation_wait_in_separate_queues(fallback_engine: Engin
     # Each edit button first marks the session busy (at once), then queues the model work.
     begins = {index for index, fn in fns.items() if fn.name == "begin_edit"}
     edits = [fn for fn in fns.values() if fn.trigger_after in begins]
-    assert len(edits) == 7  # fill, erase, background, Enter in the prompt, extend, upscale x2 and x4
+    assert len(edits) == 8  # fill, erase, background, Enter in the prompt, Generate again, extend, upscale x2 and x4
     for fn in edits:
         assert (fn.concurrency_id, fn.concurrency_limit) == (GENERATE_QUEUE, 3)
     api = {fn.api_name: fn.concurrency_id for fn in fns.values()

@@ -121,6 +121,7 @@ class Session:
         self.last_action = "fill"  # what Enter in the prompt runs: the last of fill, background, outpaint
         self.cancel = threading.Event()  # set by Cancel; the running edit checks it between steps
         self._selections: list[Selection] = [Selection()]
+        self._undone: list[Selection] = []  # selection steps taken back, newest last: what redo_click brings back
         self._brush_files: dict[str, tuple[np.ndarray, str]] = {}  # "add"/"remove" -> (the saved array, its file)
         self._brush_count = 0
         self.last_used = time.time()
@@ -303,6 +304,7 @@ class Session:
         self._cache.drop_session(self.id, "mask")  # masks of the old photo
         if area is not None:
             self._selections = [Selection(brush_add=_none_if_empty(masks.binary(area)))]
+            self._undone = []
         self._pin()
 
     @_locked
@@ -402,11 +404,21 @@ class Session:
         if selection.pending_corner is None:
             self._push(replace(selection, pending_corner=(x, y)))
             return
-        (x0, y0) = selection.pending_corner
+        self._box(*selection.pending_corner, x, y)
+
+    @_locked
+    def box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        """A box dragged on the photo (any two opposite corners, full-resolution pixels) for the current object."""
+        height, width = self.image.shape[:2]
+        clamp = lambda value, size: min(max(value, 0.0), size - 1.0)  # noqa: E731
+        self._box(clamp(x0, width), clamp(y0, height), clamp(x1, width), clamp(y1, height))
+
+    def _box(self, x0: float, y0: float, x: float, y: float) -> None:
         if abs(x - x0) < 2 or abs(y - y0) < 2:
-            raise SelectionError("the box is too thin: click two opposite corners of the object")
+            raise SelectionError("the box is too thin: drag (or click two opposite corners) around the object")
+        selection = self.selection
         prompts = selection.current.prompts.with_box((min(x0, x), min(y0, y), max(x0, x), max(y0, y)))
-        self._push(selection.with_current(replace(selection.current, prompts=prompts)))
+        self._push(replace(selection.with_current(replace(selection.current, prompts=prompts)), pending_corner=None))
 
     def _drop(self, x: float, y: float) -> None:
         """Take the detected object whose box holds (x, y) out of the selection."""
@@ -470,7 +482,25 @@ class Session:
         """Take back the last selection step (a click, a box corner, a new part, invert, a brush)."""
         if len(self._selections) == 1:
             raise EditorError("no selection step to undo")
-        self._selections.pop()
+        self._undone.append(self._selections.pop())
+        self._selection_changed()
+
+    @property
+    @_locked
+    def can_undo_click(self) -> bool:
+        return len(self._selections) > 1
+
+    @property
+    @_locked
+    def can_redo_click(self) -> bool:
+        return bool(self._undone)
+
+    @_locked
+    def redo_click(self) -> None:
+        """Bring back the selection step `undo_click` took back last (until a new step is made)."""
+        if not self._undone:
+            raise EditorError("no selection step to redo")
+        self._selections.append(self._undone.pop())
         self._selection_changed()
 
     @_locked
@@ -687,11 +717,13 @@ class Session:
 
     def _reset_selection(self) -> None:
         self._selections = [Selection()]
+        self._undone = []
         self._cache.drop_session(self.id, "mask")
         self._pin()
 
     def _push(self, selection: Selection) -> None:
         self._selections.append(selection)
+        self._undone = []  # a new step ends what redo could bring back
         self._selection_changed()
 
     def _selection_changed(self) -> None:

@@ -118,8 +118,8 @@ def control_settings(missing: dict[str, str]) -> dict[str, dict[str, Any]]:
     if not inpaint:
         settings["generative-erase"]["value"] = False
     settings["select-by-name"] = {"interactive": detect}
-    settings["select-text"] = {"interactive": detect, "placeholder": "Select by name: dog, person, …" if detect
-                               else "Select by name: needs the detector"}
+    settings["select-text"] = {"interactive": detect, "placeholder": "dog, person, …" if detect
+                               else "needs the detector"}
     settings["click-mode"] = {"choices": CLICK_MODES if detect else CLICK_MODES[:-1],
                               "info": None if detect else f"Drop a found box: {plain_text(missing['detector'])}"}
     if not detect:
@@ -275,10 +275,34 @@ class Handlers:
         session.click(x, y, mode)
         return self._outputs_or_undo(session)
 
+    def drag_box(self, session: Session, dragged: str | None) -> tuple:
+        """A box dragged on the canvas: `dragged` is JSON [x0, y0, x1, y1] in the displayed image's pixels."""
+        corners = _dragged_corners(dragged)
+        height, width = session.image.shape[:2]
+        scale = views.display_scale(width, height)
+        x0, y0 = views.to_original(corners[0], corners[1], scale, width, height)
+        x1, y1 = views.to_original(corners[2], corners[3], scale, width, height)
+        session.box(x0, y0, x1, y1)
+        return self._outputs_or_undo(session)
+
     def undo_click(self, session: Session) -> tuple:
         session.image  # noqa: B018 - a clear message when there is no photo
         session.undo_click()
         return self._selection_outputs(session)
+
+    def undo_key(self, session: Session) -> tuple:
+        """Ctrl+Z: the last selection step taken back, or, with none since the photo changed, the last edit."""
+        if session.has_image and session.can_undo_click:
+            session.undo_click()
+            return self._selection_outputs(session, "Selection step undone (Ctrl+Shift+Z redoes it).") + _UNCHANGED
+        return self.undo(session)
+
+    def redo_key(self, session: Session) -> tuple:
+        """Ctrl+Shift+Z (or Ctrl+Y): the selection step taken back last, or else the edit undone last."""
+        if session.has_image and session.can_redo_click:
+            session.redo_click()
+            return self._selection_outputs(session, "Selection step redone.") + _UNCHANGED
+        return self.redo(session)
 
     def clear(self, session: Session) -> tuple:
         session.image  # noqa: B018
@@ -373,11 +397,13 @@ class Handlers:
 
     def edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
              strength: float, seed: float | None, count: float, generative: bool = False,
-             progress: gr.Progress = gr.Progress(), extend: canvas_geometry.Extend | None = None) -> tuple:
+             progress: gr.Progress = gr.Progress(), extend: canvas_geometry.Extend | None = None,
+             again: bool = False) -> tuple:
         """Fill, erase, replace the background or extend the canvas (by `extend`), then make the
         chosen result the working photo.
 
-        The result is attached to the version the edit started from, whatever happened meanwhile.
+        The result is attached to the version the edit started from, whatever happened meanwhile;
+        `again`: from the working version's parent (Generate again), beside the working version.
         """
         if mode in PROMPTED:
             session.last_action = mode
@@ -385,9 +411,11 @@ class Handlers:
         if alone:
             session.begin_edit()
         try:
-            base = session.version.number  # history moves are refused while the edit waits or runs
+            # history moves are refused while the edit waits or runs
+            base = session.version.parent if again else session.version.number
+            image = session.image_of(base) if again else session.image
             result, took = self._run_edit(mode, session, prompt, negative, steps, guidance, strength, seed,
-                                          count, generative, progress, extend)
+                                          count, generative, progress, extend, image)
         finally:
             if alone:
                 session.end_edit()
@@ -413,10 +441,35 @@ class Handlers:
             return self.outpaint(session, *options, aspect, left, top, right, bottom, progress=progress)
         return self.edit(session.last_action, session, *options, progress=progress)
 
+    def again(self, session: Session, prompt: str, negative: str, steps: float, guidance: float, strength: float,
+              seed: float | None, count: float, generative: bool, aspect: str | None, left: float | None,
+              top: float | None, right: float | None, bottom: float | None,
+              progress: gr.Progress = gr.Progress()) -> tuple:
+        """Generate again: the edit that made the working version, once more from the version it started
+        from, on the selection (kept from that edit), with the prompt and options as they are now and a
+        new random seed. The new result is a sibling of the old one in the history."""
+        mode = _again_mode(session)
+        extend = None
+        if mode == "outpaint":
+            extend = page_extend(session.image_of(session.version.parent), aspect, (left, top, right, bottom))
+        return self.edit(mode, session, prompt, negative, steps, guidance, strength, -1, count, generative,
+                         progress=progress, extend=extend, again=True)
+
+    def use_seed(self, session: Session) -> tuple:
+        """"Use this seed": the seed of the working version's edit (the variation shown) into the Seed box."""
+        seed = session.version.metadata.get("seed") if session.has_image else None
+        if seed is None or not seed.lstrip("-").isdigit():
+            raise EditorError("this version was not made with a seed: make an edit (Fill, Erase, ...) first")
+        variation = session.version.metadata.get("variation")
+        which = f" (variation {variation.split(' ')[0]} is the {_ordinal(variation)} image it makes)" if variation else ""
+        status = (f"Seed **{seed}** set: the same prompt, options and variations make this result again{which}.")
+        return status, int(seed)
+
     def _run_edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
                   strength: float, seed: float | None, count: float, generative: bool,
-                  progress: gr.Progress, extend: canvas_geometry.Extend | None = None) -> tuple[EditResult, float]:
-        image = session.image
+                  progress: gr.Progress, extend: canvas_geometry.Extend | None = None,
+                  image: np.ndarray | None = None) -> tuple[EditResult, float]:
+        image = session.image if image is None else image
         if mode in UPSCALES:
             return self._run_upscale(UPSCALES[mode], session, progress)
         mask = None if mode == "outpaint" else session.selection_mask(self.engine.select)  # needs no selection
@@ -589,6 +642,36 @@ class Handlers:
                         self.config.export.colour, compress_level=DOWNLOAD_COMPRESSION)
             partial.replace(path)
         return gr.DownloadButton(value=str(path), interactive=True)
+
+
+_UNCHANGED = tuple(gr.skip() for _ in range(PHOTO_OUTPUTS - 2))  # the photo outputs a selection step leaves
+
+
+def _dragged_corners(dragged: str | None) -> list[float]:
+    try:
+        corners = json.loads(dragged or "")
+    except ValueError:
+        corners = None
+    if not isinstance(corners, list) or len(corners) != 4 or not all(
+            isinstance(value, (int, float)) and np.isfinite(value) for value in corners):
+        raise EditorError(f"a dragged box is four numbers [x0, y0, x1, y1], got {str(dragged)[:60]!r}")
+    return [float(value) for value in corners]
+
+
+def _again_mode(session: Session) -> str:
+    """The edit Generate again repeats: the one that made the working version."""
+    version = session.version
+    mode = version.metadata.get("mode")
+    if version.parent is None or mode not in EDIT_NAMES:
+        if mode == "upscale":
+            raise EditorError("an upscale gives the same result every time: there is nothing to generate again")
+        raise EditorError("nothing to generate again: make an edit first (Fill, Erase, Replace background, ...)")
+    return mode
+
+
+def _ordinal(variation: str) -> str:
+    number = int(variation.split(" ")[0])
+    return f"{number}{'th' if 10 <= number % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(number % 10, 'th')}"
 
 
 def step_count(done: int, total: int, steps: int) -> tuple[int, int]:

@@ -10,6 +10,7 @@ covers the photo with its progress: it shows on the status line (`progress_on_st
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +37,7 @@ from editor.ui.handlers import (
 SIDES = ("left", "top", "right", "bottom")  # the order of an extension's paddings
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLE_NAMES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
-CANVAS_HEIGHT = 470
+CANVAS_HEIGHT = "var(--canvas-height)"  # the height the window leaves (CSS)
 TAB_KEY = "photo-editor-session"
 # The session id lives in the tab's sessionStorage: it survives a reload (and a restart of the app),
 # and, unlike localStorage (gr.BrowserState), a second tab of the same browser gets a session of its own.
@@ -74,24 +75,113 @@ ENTER_APPLIES = """() => {
   });
   return [];
 }"""
+# Keys and the drag-box, attached once per page. Keys do nothing while typing in a box. A drag on the
+# canvas (further than a few pixels) draws a box; a click stays a point. The dragged corners go to the
+# server in the displayed image's pixels (as Gradio's own clicks do), through a hidden text box.
+CANVAS_KEYS = """() => {
+  if (window.photoEditorKeys) return [];
+  window.photoEditorKeys = true;
+  const press = (id) => { const button = document.getElementById(id); if (button) button.click(); };
+  document.addEventListener("keydown", (event) => {
+    if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable='true']")) return;
+    const key = event.key.toLowerCase(), ctrl = event.ctrlKey || event.metaKey;
+    if (ctrl && key === "z") { event.preventDefault(); press(event.shiftKey ? "key-redo" : "key-undo"); }
+    else if (ctrl && key === "y") { event.preventDefault(); press("key-redo"); }
+    else if (key === "escape") { press("clear"); }
+  });
+  const canvasImage = (target) => (target && target.tagName === "IMG" && target.closest("#canvas")) ? target : null;
+  const pixel = (img, event) => {  // the image is shown whole (object-fit: contain), centred in its element
+    const rect = img.getBoundingClientRect();
+    const scale = Math.min(rect.width / img.naturalWidth, rect.height / img.naturalHeight);
+    const left = rect.left + (rect.width - img.naturalWidth * scale) / 2;
+    const top = rect.top + (rect.height - img.naturalHeight * scale) / 2;
+    const clamp = (v, size) => Math.min(Math.max(v, 0), size - 1);
+    return [clamp((event.clientX - left) / scale, img.naturalWidth), clamp((event.clientY - top) / scale, img.naturalHeight)];
+  };
+  let drag = null, swallowClick = false;
+  const band = document.createElement("div");
+  band.id = "drag-band";
+  band.style.cssText = "position:fixed;border:2px dashed #2563eb;background:rgba(37,99,235,0.12);pointer-events:none;display:none;z-index:1000";
+  document.body.appendChild(band);
+  document.addEventListener("dragstart", (event) => { if (canvasImage(event.target)) event.preventDefault(); }, true);
+  document.addEventListener("mousedown", (event) => {
+    const img = canvasImage(event.target);
+    if (!img || event.button !== 0) return;
+    event.preventDefault();
+    drag = {img, x: event.clientX, y: event.clientY, moved: false, from: pixel(img, event)};
+  }, true);
+  document.addEventListener("mousemove", (event) => {
+    if (!drag) return;
+    if (Math.abs(event.clientX - drag.x) + Math.abs(event.clientY - drag.y) > 6) drag.moved = true;
+    if (!drag.moved) return;
+    Object.assign(band.style, {display: "block", left: Math.min(drag.x, event.clientX) + "px",
+      top: Math.min(drag.y, event.clientY) + "px", width: Math.abs(event.clientX - drag.x) + "px",
+      height: Math.abs(event.clientY - drag.y) + "px"});
+  }, true);
+  document.addEventListener("mouseup", (event) => {
+    if (!drag) return;
+    const done = drag; drag = null; band.style.display = "none";
+    if (!done.moved) return;
+    swallowClick = true; setTimeout(() => { swallowClick = false; }, 100);
+    const box = document.querySelector("#drag-box textarea, #drag-box input");
+    box.value = JSON.stringify([...done.from, ...pixel(done.img, event)].map((v) => Math.round(v * 10) / 10));
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    setTimeout(() => press("drag-box-go"), 0);
+  }, true);
+  document.addEventListener("click", (event) => {  // the click that ends a drag is not a point
+    if (swallowClick && canvasImage(event.target)) { event.stopPropagation(); event.preventDefault(); swallowClick = false; }
+  }, true);
+  return [];
+}"""
 CONTROL_KEYS = {"fill": "fill", "background": "background", "outpaint": "outpaint", "generative-erase": "generative",
                 "select-by-name": "find", "select-text": "query", "click-mode": "mode"}  # elem_id -> controls key
 
+# The page fits the window: a header line, then three columns (the canvas, steps 1 and 2, the
+# history) as tall as the window; the canvas takes the height the window has left (--canvas-height).
 CSS = """
-.gradio-container { max-width: 1440px !important; padding-top: 8px !important; }
-#header { align-items: center; gap: 16px; flex-wrap: nowrap; }
+:root { --canvas-height: max(220px, calc(100vh - 238px)); }
+.gradio-container { max-width: min(100%, 2400px) !important; margin: 0 auto !important;
+  padding: 0 12px !important; }
+.gradio-container > .main, .gradio-container .contain { padding-top: 0 !important; }
+#header { align-items: center; gap: 12px; flex-wrap: nowrap; min-height: 0 !important; }
 #title { flex: 0 0 auto !important; min-width: 0 !important; width: auto !important; }
-#title h1 { margin: 0; font-size: 1.3rem; white-space: nowrap; }
-#backends { font-size: 0.78rem; line-height: 1.35; color: var(--body-text-color-subdued); }
-#backends p { margin: 0; }
-#backends code { font-size: 0.75rem; padding: 0 3px; }
-.step { gap: 8px !important; padding: 10px !important; }
+#title h1 { margin: 0; font-size: 1.2rem; white-space: nowrap; }
+#backends { flex: 1 1 auto !important; min-width: 0 !important; font-size: 0.8rem; white-space: nowrap;
+  overflow: hidden; text-overflow: ellipsis; color: var(--body-text-color-subdued); }
+#backends p { margin: 0; overflow: hidden; text-overflow: ellipsis; }
+#models-info { flex: 0 0 auto !important; width: auto !important; min-width: 110px !important; padding: 2px 8px !important; }
+#models-info > button { padding: 2px 0 !important; font-size: 0.85rem; }
+#models-info[open], #models-info:has(#backends-details) { position: relative; }
+#backends-details { font-size: 0.78rem; line-height: 1.35; white-space: normal; max-width: 70vw; }
+#backends-details p { margin: 0; }
+#backends-details code { font-size: 0.75rem; padding: 0 3px; }
+#workspace { gap: 10px !important; flex-wrap: nowrap !important; }
+.step { gap: 6px !important; padding: 8px !important; }
 .step-title h3 { margin: 0 !important; font-size: 0.95rem; }
-#status { min-height: 1.5em; }
+#status { min-height: 1.4em; }
 #status p { margin: 0; }
 #canvas img { cursor: crosshair; }
+#controls-column { max-height: calc(100vh - 56px); overflow-y: auto; flex-wrap: nowrap !important; }
+#controls-column > * { flex-shrink: 0 !important; }
 .compact-buttons { gap: 6px !important; }
-.compact-buttons button { min-width: 0 !important; white-space: nowrap; padding-left: 6px !important; padding-right: 6px !important; }
+.compact-buttons button { min-width: 0 !important; white-space: normal; line-height: 1.1;
+  padding-left: 6px !important; padding-right: 6px !important; }
+#click-mode { padding: 2px 6px !important; }
+#click-mode > span[data-testid="block-info"] { display: none; }
+#click-mode .info-text { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-size: 0.72rem; margin: 0; }
+#click-mode .wrap { gap: 4px !important; flex-wrap: wrap; }
+#click-mode label { padding: 2px 6px !important; font-size: 0.82rem; white-space: nowrap; }
+#grow, #feather { padding: 2px 8px !important; }
+#grow .head, #feather .head { margin-bottom: 0 !important; }
+#grow .head span, #feather .head span { white-space: nowrap; }
+#grow .min_value, #grow .max_value, #feather .min_value, #feather .max_value { display: none; }
+#options > button, #extend > button { padding: 4px 0 !important; }
+#options > button span, #extend > button span { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#history-column .step { height: calc(100vh - 56px); }
+#history { flex: 1 1 auto; }
+#history .caption-label, #variations .caption-label { white-space: normal !important; overflow: visible !important;
+  font-size: 0.75rem; line-height: 1.2; max-width: 100% !important; }
+.hidden-trigger { display: none !important; }
 """
 
 
@@ -125,6 +215,23 @@ def backends_markdown(engine: Engine, downloads: DownloadProgress | None = None)
     return text
 
 
+def backends_summary(engine: Engine, downloads: DownloadProgress | None = None) -> str:
+    """The header's one line: the model of each operation by name; the details are behind the Models fold."""
+    backends = engine.backends
+    short = lambda line: re.split(r" \(|: |, ", line, maxsplit=1)[0]  # noqa: E731 - "edgetam (…) on cpu" -> "edgetam"
+    text = (f"Select: {short(backends.segmenter)} · Erase: {short(backends.eraser)} · "
+            f"Fill: {short(backends.inpainter)} · By name: {short(backends.detector)} · "
+            f"Upscale: {short(backends.upscaler)} · {backends.device}")
+    warnings = bool(backends.hint or backends.errors)
+    busy = downloads is not None and downloads.lines()
+    return plain_markdown(text) + (" · ⏳ downloading" if busy else "") + (" · ⚠️ see Models" if warnings else "")
+
+
+def header_lines(engine: Engine, downloads: DownloadProgress | None = None) -> tuple[str, str]:
+    """(the header's line, the details behind the Models fold), as each page load finds them."""
+    return backends_summary(engine, downloads), backends_markdown(engine, downloads)
+
+
 def session_store(config: Config) -> SessionStore:
     server = config.server
     return SessionStore(Path(server.sessions_dir), server.session_memory_mb * 2**20,
@@ -136,25 +243,29 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
     """The editor page for one shared engine; each browser tab gets its own `Session`."""
     examples = default_examples() if examples is None else examples
     handlers = Handlers(engine, config, examples, session_store(config) if sessions is None else sessions)
-    with gr.Blocks(title="Photo editor", delete_cache=(3600, 24 * 3600)) as demo:
+    with gr.Blocks(title="Photo editor", delete_cache=(3600, 24 * 3600), fill_width=True) as demo:
         # Plain data only: Gradio deep-copies a state's value (and its callbacks) per tab and per
         # /config request, so the state holds the session's id, never an object holding a model.
         state = gr.State(None, time_to_live=config.server.session_ttl_minutes * 60)
         saved_id = gr.Textbox(visible=False)
         with gr.Row(elem_id="header"):
             gr.Markdown("# Photo editor", elem_id="title")
-            header = gr.Markdown(backends_markdown(engine, downloads), elem_id="backends")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=480):
+            header = gr.Markdown(backends_summary(engine, downloads), elem_id="backends")
+            with gr.Accordion("Models", open=False, elem_id="models-info"):
+                details = gr.Markdown(backends_markdown(engine, downloads), elem_id="backends-details")
+        with gr.Row(equal_height=False, elem_id="workspace"):
+            with gr.Column(scale=5, min_width=400, elem_id="view-column"):
                 view = _view_column(examples)
-            with gr.Column(scale=2, min_width=360):
+            with gr.Column(scale=3, min_width=330, elem_id="controls-column"):
                 controls = _controls_column(config, control_settings(missing_models(engine)))
+            with gr.Column(scale=1, min_width=190, elem_id="history-column"):
+                controls.update(_history_column())
         tooltips = gr.Textbox(visible=False)
         _wire(handlers, config, state, view, controls)
         _wire_tab(demo, handlers, config, state, saved_id, view, controls)
         # The models load behind the page: each page load shows what loaded and what failed.
-        demo.load(functools.partial(backends_markdown, engine, downloads), None, [header], concurrency_limit=None,
-                  api_visibility="private")
+        demo.load(functools.partial(header_lines, engine, downloads), None, [header, details],
+                  concurrency_limit=None, api_visibility="private")
         _wire_controls(demo, handlers, controls, tooltips)
         _api(Api(engine, config), config)
     return demo
@@ -177,7 +288,7 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
         with gr.Tab("Brush", id="brush") as brush_tab:
             brush = gr.ImageEditor(
                 elem_id="brush", format="png", type="numpy", image_mode="RGBA", show_label=False,
-                height=CANVAS_HEIGHT - 50, layers=False, transforms=(), sources=(), buttons=[],
+                height="calc(var(--canvas-height) - 50px)", layers=False, transforms=(), sources=(), buttons=[],
                 brush=gr.Brush(colors=[_hex(BRUSH_ADD), _hex(BRUSH_REMOVE)], color_mode="fixed", default_size=24),
                 eraser=gr.Eraser(default_size=24),
             )
@@ -186,17 +297,24 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
             result = gr.ImageSlider(elem_id="result", format="png", show_label=False, interactive=False,
                                     max_height=CANVAS_HEIGHT)
     status = gr.Markdown("Drop a photo on the canvas or pick an example.", elem_id="status")
+    with gr.Row(elem_classes="hidden-trigger"):  # what the page's script presses: keys, a dragged box
+        dragged = gr.Textbox(elem_id="drag-box", show_label=False, container=False)
+        drag_go = gr.Button(elem_id="drag-box-go")
+        key_undo = gr.Button(elem_id="key-undo")
+        key_redo = gr.Button(elem_id="key-redo")
     example_gallery = gr.Gallery([str(path) for path in examples], label="Example photos", elem_id="examples",
-                                 columns=6, rows=1, height=112, allow_preview=False, object_fit="cover",
+                                 columns=8, rows=1, height=76, allow_preview=False, object_fit="cover",
                                  fit_columns=False, buttons=[])
     return dict(canvas=canvas, brush_tab=brush_tab, brush=brush, apply_brush=apply_brush, result=result,
-                status=status, examples=example_gallery)
+                status=status, examples=example_gallery, dragged=dragged, drag_go=drag_go, key_undo=key_undo,
+                key_redo=key_redo)
 
 
 def _wire_controls(demo: gr.Blocks, handlers: Handlers, controls: dict[str, Any], tooltips: gr.Textbox) -> None:
     """Each page load turns off the controls of a missing model (or one that failed to load since)."""
     outputs = [controls[CONTROL_KEYS[elem_id]] for elem_id in NEEDS_INPAINTER + NEEDS_DETECTOR]
     demo.load(None, None, None, js=ENTER_APPLIES, concurrency_limit=None, api_visibility="private")
+    demo.load(None, None, None, js=CANVAS_KEYS, concurrency_limit=None, api_visibility="private")
     demo.load(handlers.controls, None, [*outputs, tooltips], concurrency_limit=None, api_visibility="private").then(
         None, [tooltips], None, js=SET_TOOLTIPS, concurrency_limit=None, api_visibility="private")
 
@@ -229,13 +347,16 @@ def _controls_column(config: Config, settings: dict[str, dict[str, Any]]) -> dic
     with gr.Column(variant="panel", elem_classes="step"):
         gr.Markdown("### 2 · Edit", elem_classes="step-title")
         prompt = gr.Textbox(show_label=False, elem_id="prompt", lines=1, max_lines=3, container=False,
-                            placeholder="Prompt: what to paint into the selection, or the new background")
+                            placeholder="Prompt: what to paint in, or the new background")
         with gr.Row(elem_classes="compact-buttons"):
             fill = gr.Button("Fill", variant="primary", elem_id="fill", size="md", **settings["fill"])
             erase = gr.Button("Erase", variant="primary", elem_id="erase", size="md")
             background = gr.Button("Replace background", variant="primary", elem_id="background", size="md",
                                    scale=2, **settings["background"])
             cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", size="md")
+        with gr.Row(elem_classes="compact-buttons"):  # after an edit: the same area, another seed
+            again = gr.Button("↻ Generate again", elem_id="again", size="sm")
+            use_seed = gr.Button("Use this seed", elem_id="use-seed", size="sm")
         with gr.Accordion("Options: negative prompt, steps, seed, variations", open=False, elem_id="options"):
             negative = gr.Textbox(defaults.negative_prompt, label="Negative prompt (Fill, Replace background)",
                                   elem_id="negative-prompt", lines=1)
@@ -260,30 +381,34 @@ def _controls_column(config: Config, settings: dict[str, dict[str, Any]]) -> dic
             upscale_2 = gr.Button("Upscale ×2", elem_id="upscale-2", size="sm")
             upscale_4 = gr.Button("Upscale ×4", elem_id="upscale-4", size="sm")
         variations = gr.Gallery(label="Variations: click the one to continue with", elem_id="variations",
-                                format="png", columns=4, rows=1, height=110, allow_preview=False, visible=False,
-                                fit_columns=False, buttons=[])
-    with gr.Column(variant="panel", elem_classes="step"):
-        gr.Markdown("### 3 · History", elem_classes="step-title")
-        with gr.Row(elem_classes="compact-buttons"):
-            undo = gr.Button("↶ Undo", elem_id="undo", interactive=False, size="md")
-            redo = gr.Button("↷ Redo", elem_id="redo", interactive=False, size="md")
-            download = gr.DownloadButton("⬇ Download PNG", elem_id="download", interactive=False, size="md", scale=2)
-            cutout = gr.DownloadButton("⬇ Cut-out PNG", elem_id="cutout", interactive=False, size="md", scale=2)
-        history = gr.Gallery(label="Versions: click one to go back to it", elem_id="history", format="png",
-                             columns=5, rows=1, height=100, allow_preview=False, object_fit="contain",
-                             fit_columns=False, buttons=[])
+                                format="png", columns=2, rows=1, height=190, allow_preview=False, visible=False,
+                                fit_columns=False, object_fit="contain", buttons=[])
     return dict(query=query, find=find, mode=mode, undo_click=undo_click, clear=clear, invert=invert, add_part=add_part,
                 subtract_part=subtract_part, grow=grow, feather=feather, prompt=prompt, fill=fill, erase=erase,
                 background=background, cancel=cancel, negative=negative, steps=steps, guidance=guidance,
-                strength=strength, count=count, seed=seed, generative=generative, variations=variations, undo=undo,
-                redo=redo, download=download, cutout=cutout, history=history, upscale_2=upscale_2,
-                upscale_4=upscale_4, **extend)
+                strength=strength, count=count, seed=seed, generative=generative, variations=variations,
+                upscale_2=upscale_2, upscale_4=upscale_4, again=again, use_seed=use_seed, **extend)
+
+
+def _history_column() -> dict[str, Any]:
+    """Step 3: the history as a column of thumbnails as tall as the window, the newest kept in view."""
+    with gr.Column(variant="panel", elem_classes="step"):
+        gr.Markdown("### 3 · History", elem_classes="step-title")
+        with gr.Row(elem_classes="compact-buttons"):
+            undo = gr.Button("↶ Undo", elem_id="undo", interactive=False, size="sm", min_width=60)
+            redo = gr.Button("↷ Redo", elem_id="redo", interactive=False, size="sm", min_width=60)
+        download = gr.DownloadButton("⬇ Download PNG", elem_id="download", interactive=False, size="sm")
+        cutout = gr.DownloadButton("⬇ Cut-out PNG", elem_id="cutout", interactive=False, size="sm")
+        history = gr.Gallery(label="Versions: click one to go back to it", elem_id="history", format="png",
+                             columns=1, height="calc(100vh - 250px)", allow_preview=False, object_fit="contain",
+                             fit_columns=False, buttons=[])
+    return dict(undo=undo, redo=redo, download=download, cutout=cutout, history=history)
 
 
 def _extend_controls(button_settings: dict[str, Any]) -> dict[str, Any]:
     """Extend canvas (outpainting): a target aspect, or the pixels per side; the prompt box says
     what to paint there (empty: continue the scene)."""
-    with gr.Accordion("Extend canvas: a wider or taller photo, the new border painted", open=False,
+    with gr.Accordion("Extend canvas: a wider or taller photo", open=False,
                       elem_id="extend"):
         aspect = gr.Dropdown([("none: the pixels per side below", "none"), *[(a, a) for a in ASPECTS]],
                              value="none", label="Target aspect (grows the width or the height, evenly on both sides)",
@@ -343,6 +468,7 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     canvas.select(select(handlers.click), [state, controls["mode"]], selection_out, **segmenting)
     for trigger in (controls["find"].click, controls["query"].submit):
         trigger(select(handlers.select_by_name), [state, controls["query"]], selection_out, **segmenting)
+    view["drag_go"].click(select(handlers.drag_box), [state, view["dragged"]], selection_out, **segmenting)
     controls["undo_click"].click(select(handlers.undo_click), [state], selection_out, **segmenting)
     controls["clear"].click(select(handlers.clear), [state], selection_out, **segmenting)
     controls["invert"].click(select(handlers.invert), [state], selection_out, **segmenting)
@@ -366,7 +492,8 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     edits = [(controls[mode].click, functools.partial(handlers.edit, mode), options)
              for mode in ("fill", "erase", "background")]
     edits += [(controls["prompt"].submit, handlers.edit_last, options + extend),
-              (controls["outpaint"].click, handlers.outpaint, options + extend)]
+              (controls["outpaint"].click, handlers.outpaint, options + extend),
+              (controls["again"].click, handlers.again, options + extend)]
     edits += [(controls[f"upscale_{factor}"].click, functools.partial(handlers.edit, f"upscale-{factor}"), options)
               for factor in (2, 4)]
     runs = []  # Cancel drops them from the queue at once; their `edit_ended` runs all the same
@@ -379,7 +506,11 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     photo_changed(controls["variations"].select(photo(handlers.choose_variation), [state], photo_out,
                                                 **quick_photo))
 
-    # History.
+    controls["use_seed"].click(guard(bind(handlers.use_seed), 2), [state], [status, controls["seed"]], **quick)
+
+    # History (the keys undo and redo the last selection step first: `Handlers.undo_key`).
+    photo_changed(view["key_undo"].click(photo(handlers.undo_key), [state], photo_out, **quick_photo))
+    photo_changed(view["key_redo"].click(photo(handlers.redo_key), [state], photo_out, **quick_photo))
     photo_changed(controls["undo"].click(photo(handlers.undo), [state], photo_out, **quick_photo))
     photo_changed(controls["redo"].click(photo(handlers.redo), [state], photo_out, **quick_photo))
     photo_changed(controls["history"].select(photo(handlers.goto), [state], photo_out, **quick_photo))

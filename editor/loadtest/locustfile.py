@@ -47,7 +47,7 @@ class EditingPerson(HttpUser):
         mask = None
         for clicks in (1, 2, 3):
             points = json.dumps(self.points[:clicks])
-            mask = self.timed("/segment", lambda: call(self.http, url, "segment", [photo, points, ""]))
+            mask = self.timed("/segment", lambda: call(self.http, url, "segment", [photo, points, ""])[0])
         if mask is None:
             return
         mask_file = self.timed("upload mask", lambda: upload(self.http, url, "mask.png", download(self.http, mask)))

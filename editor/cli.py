@@ -119,6 +119,20 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--photo", metavar="WIDTHxHEIGHT", help="the photo for SAM and the app (default 4000x3000)")
     bench.set_defaults(run=_bench)
 
+    load = commands.add_parser("loadtest", parents=[common],
+                               help="simulated people against the app's API with Locust, on loopback only")
+    load.add_argument("--users", type=int, default=3, help="simulated people (default 3)")
+    load.add_argument("--spawn-rate", type=float, default=1.0, help="people started per second (default 1)")
+    load.add_argument("--run-time", type=int, default=30, metavar="SECONDS", help="how long to run (default 30)")
+    load.add_argument("--backend", choices=["local", "ray"],
+                      help="local: the models in the app's process; ray: `python -m editor serve` first")
+    load.add_argument("--url", help="a running app on this machine (loopback only) instead of starting one")
+    load.add_argument("--photo", default="assets/chelsea.png", help="the photo each person edits")
+    load.add_argument("--json", metavar="FILE", help="write {backend, replicas, users, run_time_s, requests, "
+                                                     "failures, p50_ms, p95_ms, rps, endpoints} here")
+    load.add_argument("--csv", metavar="PREFIX", help="keep Locust's CSV files as PREFIX_stats.csv, ...")
+    load.set_defaults(run=_loadtest)
+
     info = commands.add_parser("info", parents=[common], help="show the backends that will be used")
     info.add_argument("--load", action="store_true",
                       help="also load every model now and report any that fails to load (takes as long as loading)")
@@ -282,6 +296,23 @@ def _photo_size(text: str | None) -> tuple[int, int] | None:
     if not sep or not width.isdigit() or not height.isdigit() or int(width) < 64 or int(height) < 64:
         raise EditorError(f"--photo expects WIDTHxHEIGHT of at least 64x64, got {text!r}")
     return int(width), int(height)
+
+
+def _loadtest(args: argparse.Namespace, config: Config) -> int:
+    from editor.loadtest.run import Plan, run
+
+    serving = getattr(config, "serving", None)
+    backend = args.backend or getattr(serving, "backend", "local")
+    plan = Plan(users=args.users, spawn_rate=args.spawn_rate, run_time_s=args.run_time, backend=backend,
+                config=args.config, overrides=list(args.set), url=args.url, photo=Path(args.photo))
+    report = run(plan, config, Path(args.json) if args.json else None, args.csv)
+    print(f"{report['backend']}: {report['users']} users, {report['run_time_s']} s: {report['requests']} requests, "
+          f"{report['failures']} failures, p50 {report['p50_ms']:.0f} ms, p95 {report['p95_ms']:.0f} ms, "
+          f"{report['rps']:.2f} requests/s")
+    for name, row in report["endpoints"].items():
+        print(f"  {name}: {row['requests']} requests, {row['failures']} failures, p50 {row['p50_ms']:.0f} ms, "
+              f"p95 {row['p95_ms']:.0f} ms")
+    return 1 if report["failures"] else 0
 
 
 def _info(args: argparse.Namespace, config: Config) -> int:

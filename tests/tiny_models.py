@@ -304,3 +304,38 @@ def make_tiny_owlv2(folder: pathlib.Path) -> pathlib.Path:
     model.eval().save_pretrained(folder)
     Owlv2Processor(Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer).save_pretrained(folder)
     return folder
+
+
+# --------------------------------------------------------------------------- a config for anyone
+
+
+def write_tiny_setup(folder: pathlib.Path, lama: bool = False) -> pathlib.Path:
+    """Tiny SAM and SD 2 inpainting (and, with `lama`, a random LaMa: 200 MB) in `folder`, and
+    `folder/config.yaml` pointing at them: `--config folder/config.yaml` runs the app, CLI or load test on them."""
+    folder = folder.resolve()
+    sam = make_tiny_sam_checkpoint(folder / "tiny_sam.pth")
+    sd2 = make_tiny_sd2_inpaint(folder / "tiny-sd2-inpaint")
+    eraser = "opencv"
+    if lama:
+        from tests.tiny_lama import make_tiny_lama
+
+        eraser = str(make_tiny_lama(folder / "lama")["safetensors"])
+    config = folder / "config.yaml"
+    config.write_text(
+        "# Tiny random models (meaningless output), built offline by `python -m tests.tiny_models`.\n"
+        f"device: cpu\nmodels_dir: {folder}\nauto_download: false\n"
+        f"segmenter:\n  model: {sam}\neraser:\n  model: {eraser}\n  max_side: 128\n"
+        f"inpaint:\n  model: {sd2}\n  steps: 2\n  strength: 1.0\n"
+        f"server:\n  sessions_dir: {folder / 'sessions'}\n", encoding="utf-8")
+    return config
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.tiny_models",
+                                     description="write tiny random models and DIR/config.yaml for them")
+    parser.add_argument("folder", type=pathlib.Path)
+    parser.add_argument("--lama", action="store_true", help="also a random LaMa eraser (200 MB) instead of OpenCV")
+    options = parser.parse_args()
+    print(f"wrote {write_tiny_setup(options.folder, options.lama)}")

@@ -269,20 +269,18 @@ class Handlers:
         """A click on the canvas: `evt.index` is [x, y] in the displayed image's pixels."""
         if evt.index is None:
             return (gr.skip(), gr.skip())
-        height, width = session.image.shape[:2]
-        scale = views.display_scale(width, height)
-        x, y = views.to_original(float(evt.index[0]), float(evt.index[1]), scale, width, height)
-        session.click(x, y, mode)
+        session.click(*_display_to_original(session, [float(evt.index[0]), float(evt.index[1])]), mode)
+        return self._outputs_or_undo(session)
+
+    def point(self, session: Session, mode: ClickMode, clicked: str | None) -> tuple:
+        """A click on the zoomed canvas: `clicked` is JSON [x, y], sub-pixel, in the displayed image's pixels."""
+        session.click(*_display_to_original(session, _numbers(clicked, 2, "a click is two numbers [x, y]")), mode)
         return self._outputs_or_undo(session)
 
     def drag_box(self, session: Session, dragged: str | None) -> tuple:
         """A box dragged on the canvas: `dragged` is JSON [x0, y0, x1, y1] in the displayed image's pixels."""
-        corners = _dragged_corners(dragged)
-        height, width = session.image.shape[:2]
-        scale = views.display_scale(width, height)
-        x0, y0 = views.to_original(corners[0], corners[1], scale, width, height)
-        x1, y1 = views.to_original(corners[2], corners[3], scale, width, height)
-        session.box(x0, y0, x1, y1)
+        corners = _numbers(dragged, 4, "a dragged box is four numbers [x0, y0, x1, y1]")
+        session.box(*_display_to_original(session, corners[:2]), *_display_to_original(session, corners[2:]))
         return self._outputs_or_undo(session)
 
     def undo_click(self, session: Session) -> tuple:
@@ -647,15 +645,21 @@ class Handlers:
 _UNCHANGED = tuple(gr.skip() for _ in range(PHOTO_OUTPUTS - 2))  # the photo outputs a selection step leaves
 
 
-def _dragged_corners(dragged: str | None) -> list[float]:
+def _numbers(text: str | None, count: int, expected: str) -> list[float]:
+    """`count` finite numbers from the page's script, as a JSON list."""
     try:
-        corners = json.loads(dragged or "")
+        values = json.loads(text or "")
     except ValueError:
-        corners = None
-    if not isinstance(corners, list) or len(corners) != 4 or not all(
-            isinstance(value, (int, float)) and np.isfinite(value) for value in corners):
-        raise EditorError(f"a dragged box is four numbers [x0, y0, x1, y1], got {str(dragged)[:60]!r}")
-    return [float(value) for value in corners]
+        values = None
+    if not isinstance(values, list) or len(values) != count or not all(
+            isinstance(value, (int, float)) and np.isfinite(value) for value in values):
+        raise EditorError(f"{expected}, got {str(text)[:60]!r}")
+    return [float(value) for value in values]
+
+
+def _display_to_original(session: Session, point: list[float]) -> tuple[float, float]:
+    height, width = session.image.shape[:2]
+    return views.to_original(point[0], point[1], views.display_scale(width, height), width, height)
 
 
 def _again_mode(session: Session) -> str:

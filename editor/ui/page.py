@@ -75,30 +75,86 @@ ENTER_APPLIES = """() => {
   });
   return [];
 }"""
-# Keys and the drag-box, attached once per page. Keys do nothing while typing in a box. A drag on the
-# canvas (further than a few pixels) draws a box; a click stays a point. The dragged corners go to the
-# server in the displayed image's pixels (as Gradio's own clicks do), through a hidden text box.
-CANVAS_KEYS = """() => {
-  if (window.photoEditorKeys) return [];
-  window.photoEditorKeys = true;
+# The canvas's script, attached once per page. Keys do nothing while typing in a box.
+# - Ctrl+Z / Ctrl+Shift+Z (Ctrl+Y) undo and redo, Esc clears the selection, 0 shows the whole photo.
+# - The wheel (a trackpad's pinch arrives as a wheel event too) zooms around the pointer, up to 16x;
+#   a drag with the middle button, or with Space held, pans.
+# - A drag further than a few pixels draws a box; a click stays a point. While zoomed, a click goes to
+#   the server with sub-pixel coordinates (Gradio's own click mapping rounds, and assumes no zoom).
+# Coordinates go to the server in the displayed image's pixel grid (as Gradio's own clicks do),
+# through hidden text boxes and buttons.
+CANVAS_SCRIPT = """() => {
+  if (window.photoEditorCanvas) return [];
+  window.photoEditorCanvas = true;
   const press = (id) => { const button = document.getElementById(id); if (button) button.click(); };
+  const send = (id, values) => {
+    const box = document.querySelector(`#${id} textarea, #${id} input`);
+    box.value = JSON.stringify(values.map((v) => Math.round(v * 100) / 100));
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    setTimeout(() => press(`${id}-go`), 0);
+  };
+  const typing = (target) => target.closest && target.closest("input, textarea, select, [contenteditable='true']");
+  const canvasImage = (target) => (target && target.tagName === "IMG" && target.closest("#canvas")) ? target : null;
+  const view = {scale: 1, x: 0, y: 0, size: ""};  // the zoom, and the pan in CSS pixels
+  const badge = document.createElement("div");
+  badge.id = "zoom-badge";
+  const show = (img) => {
+    if (!img) return;
+    const size = `${img.naturalWidth}x${img.naturalHeight}`;
+    if (img.naturalWidth && size !== view.size) Object.assign(view, {scale: 1, x: 0, y: 0, size});  // another photo
+    img.style.transformOrigin = "0 0";
+    img.style.transform = view.scale === 1 ? "" : `translate(${view.x}px, ${view.y}px) scale(${view.scale})`;
+    if (img.parentElement) img.parentElement.style.overflow = "hidden";
+    const canvas = document.getElementById("canvas");
+    if (canvas && badge.parentElement !== canvas) canvas.appendChild(badge);
+    badge.textContent = `${Math.round(view.scale * 100)}% · 0 shows all`;
+    badge.style.display = view.scale === 1 ? "none" : "block";
+  };
+  const zoomTo = (img, scale, clientX, clientY) => {  // keeps the photo's point under (clientX, clientY) there
+    const rect = img.getBoundingClientRect();
+    const originX = rect.left - view.x, originY = rect.top - view.y;
+    const u = (clientX - rect.left) / view.scale, v = (clientY - rect.top) / view.scale;
+    view.scale = Math.min(16, Math.max(1, scale));
+    panTo(img, clientX - originX - view.scale * u, clientY - originY - view.scale * v);
+  };
+  const panTo = (img, x, y) => {  // the photo always covers its frame
+    const width = img.offsetWidth, height = img.offsetHeight;
+    view.x = Math.min(0, Math.max(width - width * view.scale, x));
+    view.y = Math.min(0, Math.max(height - height * view.scale, y));
+    show(img);
+  };
+  const pixel = (img, event) => {  // the photo is shown whole (object-fit: contain), never enlarged but by the zoom
+    const rect = img.getBoundingClientRect();
+    const scale = Math.min(rect.width / img.naturalWidth, rect.height / img.naturalHeight, view.scale);
+    const left = rect.left + (rect.width - img.naturalWidth * scale) / 2;
+    const top = rect.top + (rect.height - img.naturalHeight * scale) / 2;
+    const clamp = (v, size) => Math.min(Math.max(v, 0), size - 1);
+    return [clamp((event.clientX - left) / scale - 0.5, img.naturalWidth),
+            clamp((event.clientY - top) / scale - 0.5, img.naturalHeight)];
+  };
+  document.addEventListener("load", (event) => { if (canvasImage(event.target)) show(event.target); }, true);
+  let hovering = false, space = false;
+  document.addEventListener("mouseover", (event) => { hovering = !!canvasImage(event.target); }, true);
   document.addEventListener("keydown", (event) => {
-    if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable='true']")) return;
+    if (typing(event.target)) return;
     const key = event.key.toLowerCase(), ctrl = event.ctrlKey || event.metaKey;
     if (ctrl && key === "z") { event.preventDefault(); press(event.shiftKey ? "key-redo" : "key-undo"); }
     else if (ctrl && key === "y") { event.preventDefault(); press("key-redo"); }
     else if (key === "escape") { press("clear"); }
+    else if (key === "0" && !ctrl) { view.scale = 1; panTo(document.querySelector("#canvas img"), 0, 0); }
+    else if (key === " " && hovering) { event.preventDefault(); space = true; }
   });
-  const canvasImage = (target) => (target && target.tagName === "IMG" && target.closest("#canvas")) ? target : null;
-  const pixel = (img, event) => {  // the image is shown whole (object-fit: contain), centred in its element
-    const rect = img.getBoundingClientRect();
-    const scale = Math.min(rect.width / img.naturalWidth, rect.height / img.naturalHeight);
-    const left = rect.left + (rect.width - img.naturalWidth * scale) / 2;
-    const top = rect.top + (rect.height - img.naturalHeight * scale) / 2;
-    const clamp = (v, size) => Math.min(Math.max(v, 0), size - 1);
-    return [clamp((event.clientX - left) / scale, img.naturalWidth), clamp((event.clientY - top) / scale, img.naturalHeight)];
-  };
-  let drag = null, swallowClick = false;
+  document.addEventListener("keyup", (event) => { if (event.key === " ") space = false; });
+  document.addEventListener("wheel", (event) => {
+    const img = canvasImage(event.target);
+    if (!img) return;
+    event.preventDefault();
+    zoomTo(img, view.scale * Math.exp(-event.deltaY * 0.002), event.clientX, event.clientY);
+  }, {capture: true, passive: false});
+  let drag = null, pan = null, dragEnd = null;  // the click a drag or pan ends with is neither a point nor a box
+  const swallow = (event) => { dragEnd = {x: event.clientX, y: event.clientY, time: Date.now()}; };
+  const endsDrag = (event) => dragEnd && dragEnd.x === event.clientX && dragEnd.y === event.clientY &&
+    Date.now() - dragEnd.time < 500;
   const band = document.createElement("div");
   band.id = "drag-band";
   band.style.cssText = "position:fixed;border:2px dashed #2563eb;background:rgba(37,99,235,0.12);pointer-events:none;display:none;z-index:1000";
@@ -106,11 +162,17 @@ CANVAS_KEYS = """() => {
   document.addEventListener("dragstart", (event) => { if (canvasImage(event.target)) event.preventDefault(); }, true);
   document.addEventListener("mousedown", (event) => {
     const img = canvasImage(event.target);
-    if (!img || event.button !== 0) return;
-    event.preventDefault();
-    drag = {img, x: event.clientX, y: event.clientY, moved: false, from: pixel(img, event)};
+    if (!img) return;
+    if (event.button === 1 || (event.button === 0 && space)) {
+      event.preventDefault();
+      pan = {img, x: event.clientX, y: event.clientY, from: [view.x, view.y]};
+    } else if (event.button === 0) {
+      event.preventDefault();
+      drag = {img, x: event.clientX, y: event.clientY, moved: false, from: pixel(img, event)};
+    }
   }, true);
   document.addEventListener("mousemove", (event) => {
+    if (pan) { panTo(pan.img, pan.from[0] + event.clientX - pan.x, pan.from[1] + event.clientY - pan.y); return; }
     if (!drag) return;
     if (Math.abs(event.clientX - drag.x) + Math.abs(event.clientY - drag.y) > 6) drag.moved = true;
     if (!drag.moved) return;
@@ -119,17 +181,18 @@ CANVAS_KEYS = """() => {
       height: Math.abs(event.clientY - drag.y) + "px"});
   }, true);
   document.addEventListener("mouseup", (event) => {
+    if (pan) { pan = null; swallow(event); return; }
     if (!drag) return;
     const done = drag; drag = null; band.style.display = "none";
     if (!done.moved) return;
-    swallowClick = true; setTimeout(() => { swallowClick = false; }, 100);
-    const box = document.querySelector("#drag-box textarea, #drag-box input");
-    box.value = JSON.stringify([...done.from, ...pixel(done.img, event)].map((v) => Math.round(v * 10) / 10));
-    box.dispatchEvent(new Event("input", {bubbles: true}));
-    setTimeout(() => press("drag-box-go"), 0);
+    swallow(event);
+    send("drag-box", [...done.from, ...pixel(done.img, event)]);
   }, true);
-  document.addEventListener("click", (event) => {  // the click that ends a drag is not a point
-    if (swallowClick && canvasImage(event.target)) { event.stopPropagation(); event.preventDefault(); swallowClick = false; }
+  document.addEventListener("click", (event) => {
+    const img = canvasImage(event.target);
+    if (!img) return;
+    if (endsDrag(event)) { event.stopPropagation(); event.preventDefault(); dragEnd = null; return; }
+    if (view.scale > 1) { event.stopPropagation(); event.preventDefault(); send("point", pixel(img, event)); }
   }, true);
   return [];
 }"""
@@ -139,7 +202,7 @@ CONTROL_KEYS = {"fill": "fill", "background": "background", "outpaint": "outpain
 # The page fits the window: a header line, then three columns (the canvas, steps 1 and 2, the
 # history) as tall as the window; the canvas takes the height the window has left (--canvas-height).
 CSS = """
-:root { --canvas-height: max(220px, calc(100vh - 238px)); }
+:root { --canvas-height: max(200px, calc(100vh - 262px)); }
 .gradio-container { max-width: min(100%, 2400px) !important; margin: 0 auto !important;
   padding: 0 12px !important; }
 .gradio-container > .main, .gradio-container .contain { padding-top: 0 !important; }
@@ -159,8 +222,16 @@ CSS = """
 .step { gap: 6px !important; padding: 8px !important; }
 .step-title h3 { margin: 0 !important; font-size: 0.95rem; }
 #status { min-height: 1.4em; }
+#examples .grid-container { padding-top: 2px !important; grid-auto-rows: 66px !important; }
+#examples .thumbnail-item { height: 66px !important; }
+footer { position: fixed !important; right: 12px; bottom: 0; margin: 0 !important; padding: 0 4px !important; z-index: 10;
+  font-size: 0.7rem; opacity: 0.75; background: var(--background-fill-primary); }
+.gradio-container > .main { padding-bottom: 0 !important; }
 #status p { margin: 0; }
 #canvas img { cursor: crosshair; }
+#canvas { position: relative; }
+#zoom-badge { position: absolute; left: 8px; top: 8px; z-index: 5; pointer-events: none; display: none;
+  padding: 1px 6px; border-radius: 4px; font-size: 0.75rem; background: rgba(0, 0, 0, 0.6); color: #fff; }
 #controls-column { max-height: calc(100vh - 56px); overflow-y: auto; flex-wrap: nowrap !important; }
 #controls-column > * { flex-shrink: 0 !important; }
 .compact-buttons { gap: 6px !important; }
@@ -258,7 +329,7 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
                 view = _view_column(examples)
             with gr.Column(scale=3, min_width=330, elem_id="controls-column"):
                 controls = _controls_column(config, control_settings(missing_models(engine)))
-            with gr.Column(scale=1, min_width=190, elem_id="history-column"):
+            with gr.Column(scale=1, min_width=210, elem_id="history-column"):
                 controls.update(_history_column())
         tooltips = gr.Textbox(visible=False)
         _wire(handlers, config, state, view, controls)
@@ -300,13 +371,16 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
     with gr.Row(elem_classes="hidden-trigger"):  # what the page's script presses: keys, a dragged box
         dragged = gr.Textbox(elem_id="drag-box", show_label=False, container=False)
         drag_go = gr.Button(elem_id="drag-box-go")
+        point = gr.Textbox(elem_id="point", show_label=False, container=False)
+        point_go = gr.Button(elem_id="point-go")
         key_undo = gr.Button(elem_id="key-undo")
         key_redo = gr.Button(elem_id="key-redo")
     example_gallery = gr.Gallery([str(path) for path in examples], label="Example photos", elem_id="examples",
                                  columns=8, rows=1, height=76, allow_preview=False, object_fit="cover",
                                  fit_columns=False, buttons=[])
     return dict(canvas=canvas, brush_tab=brush_tab, brush=brush, apply_brush=apply_brush, result=result,
-                status=status, examples=example_gallery, dragged=dragged, drag_go=drag_go, key_undo=key_undo,
+                status=status, examples=example_gallery, dragged=dragged, drag_go=drag_go, point=point, point_go=point_go,
+                key_undo=key_undo,
                 key_redo=key_redo)
 
 
@@ -314,7 +388,7 @@ def _wire_controls(demo: gr.Blocks, handlers: Handlers, controls: dict[str, Any]
     """Each page load turns off the controls of a missing model (or one that failed to load since)."""
     outputs = [controls[CONTROL_KEYS[elem_id]] for elem_id in NEEDS_INPAINTER + NEEDS_DETECTOR]
     demo.load(None, None, None, js=ENTER_APPLIES, concurrency_limit=None, api_visibility="private")
-    demo.load(None, None, None, js=CANVAS_KEYS, concurrency_limit=None, api_visibility="private")
+    demo.load(None, None, None, js=CANVAS_SCRIPT, concurrency_limit=None, api_visibility="private")
     demo.load(handlers.controls, None, [*outputs, tooltips], concurrency_limit=None, api_visibility="private").then(
         None, [tooltips], None, js=SET_TOOLTIPS, concurrency_limit=None, api_visibility="private")
 
@@ -468,7 +542,11 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     canvas.select(select(handlers.click), [state, controls["mode"]], selection_out, **segmenting)
     for trigger in (controls["find"].click, controls["query"].submit):
         trigger(select(handlers.select_by_name), [state, controls["query"]], selection_out, **segmenting)
-    view["drag_go"].click(select(handlers.drag_box), [state, view["dragged"]], selection_out, **segmenting)
+    # Every box and zoomed click counts, in order (a button's default drops a press while the last runs).
+    view["drag_go"].click(select(handlers.drag_box), [state, view["dragged"]], selection_out, **segmenting,
+                          trigger_mode="multiple")
+    view["point_go"].click(select(handlers.point), [state, controls["mode"], view["point"]], selection_out,
+                           **segmenting, trigger_mode="multiple")
     controls["undo_click"].click(select(handlers.undo_click), [state], selection_out, **segmenting)
     controls["clear"].click(select(handlers.clear), [state], selection_out, **segmenting)
     controls["invert"].click(select(handlers.invert), [state], selection_out, **segmenting)

@@ -1,0 +1,181 @@
+"""The canvas in Chromium at 1366x768: the page fits, and zoom, pan, a dragged box and the keys change
+the selection as they should, read back from the session the server saved."""
+from __future__ import annotations
+
+import json
+import math
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from editor.engine.ops import Engine
+from editor.ui.page import build_ui
+from tests.conftest import tiny_config
+from tests.test_browser import CAT, CHROMIUM, CHROMIUM_ARGS, launch_options, wait_for_session, wait_for_status
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
+
+# Steps 1 to 3 of the page: what a person needs without scrolling.
+STEPS = ["#canvas", "#status", "#select-text", "#click-mode", "#undo-click", "#clear", "#invert", "#grow", "#feather",
+         "#prompt", "#fill", "#erase", "#background", "#cancel", "#again", "#use-seed", "#options", "#undo", "#redo",
+         "#download", "#history"]
+WIDTH, HEIGHT = Image.open(CAT).size
+
+
+@pytest.fixture(scope="module")
+def served(fallback_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The page's URL and the folder its sessions are saved in."""
+    models = tmp_path_factory.mktemp("canvas-models")
+    demo = build_ui(fallback_engine, tiny_config(models))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
+                                                   prevent_thread_lock=True, quiet=True, **launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/", models / "sessions"
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def opened_page(browser: Any, url: str, width: int = 1366, height: int = 768, scale: float = 1.0) -> Any:
+    page = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=scale).new_page()
+    page.goto(url)
+    wait_for_session(page)
+    page.locator("#canvas input[type=file]").set_input_files(str(CAT))
+    wait_for_status(page, "Ready")
+    page.wait_for_function("() => { const img = document.querySelector('#canvas img');"
+                           " return img && img.complete && img.naturalWidth > 0; }", timeout=60_000)
+    return page
+
+
+def saved_prompts(page: Any, sessions: Path) -> list[dict[str, Any]]:
+    """The prompts of each part of the selection, as the server saved them for this tab's session."""
+    session_id = page.evaluate("() => sessionStorage.getItem('photo-editor-session')")
+    index = json.loads((sessions / session_id / "index.json").read_text())
+    return [part for part in index["selection"]["parts"] if part["points"] or part["box"]]
+
+
+def wait_for_points(page: Any, sessions: Path, count: int) -> list[list[float]]:
+    for _ in range(300):
+        prompts = saved_prompts(page, sessions)
+        points = [point for part in prompts for point in part["points"]]
+        if len(points) == count:
+            return points
+        page.wait_for_timeout(100)
+    pytest.fail(f"expected {count} points in the saved selection, it has {len(points)}; the page says "
+                f"{page.locator('#status').inner_text()!r}")
+
+
+def on_screen(page: Any, x: float, y: float, zoom: float = 1.0) -> tuple[float, float]:
+    """Where photo pixel (x, y) is on the screen now: the photo is centred in the image element,
+    scaled down to fit but never up (object-fit: scale-down), and the zoom scales the element."""
+    box = page.locator("#canvas img").first.bounding_box()
+    scale = min(box["width"] / WIDTH, box["height"] / HEIGHT, zoom)
+    left = box["x"] + (box["width"] - WIDTH * scale) / 2
+    top = box["y"] + (box["height"] - HEIGHT * scale) / 2
+    return left + (x + 0.5) * scale, top + (y + 0.5) * scale
+
+
+@pytest.mark.parametrize("width, height, scale", [(1366, 768, 1.0), (1093, 614, 1.25)], ids=["100%", "125%"])
+def test_steps_one_to_three_fit_a_laptop_screen(served: tuple[str, Path], browser: Any, width: int, height: int,
+                                                 scale: float) -> None:
+    """1093x614 at a device scale of 1.25 is a 1366x768 screen with the browser zoomed to 125%."""
+    page = opened_page(browser, served[0], width, height, scale)
+    for selector in STEPS:
+        box = page.locator(selector).first.bounding_box()
+        assert box is not None, f"{selector} is not shown"
+        assert box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= width + 1, selector
+        assert box["y"] + min(box["height"], 40) <= height + 1, f"{selector} is below the fold: {box}"
+    assert page.evaluate("() => document.scrollingElement.scrollHeight") <= height + 2, "the page does not scroll"
+    thumbnail = page.locator("#history img").first.bounding_box()
+    assert thumbnail["width"] >= 160, f"history thumbnails are {thumbnail['width']:.0f} px wide"
+    canvas = page.locator("#canvas").first.bounding_box()
+    assert canvas["height"] >= 0.45 * height, "the canvas takes the height the window has"
+
+
+def test_the_page_is_centred_on_a_wide_screen(served: tuple[str, Path], browser: Any) -> None:
+    page = opened_page(browser, served[0], 2560, 1080)
+    workspace = page.locator("#workspace").first.bounding_box()
+    left, right = workspace["x"], 2560 - workspace["x"] - workspace["width"]
+    assert abs(left - right) <= 24 and workspace["width"] >= 1700, (left, right, workspace["width"])
+
+
+def test_a_drag_draws_a_box_and_the_keys_undo_redo_and_clear(served: tuple[str, Path], browser: Any) -> None:
+    url, sessions = served
+    page = opened_page(browser, url)
+    start, end = on_screen(page, 150, 80), on_screen(page, 330, 240)
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=4)
+    assert page.locator("#drag-band").is_visible(), "the box is drawn while dragging"
+    page.mouse.move(*end, steps=4)
+    page.mouse.up()
+    wait_for_status(page, "Selected")
+    prompts = saved_prompts(page, sessions)
+    assert len(prompts) == 1 and not prompts[0]["points"], "a drag is a box, not a point"
+    assert all(abs(got - want) <= 1.0 for got, want in zip(prompts[0]["box"], (150, 80, 330, 240))), prompts
+    page.mouse.click(*on_screen(page, 240, 160))
+    wait_for_points(page, sessions, 1)
+    page.locator("body").click(position={"x": 5, "y": 5})  # the keys act when no box has the focus
+    page.keyboard.press("Control+z")
+    wait_for_points(page, sessions, 0)
+    assert saved_prompts(page, sessions)[0]["box"] is not None, "Ctrl+Z took back the click, not the box"
+    page.keyboard.press("Control+Shift+z")
+    wait_for_points(page, sessions, 1)
+    page.keyboard.press("Escape")
+    for _ in range(100):
+        if not saved_prompts(page, sessions):
+            break
+        page.wait_for_timeout(100)
+    assert not saved_prompts(page, sessions), "Esc clears the selection"
+
+
+def test_zoom_and_pan_put_a_click_where_the_pointer_is(served: tuple[str, Path], browser: Any) -> None:
+    url, sessions = served
+    page = opened_page(browser, url)
+    before = page.locator("#canvas img").first.bounding_box()
+    centre = on_screen(page, 225, 150)
+    page.mouse.move(*centre)
+    page.mouse.wheel(0, -500)  # zooms in around the pointer: e^(500 × 0.002) ≈ 2.7x
+    page.wait_for_timeout(200)
+    zoomed = page.locator("#canvas img").first.bounding_box()
+    zoom = zoomed["width"] / before["width"]
+    assert zoom == pytest.approx(math.e, rel=0.02)
+    assert on_screen(page, 225, 150, zoom) == pytest.approx(centre, abs=1.0), "the point under the pointer stays there"
+    assert "%" in page.locator("#zoom-badge").inner_text()
+    page.mouse.click(*on_screen(page, 200.3, 140.6, zoom))
+    (point,) = wait_for_points(page, sessions, 1)
+    # Within a screen pixel (the browser gives whole-pixel mouse positions): 1/zoom of a photo pixel.
+    assert point == pytest.approx([200.3, 140.6], abs=1 / zoom), "a zoomed click lands with sub-pixel precision"
+
+    page.keyboard.down(" ")  # Space and a drag pan the photo
+    page.mouse.move(*centre)
+    page.mouse.down()
+    page.mouse.move(centre[0] + 80, centre[1] + 40, steps=5)
+    page.mouse.up()
+    page.keyboard.up(" ")
+    panned = page.locator("#canvas img").first.bounding_box()
+    assert (panned["x"] - zoomed["x"], panned["y"] - zoomed["y"]) == pytest.approx((80, 40), abs=1.5)
+    assert len(saved_prompts(page, sessions)[0]["points"]) == 1, "a pan is not a click or a box"
+    page.mouse.click(*on_screen(page, 180, 120, zoom))
+    assert wait_for_points(page, sessions, 2)[1] == pytest.approx([180, 120], abs=1 / zoom)
+
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("0")
+    whole = page.locator("#canvas img").first.bounding_box()
+    assert whole == pytest.approx(before, abs=1.0), "0 shows the whole photo again"

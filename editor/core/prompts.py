@@ -8,22 +8,37 @@ from typing import Any
 from editor.core.errors import SelectionError
 
 Point = tuple[float, float]
+CANDIDATES = 3  # the masks SAM's decoder gives for an ambiguous click
 Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
 class Prompts:
-    """Positive and negative points, in click order, plus an optional box (x1, y1, x2, y2)."""
+    """Positive and negative points, in click order, plus an optional box (x1, y1, x2, y2).
+
+    A first click alone is ambiguous (a part, the object, a group): the segmenter offers CANDIDATES
+    masks for it and takes the best-scoring one, or the one `candidate` names; the clicks after it
+    refine the one taken.
+    """
 
     points: tuple[Point, ...] = ()
     labels: tuple[int, ...] = ()  # 1 = positive (object), 0 = negative (not the object)
     box: Box | None = None
+    candidate: int | None = None  # which mask of the first click (0..CANDIDATES-1), None = the best
 
     def add_point(self, x: float, y: float, positive: bool = True) -> Prompts:
-        return Prompts(self.points + ((x, y),), self.labels + (int(positive),), self.box)
+        return replace(self, points=self.points + ((x, y),), labels=self.labels + (int(positive),))
 
     def with_box(self, box: Box | None) -> Prompts:
-        return Prompts(self.points, self.labels, box)
+        return replace(self, box=box)
+
+    def with_candidate(self, candidate: int | None) -> Prompts:
+        return replace(self, candidate=candidate)
+
+    @property
+    def is_ambiguous(self) -> bool:
+        """One point and no box: the click whose candidate masks are offered."""
+        return len(self.points) == 1 and self.box is None
 
     @property
     def is_empty(self) -> bool:
@@ -57,7 +72,9 @@ class Prompts:
             box = (x1, y1, x2, y2)
         if box is None and 1 not in self.labels:
             raise SelectionError("add at least one positive point or a box to select something")
-        return Prompts(self.points, self.labels, box)
+        if self.candidate is not None and self.candidate not in range(CANDIDATES):
+            raise SelectionError(f"a candidate mask is 1 to {CANDIDATES}, got {self.candidate + 1}")
+        return Prompts(self.points, self.labels, box, self.candidate)
 
 
 def check_prompt_count(count: int, max_prompts: int) -> None:
@@ -150,7 +167,8 @@ def _parse_numbers(text: str, count: int, what: str, form: str) -> list[float]:
 def part_to_json(part: SelectionPart) -> dict[str, Any]:
     prompts = part.prompts
     return {"points": [list(p) for p in prompts.points], "labels": list(prompts.labels),
-            "box": None if prompts.box is None else list(prompts.box), "subtract": part.subtract, "label": part.label}
+            "box": None if prompts.box is None else list(prompts.box), "candidate": prompts.candidate,
+            "subtract": part.subtract, "label": part.label}
 
 
 def part_from_json(data: dict[str, Any]) -> SelectionPart:
@@ -165,7 +183,11 @@ def part_from_json(data: dict[str, Any]) -> SelectionPart:
         box = (x1, y1, x2, y2)
     if not isinstance(data["subtract"], bool) or not isinstance(data["label"], str):
         raise ValueError("a part's subtract flag or label is malformed")
-    return SelectionPart(Prompts(points, labels, box), data["subtract"], data["label"])
+    candidate = data.get("candidate")  # absent from sessions saved before candidates were offered
+    if candidate is not None and int(candidate) not in range(CANDIDATES):
+        raise ValueError("a part's candidate mask is malformed")
+    candidate = None if candidate is None else int(candidate)
+    return SelectionPart(Prompts(points, labels, box, candidate), data["subtract"], data["label"])
 
 
 MAX_QUERY_CHARS = 200  # characters of a select-by-name query

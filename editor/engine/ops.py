@@ -19,7 +19,7 @@ from editor.core.config import (
 )
 from editor.core.errors import EditorError, ModelLoadError, ModelUnavailableError, SelectionError
 from editor.core.prompts import (
-    Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, parse_query, refine_detected,
+    CANDIDATES, Detection, Prompts, SelectionPart, check_prompt_count, detected_parts, parse_query, refine_detected,
 )
 from editor.engine import strategy
 from editor.engine.priority import SelectionFirst
@@ -205,6 +205,21 @@ class Engine:
         """The object the prompts point at, as an `HxW uint8` mask (255 = selected)."""
         with self.priority.selecting():
             return self._segment(image, None, prompts)[1]
+
+    def candidates(self, image: np.ndarray, prompts: Prompts) -> list[tuple[int, np.ndarray]]:
+        """The different masks an ambiguous first click (`Prompts.is_ambiguous`) could mean, each with
+        its candidate index: up to CANDIDATES, one for a segmenter with one answer (GrabCut), none
+        for prompts that are not ambiguous. The image is embedded once; each is a decoder run."""
+        if not prompts.is_ambiguous:
+            return []
+        found: list[tuple[int, np.ndarray]] = []
+        ref = None
+        with self.priority.selecting():
+            for candidate in range(CANDIDATES):
+                ref, mask = self._segment(image, ref, prompts.with_candidate(candidate))
+                if not any(np.array_equal(mask, other) for _, other in found):
+                    found.append((candidate, mask))
+        return found
 
     def select_parts(self, image: np.ndarray, parts: list[SelectionPart]) -> np.ndarray:
         """Several objects: the union of the added ones, minus the subtracted ones."""

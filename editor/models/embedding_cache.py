@@ -129,9 +129,11 @@ class RecentImages:
 
 
 def click_steps(prompts: Prompts) -> list[Prompts]:
-    """The growing prompt sets of a click-by-click session: box (or first point) first."""
+    """The growing prompt sets of a click-by-click session: box (or first point) first; each keeps
+    the candidate its first click took, as every later one refines it."""
     first = 0 if prompts.box is not None else 1
-    return [Prompts(prompts.points[:n], prompts.labels[:n], prompts.box) for n in range(first, len(prompts.points) + 1)]
+    return [Prompts(prompts.points[:n], prompts.labels[:n], prompts.box, prompts.candidate)
+            for n in range(first, len(prompts.points) + 1)]
 
 
 class SegmenterCache:

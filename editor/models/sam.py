@@ -126,7 +126,8 @@ class SamSegmenter(SharedSegmenter[Sam]):
     def _decode(
         self, predictor: SamPredictor, embedding: Embedding, step: Prompts, logits: torch.Tensor | None
     ) -> torch.Tensor:
-        """One click's low-resolution mask logits (1x256x256), the best-scoring of those asked for."""
+        """One click's low-resolution mask logits (1x256x256): the best-scoring of those asked for, or
+        the candidate the prompts name."""
         device = self.model.device
         points = None
         if step.points:
@@ -148,7 +149,12 @@ class SamSegmenter(SharedSegmenter[Sam]):
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
         )
-        return low_res[0][int(torch.argmax(scores[0]))][None]
+        return low_res[0][_chosen(scores[0], step.candidate if multimask else None)][None]
+
+
+def _chosen(scores: torch.Tensor, candidate: int | None) -> int:
+    """The index of the mask to keep: the candidate asked for, else the best-scoring."""
+    return int(torch.argmax(scores)) if candidate is None else min(candidate, scores.shape[-1] - 1)
 
 
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> SamSegmenter:

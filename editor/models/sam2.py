@@ -159,7 +159,8 @@ class TransformersSegmenter(SharedSegmenter[Loaded]):
 
 
 def _decode(loaded: Loaded, embedding: Embedding, step: Prompts, logits: torch.Tensor | None) -> torch.Tensor:
-    """One click's low-resolution mask logits (`1xhxw`), the best-scoring of those asked for.
+    """One click's low-resolution mask logits (`1xhxw`): the best-scoring of those asked for, or the
+    candidate the prompts name.
 
     What `Sam2Model.forward` does given `image_embeddings`, less recomputing the positional
     embedding at every click. Coordinates go from the photo's pixels to the model's input, as
@@ -187,8 +188,8 @@ def _decode(loaded: Loaded, embedding: Embedding, step: Prompts, logits: torch.T
         image_embeddings=embedding.features[-1], image_positional_embeddings=loaded.positional,
         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
         high_resolution_features=embedding.features[:-1])
-    best = int(torch.argmax(scores[0, 0]))
-    return low_res[0, 0, best][None]
+    best = int(torch.argmax(scores[0, 0])) if not multimask or step.candidate is None else step.candidate
+    return low_res[0, 0, min(best, low_res.shape[2] - 1)][None]
 
 
 def full_size_mask(low_res: np.ndarray, height: int, width: int) -> np.ndarray:

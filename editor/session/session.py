@@ -477,6 +477,27 @@ class Session:
             brush_add, brush_remove = masks.subtract(brush_add, remove), masks.union(brush_remove, remove)
         self._push(replace(old, brush_add=_none_if_empty(brush_add), brush_remove=_none_if_empty(brush_remove)))
 
+    @property
+    @_locked
+    def ambiguous_prompts(self) -> Prompts | None:
+        """The current object's prompts while they are one click (its candidate masks can be offered)."""
+        if not self.has_image or self.selection.pending_corner is not None:
+            return None
+        prompts = self.selection.current.prompts
+        return prompts if prompts.is_ambiguous else None
+
+    @_locked
+    def choose_candidate(self, candidate: int) -> bool:
+        """Take another of the first click's candidate masks for the current object: a selection step
+        (Ctrl+Z takes it back). False when it is the one taken already."""
+        part = self.selection.current
+        if not part.prompts.is_ambiguous:
+            raise SelectionError("the other masks are offered for a first click alone: clear and click the object")
+        if part.prompts.candidate == candidate:
+            return False
+        self._push(self.selection.with_current(replace(part, prompts=part.prompts.with_candidate(candidate))))
+        return True
+
     @_locked
     def undo_click(self) -> None:
         """Take back the last selection step (a click, a box corner, a new part, invert, a brush)."""

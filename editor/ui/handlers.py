@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 PHOTO_OUTPUTS = 8  # what `Handlers._photo_outputs` returns
 DOWNLOAD_COMPRESSION = 1  # zlib level of the download PNG: lossless all the same, several times faster than 6
 COMPARE_SIDE = 1024  # before/after view
+CANDIDATE_SIDE = 240  # the thumbnails of a first click's candidate masks
 BRUSH_ADD = (34, 197, 94)  # the brush colours offered in the brush editor: paint in, paint out
 BRUSH_REMOVE = (239, 68, 68)
 EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background", "outpaint": "Extend canvas",
@@ -80,6 +81,19 @@ def guard(handler: Callable[..., Any], outputs: int) -> Callable[..., Any]:
         if outputs == 1:  # Gradio takes a single output's value as is, not as a 1-tuple
             return warning(message)
         return (warning(message),) + tuple(gr.skip() for _ in range(outputs - 1))
+
+    return run
+
+
+def quietly(handler: Callable[..., Any], fallback: Any) -> Callable[..., Any]:
+    """For what a page shows on the side (no status line of its own): `fallback` on a person's error."""
+
+    @functools.wraps(handler)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except EditorError:
+            return fallback
 
     return run
 
@@ -349,6 +363,28 @@ class Handlers:
         session.paint(_resize_mask(add, width, height), _resize_mask(remove, width, height))
         status, canvas = self._selection_outputs(session, "Strokes applied.")
         return status, canvas, _editor_value(canvas)
+
+    def candidates(self, session: Session) -> Any:
+        """After each selection step: the masks a first click alone could mean, as thumbnails to choose
+        from (hidden when the click is not ambiguous, or the segmenter gives one answer)."""
+        prompts = session.ambiguous_prompts
+        found = self.engine.candidates(session.image, prompts) if prompts is not None else []
+        if len(found) < 2:
+            return gr.Gallery(value=None, visible=False)
+        taken = self.engine.select(session.image, prompts)  # the candidate asked for, or the best-scoring
+        return gr.Gallery(value=candidate_thumbnails(session, found, taken), visible=True, format="png")
+
+    def choose_candidate(self, session: Session, evt: gr.SelectData) -> tuple:
+        """A click on one of the candidate thumbnails: its mask becomes the current object's."""
+        prompts = session.ambiguous_prompts
+        found = self.engine.candidates(session.image, prompts) if prompts is not None else []
+        if evt.index is None or not 0 <= int(evt.index) < len(found):
+            raise SelectionError("that choice is gone: the selection changed since; click the object again")
+        candidate = found[int(evt.index)][0]
+        if not session.choose_candidate(candidate):
+            return (gr.skip(), gr.skip())
+        return self._selection_outputs(session, f"Mask {candidate + 1} taken (Ctrl+Z goes back); "
+                                                "further clicks refine it.")
 
     def _outputs_or_undo(self, session: Session, message: str | None = None) -> tuple:
         """The outputs after a selection step; a step the segmenter refuses is not kept."""
@@ -719,6 +755,20 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
         shown_mask = masks.refine(small, round(session.grow_px * scale), round(session.feather_px * scale))
     shown = session.photo_info.to_srgb(views.downscale(image, scale))  # the browser shows sRGB
     return views.draw(shown, shown_mask, markers, boxes, pending, names)
+
+
+def candidate_thumbnails(session: Session, found: list[tuple[int, np.ndarray]], taken: np.ndarray) -> Gallery:
+    """Each candidate mask drawn on a small copy of the photo, captioned with its number and size;
+    the one the selection uses now is marked."""
+    image = session.image
+    scale = views.display_scale(image.shape[1], image.shape[0], max_side=CANDIDATE_SIDE)
+    small = session.photo_info.to_srgb(views.downscale(image, scale))
+    thumbnails = []
+    for candidate, mask in found:
+        share = 100.0 * float(np.count_nonzero(mask)) / mask.size
+        mark = " ✓" if np.array_equal(mask, taken) else ""
+        thumbnails.append((views.draw(small, views.downscale(mask, scale)), f"{candidate + 1} · {share:.0f}%{mark}"))
+    return thumbnails
 
 
 def history_thumbnails(session: Session) -> Gallery:

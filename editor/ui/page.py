@@ -32,6 +32,7 @@ from editor.ui.handlers import (
     guard,
     missing_models,
     plain_markdown,
+    quietly,
 )
 
 SIDES = ("left", "top", "right", "bottom")  # the order of an extension's paddings
@@ -224,6 +225,10 @@ CSS = """
 #status { min-height: 1.4em; }
 #examples .grid-container { padding-top: 2px !important; grid-auto-rows: 66px !important; }
 #examples .thumbnail-item { height: 66px !important; }
+#under-canvas { gap: 8px !important; flex-wrap: nowrap !important; }
+#candidates .grid-container { padding-top: 2px !important; grid-auto-rows: 66px !important; }
+#candidates .thumbnail-item { height: 66px !important; }
+#candidates .caption-label { font-size: 0.75rem; }
 footer { position: fixed !important; right: 12px; bottom: 0; margin: 0 !important; padding: 0 4px !important; z-index: 10;
   font-size: 0.7rem; opacity: 0.75; background: var(--background-fill-primary); }
 .gradio-container > .main { padding-bottom: 0 !important; }
@@ -375,10 +380,15 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
         point_go = gr.Button(elem_id="point-go")
         key_undo = gr.Button(elem_id="key-undo")
         key_redo = gr.Button(elem_id="key-redo")
-    example_gallery = gr.Gallery([str(path) for path in examples], label="Example photos", elem_id="examples",
-                                 columns=8, rows=1, height=76, allow_preview=False, object_fit="cover",
-                                 fit_columns=False, buttons=[])
-    return dict(canvas=canvas, brush_tab=brush_tab, brush=brush, apply_brush=apply_brush, result=result,
+    with gr.Row(elem_id="under-canvas"):
+        # A first click alone is ambiguous (a part, the object, a group): its masks, to choose from.
+        candidates = gr.Gallery(label="Which did you mean? Click one", elem_id="candidates", format="png",
+                                columns=3, rows=1, height=76, allow_preview=False, object_fit="contain",
+                                fit_columns=False, buttons=[], visible=False, scale=1, min_width=240)
+        example_gallery = gr.Gallery([str(path) for path in examples], label="Example photos", elem_id="examples",
+                                     columns=8, rows=1, height=76, allow_preview=False, object_fit="cover",
+                                     fit_columns=False, buttons=[], scale=2)
+    return dict(candidates=candidates, canvas=canvas, brush_tab=brush_tab, brush=brush, apply_brush=apply_brush, result=result,
                 status=status, examples=example_gallery, dragged=dragged, drag_go=drag_go, point=point, point_go=point_go,
                 key_undo=key_undo,
                 key_redo=key_redo)
@@ -537,6 +547,10 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     # The canvas draws the photo and the selection (grow and soft edge included): each change of it
     # remakes the cut-out PNG, outside the model's queue; the button is off while nothing is selected.
     canvas.change(bind(handlers.cutout), [state], [controls["cutout"]], **quick)
+    # ... and offers the candidate masks of a first click alone (after the click's own answer is shown).
+    canvas.change(quietly(bind(handlers.candidates), gr.Gallery(visible=False)), [state], [view["candidates"]],
+                  **dict(segmenting, show_progress="hidden"))
+    view["candidates"].select(select(handlers.choose_candidate), [state], selection_out, **segmenting)
 
     # Selecting: each click runs the segmenter (in its own queue, never behind an edit), then redraws the canvas.
     canvas.select(select(handlers.click), [state, controls["mode"]], selection_out, **segmenting)

@@ -5,10 +5,12 @@ each step are kept in test-artifacts/ for a person to look at after a failure.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,9 +32,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install chromium")
 
 
-@pytest.fixture(scope="module")
-def app_url(fallback_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    demo = build_ui(fallback_engine, tiny_config(tmp_path_factory.mktemp("models")))
+@contextlib.contextmanager
+def serving(demo: Any) -> Iterator[str]:
+    """The page served on a free loopback port for the block: its URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -42,6 +44,12 @@ def app_url(fallback_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(fallback_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serving(build_ui(fallback_engine, tiny_config(tmp_path_factory.mktemp("models")))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

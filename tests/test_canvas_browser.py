@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from PIL import Image
 from editor.engine.ops import Engine
 from editor.ui.page import build_ui
 from tests.conftest import tiny_config
-from tests.test_browser import CAT, CHROMIUM, CHROMIUM_ARGS, launch_options, wait_for_session, wait_for_status
+from tests.test_browser import CAT, CHROMIUM, CHROMIUM_ARGS, serving, wait_for_session, wait_for_status
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
 
@@ -30,16 +29,8 @@ WIDTH, HEIGHT = Image.open(CAT).size
 def served(fallback_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The page's URL and the folder its sessions are saved in."""
     models = tmp_path_factory.mktemp("canvas-models")
-    demo = build_ui(fallback_engine, tiny_config(models))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
-                                                   prevent_thread_lock=True, quiet=True, **launch_options())
-    try:
-        yield f"http://127.0.0.1:{port}/", models / "sessions"
-    finally:
-        demo.close()
+    with serving(build_ui(fallback_engine, tiny_config(models))) as url:
+        yield url, models / "sessions"
 
 
 @pytest.fixture

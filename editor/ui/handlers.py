@@ -371,7 +371,10 @@ class Handlers:
         found = self.engine.candidates(session.image, prompts) if prompts is not None else []
         if len(found) < 2:
             return gr.Gallery(value=None, visible=False)
-        taken = self.engine.select(session.image, prompts)  # the candidate asked for, or the best-scoring
+        taken = prompts.candidate
+        if taken is None:  # the best-scoring: whichever candidate the default selection is
+            best = self.engine.select(session.image, prompts)
+            taken = next((candidate for candidate, mask in found if np.array_equal(mask, best)), None)
         return gr.Gallery(value=candidate_thumbnails(session, found, taken), visible=True, format="png")
 
     def choose_candidate(self, session: Session, evt: gr.SelectData) -> tuple:
@@ -757,7 +760,7 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
     return views.draw(shown, shown_mask, markers, boxes, pending, names)
 
 
-def candidate_thumbnails(session: Session, found: list[tuple[int, np.ndarray]], taken: np.ndarray) -> Gallery:
+def candidate_thumbnails(session: Session, found: list[tuple[int, np.ndarray]], taken: int | None) -> Gallery:
     """Each candidate mask drawn on a small copy of the photo, captioned with its number and size;
     the one the selection uses now is marked."""
     image = session.image
@@ -766,7 +769,7 @@ def candidate_thumbnails(session: Session, found: list[tuple[int, np.ndarray]], 
     thumbnails = []
     for candidate, mask in found:
         share = 100.0 * float(np.count_nonzero(mask)) / mask.size
-        mark = " ✓" if np.array_equal(mask, taken) else ""
+        mark = " ✓" if candidate == taken else ""
         thumbnails.append((views.draw(small, views.downscale(mask, scale)), f"{candidate + 1} · {share:.0f}%{mark}"))
     return thumbnails
 

@@ -81,15 +81,20 @@ def canvas_pixels(page) -> np.ndarray:  # type: ignore[no-untyped-def]
     return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB"))
 
 
-def click_photo(page, x: float, y: float, width: int, height: int) -> None:  # type: ignore[no-untyped-def]
-    """Click photo pixel (x, y) on the canvas: the photo is centred in the image element, scaled
-    down to fit but never up (as Gradio's own click mapping assumes)."""
-    img = page.locator("#canvas img").first
-    box = img.bounding_box()
-    scale = min(box["width"] / width, box["height"] / height, 1.0)
+def on_photo(page, x: float, y: float, width: int, height: int,  # type: ignore[no-untyped-def]
+             zoom: float = 1.0) -> tuple[float, float]:
+    """Where photo pixel (x, y) is on the screen now: the photo is centred in the image element, scaled
+    down to fit but never up (as Gradio's own click mapping assumes), and the zoom scales the element."""
+    box = page.locator("#canvas img").first.bounding_box()
+    scale = min(box["width"] / width, box["height"] / height, zoom)
     left = box["x"] + (box["width"] - width * scale) / 2
     top = box["y"] + (box["height"] - height * scale) / 2
-    page.mouse.click(left + (x + 0.5) * scale, top + (y + 0.5) * scale)
+    return left + (x + 0.5) * scale, top + (y + 0.5) * scale
+
+
+def click_photo(page, x: float, y: float, width: int, height: int) -> None:  # type: ignore[no-untyped-def]
+    """Click photo pixel (x, y) on the canvas."""
+    page.mouse.click(*on_photo(page, x, y, width, height))
 
 
 def wait_for_status(page, text: str) -> None:  # type: ignore[no-untyped-def]
@@ -200,7 +205,7 @@ def test_before_after_box_mode_and_brush(page) -> None:  # type: ignore[no-untyp
     wait_for_status(page, "Back to version 1")
     page.wait_for_timeout(400)  # let the canvas settle before clicking at photo coordinates
     assert np.array_equal(canvas_pixels(page), original)
-    page.get_by_label("Box: 2 corners").check()
+    page.get_by_label("Box", exact=True).check()
     click_photo(page, 150, 60, width, height)
     wait_for_status(page, "opposite corner")
     click_photo(page, 330, 240, width, height)
@@ -212,22 +217,19 @@ def test_before_after_box_mode_and_brush(page) -> None:  # type: ignore[no-untyp
     boxed_share = tinted_share(boxed, original)
     assert boxed_share > 0.05, "the object in the box is selected"
 
-    page.get_by_role("tab", name="Brush").click()
-    wait_for_status(page, "Paint green")
-    page.wait_for_timeout(500)  # the editor draws its background image before it takes strokes
-    canvas = page.locator("#brush canvas").first.bounding_box()
-    x, y = canvas["x"] + canvas["width"] * 0.2, canvas["y"] + canvas["height"] * 0.3
-    page.mouse.move(x, y, steps=3)  # a person's pointer arrives gradually; the editor tracks it
+    page.get_by_label("Brush +").check()  # a drag paints into the selection, applied as it ends
+    x, y = on_photo(page, 40, 40, width, height)
+    page.mouse.move(x, y, steps=3)
     page.mouse.down()
     page.mouse.move(x + 60, y + 40, steps=4)
-    page.mouse.up()
+    assert page.locator("#brush-stroke").is_visible(), "the stroke shows while it is painted"
     page.screenshot(path=str(ARTIFACTS / "7-brush.png"))
-    page.locator("#apply-brush").click()
-    wait_for_status(page, "Strokes applied")
-    page.get_by_role("tab", name="Select").click()
+    page.mouse.up()
+    wait_for_status(page, "Painted into the selection")
+    page.wait_for_timeout(400)
     page.screenshot(path=str(ARTIFACTS / "8-brushed.png"))
     assert tinted_share(canvas_pixels(page), original) > boxed_share + 0.005, "the stroke joined the selection"
-    page.get_by_label("Object (+)").check()
+    page.get_by_label("Object +").check()
 
 
 def test_select_by_name_without_the_detector_says_how_to_get_it(page) -> None:  # type: ignore[no-untyped-def]

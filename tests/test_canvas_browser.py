@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from editor.engine.ops import Engine
 from editor.ui.page import build_ui
 from tests.conftest import tiny_config
-from tests.test_browser import CAT, CHROMIUM, CHROMIUM_ARGS, serving, wait_for_session, wait_for_status
+from tests.test_browser import CAT, CHROMIUM, CHROMIUM_ARGS, on_photo, serving, wait_for_session, wait_for_status
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
 
@@ -73,13 +74,8 @@ def wait_for_points(page: Any, sessions: Path, count: int) -> list[list[float]]:
 
 
 def on_screen(page: Any, x: float, y: float, zoom: float = 1.0) -> tuple[float, float]:
-    """Where photo pixel (x, y) is on the screen now: the photo is centred in the image element,
-    scaled down to fit but never up (object-fit: scale-down), and the zoom scales the element."""
-    box = page.locator("#canvas img").first.bounding_box()
-    scale = min(box["width"] / WIDTH, box["height"] / HEIGHT, zoom)
-    left = box["x"] + (box["width"] - WIDTH * scale) / 2
-    top = box["y"] + (box["height"] - HEIGHT * scale) / 2
-    return left + (x + 0.5) * scale, top + (y + 0.5) * scale
+    """Where the cat's photo pixel (x, y) is on the screen now."""
+    return on_photo(page, x, y, WIDTH, HEIGHT, zoom)
 
 
 @pytest.mark.parametrize("width, height, scale", [(1366, 768, 1.0), (1093, 614, 1.25)], ids=["100%", "125%"])
@@ -170,3 +166,41 @@ def test_zoom_and_pan_put_a_click_where_the_pointer_is(served: tuple[str, Path],
     page.keyboard.press("0")
     whole = page.locator("#canvas img").first.bounding_box()
     assert whole == pytest.approx(before, abs=1.0), "0 shows the whole photo again"
+
+
+def test_the_brush_paints_at_full_resolution_as_it_ends(served: tuple[str, Path], browser: Any) -> None:
+    """Zoomed 2.7x, a stroke of a 30 px brush is 5.5 photo pixels wide either side of its line, drawn
+    from the pointer's sub-pixel track; a circle shows the brush, ] and [ change it."""
+    url, sessions = served
+    page = opened_page(browser, url)
+    page.get_by_label("Brush +").check()
+    before = page.locator("#canvas img").first.bounding_box()
+    page.mouse.move(*on_screen(page, 225, 150))
+    page.mouse.wheel(0, -500)
+    page.wait_for_timeout(200)
+    zoom = page.locator("#canvas img").first.bounding_box()["width"] / before["width"]
+    start, end = on_screen(page, 200.5, 140.25, zoom), on_screen(page, 250.5, 140.25, zoom)
+    page.mouse.move(*start)
+    ring = page.locator("#brush-cursor")
+    assert ring.is_visible() and ring.bounding_box()["width"] == pytest.approx(24, abs=1), "the brush's circle"
+    page.keyboard.press("]")
+    assert ring.bounding_box()["width"] == pytest.approx(30, abs=1), "] makes the brush larger"
+    page.mouse.down()
+    page.mouse.move(*end, steps=8)
+    assert page.locator("#brush-stroke").is_visible(), "the stroke shows as it is painted"
+    page.mouse.up()
+    wait_for_status(page, "Painted into the selection")
+    session_id = page.evaluate("() => sessionStorage.getItem('photo-editor-session')")
+    for _ in range(100):
+        selection = json.loads((sessions / session_id / "index.json").read_text())["selection"]
+        if selection["brush_add"]:
+            break
+        page.wait_for_timeout(100)
+    painted = np.load(sessions / session_id / selection["brush_add"]) > 0
+    assert painted.shape == (HEIGHT, WIDTH) and not saved_prompts(page, sessions), "a stroke, not a click"
+    radius = 15 / zoom  # the brush's 30 screen pixels across, in photo pixels
+    rows = np.flatnonzero(painted[:, 225])
+    assert rows[0] == pytest.approx(140.25 - radius, abs=1.2) and rows[-1] == pytest.approx(140.25 + radius, abs=1.2)
+    columns = np.flatnonzero(painted[140])
+    assert columns[0] == pytest.approx(200.5 - radius, abs=1.2) and columns[-1] == pytest.approx(250.5 + radius, abs=1.2)
+    assert not page.locator("#brush-stroke").is_visible(), "the canvas shows the stroke once applied"

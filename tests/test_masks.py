@@ -341,3 +341,38 @@ def test_grow_and_feather_of_a_small_selection_in_a_big_photo_match_the_whole_ph
         assert np.array_equal(sel(masks.grow(mask, n)), distance <= n)
         ramp = np.where(distance <= n, 1.0 - distance / (n + 1), 0.0)
         assert np.array_equal(masks.feather(mask, n), np.rint(ramp * 255).astype(np.uint8))
+
+
+def _distance_to_polyline(shape: tuple[int, int], points: list[tuple[float, float]]) -> np.ndarray:
+    """The exact Euclidean distance of every pixel centre to the polyline (brute force)."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    best = np.full(shape, np.inf)
+    pairs = list(zip(points, points[1:])) or [(points[0], points[0])]
+    for (x0, y0), (x1, y1) in pairs:
+        dx, dy = x1 - x0, y1 - y0
+        length = dx * dx + dy * dy
+        t = np.clip(((xx - x0) * dx + (yy - y0) * dy) / length, 0, 1) if length else np.zeros(shape)
+        best = np.minimum(best, np.hypot(xx - (x0 + t * dx), yy - (y0 + t * dy)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_stroke_paints_what_lies_within_its_radius_of_the_line(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(20, 120)), int(rng.integers(20, 120)))
+    points = [(float(rng.uniform(0, shape[1] - 1)), float(rng.uniform(0, shape[0] - 1)))
+              for _ in range(int(rng.integers(1, 6)))]
+    radius = float(rng.uniform(0.5, 15))
+    painted = masks.stroke(shape, points, radius)
+    distance = _distance_to_polyline(shape, points)
+    assert set(np.unique(painted)) <= {0, 255}
+    assert painted[distance <= radius - 1].all()  # the line lands to within a pixel, not a display pixel's 4.7
+    assert not painted[distance > radius + 1].any()
+
+
+def test_a_dab_is_a_round_spot_and_a_stroke_off_the_photo_is_clipped() -> None:
+    dab = masks.stroke((41, 41), [(20.0, 20.0)], 6)
+    yy, xx = np.mgrid[0:41, 0:41]
+    assert np.array_equal(dab > 0, np.hypot(xx - 20, yy - 20) <= 6)
+    edge = masks.stroke((10, 10), [(-50.0, 5.0), (50.0, 5.0)], 1)
+    assert edge[5].all() and edge.shape == (10, 10)

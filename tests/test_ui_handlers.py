@@ -52,6 +52,7 @@ def test_upload_keeps_the_full_resolution_original_and_shows_it(fallback_engine:
 @pytest.fixture
 def uploads() -> Iterator[Path]:
     """A folder in Gradio's upload cache, where the page's uploads land (others are refused)."""
+    upload_folder().mkdir(parents=True, exist_ok=True)  # made by Gradio's first upload, which may not have been
     folder = Path(tempfile.mkdtemp(dir=upload_folder()))
     yield folder
     shutil.rmtree(folder)
@@ -433,3 +434,28 @@ def test_after_an_edit_the_next_click_needs_no_new_embedding(sam_sd2_engine: Eng
         assert len(encoder_runs) == 1, "the click finds its embedding ready"
     finally:
         hook.remove()
+
+
+def test_a_brush_stroke_is_drawn_at_full_resolution_and_applied_at_once(fallback_engine: Engine, tmp_path: Path,
+                                                                      uploads: Path) -> None:
+    """A 2560 px photo is shown at 1280: a stroke painted on the display copy lands in the full-resolution
+    selection smooth to a pixel of the photo, not in blocks of the display's 2x2 (the old brush's upscale)."""
+    handlers = handlers_for(fallback_engine, tmp_path)
+    path = uploads / "big-grey.png"
+    save_png(np.full((1500, 2560, 3), 128, np.uint8), path)
+    session, _ = opened(handlers, path)
+    status, canvas = handlers.stroke(session, "paint", "[5, 100, 100.25, 600, 100.25, 600, 400.75]")
+    assert "Painted into" in status and canvas.shape == (750, 1280, 3)
+    painted = session.selection_mask(fallback_engine.select) > 0
+    expected = masks.stroke((1500, 2560), [(200.5, 201.0), (1200.5, 201.0), (1200.5, 802.0)], 10) > 0
+    assert np.array_equal(painted, expected)
+    rows = np.flatnonzero(painted[:, 700])
+    assert (rows[0], rows[-1]) == (191, 211), "a 21 px band: 10 px either side of the line, at full resolution"
+    handlers.stroke(session, "unpaint", "[2, 300, 100.25]")  # a dab takes a round spot out
+    assert not (session.selection_mask(fallback_engine.select) > 0)[201, 600]
+    handlers.undo_click(session)
+    assert np.array_equal(session.selection_mask(fallback_engine.select) > 0, expected), "a stroke is one undo step"
+    for bad in ("", "[5, 10]", "[0, 10, 10]", "[5, 10, 10, 20]", '["5", 1, 2]'):
+        with pytest.raises(EditorError):
+            handlers.stroke(session, "paint", bad)
+    assert np.array_equal(session.selection_mask(fallback_engine.select) > 0, expected), "a bad stroke changes nothing"

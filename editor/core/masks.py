@@ -1,10 +1,15 @@
 """Mask operations on `HxW uint8` masks (255 = selected). Pure numpy and OpenCV."""
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
 from editor.core.errors import SelectionError
+
+LINE_SHIFT = 4  # OpenCV's fixed-point bits: a stroke's centre line lands to 1/16 pixel
 
 
 def binary(mask: np.ndarray) -> np.ndarray:
@@ -106,6 +111,25 @@ def _distance_near(mask: np.ndarray, reach: int) -> tuple[np.ndarray, tuple[slic
     window = (slice(max(0, y0 - pad), min(height, y1 + pad)), slice(max(0, x0 - pad), min(width, x1 + pad)))
     outside = from_bool(mask[window] == 0)
     return cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE), window
+
+
+def stroke(shape: tuple[int, int], points: Sequence[tuple[float, float]], radius: float) -> np.ndarray:
+    """A brush stroke at full resolution: every pixel within `radius` of the line through `points`
+    ((x, y) in pixel coordinates, sub-pixel), round at its ends and corners as a brush paints."""
+    height, width = shape
+    xy = np.asarray(points, float).reshape(-1, 2)
+    xy = np.clip(xy, 0, [width - 1, height - 1])
+    line = np.zeros(shape, np.uint8)
+    fixed = np.round(xy * (1 << LINE_SHIFT)).astype(np.int32).reshape(-1, 1, 2)
+    cv2.polylines(line, [fixed], isClosed=False, color=255, thickness=1, lineType=cv2.LINE_8, shift=LINE_SHIFT)
+    ends = np.round(xy).astype(int)
+    line[ends[:, 1], ends[:, 0]] = 255  # a dab (one point) draws no line
+    near = _distance_near(line, math.ceil(radius))
+    painted = np.zeros(shape, np.uint8)
+    if near is not None:
+        distance, window = near
+        painted[window] = from_bool(distance <= radius)
+    return painted
 
 
 def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:

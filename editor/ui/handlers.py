@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import gradio as gr
 import numpy as np
 
@@ -46,8 +45,6 @@ PHOTO_OUTPUTS = 8  # what `Handlers._photo_outputs` returns
 DOWNLOAD_COMPRESSION = 1  # zlib level of the download PNG: lossless all the same, several times faster than 6
 COMPARE_SIDE = 1024  # before/after view
 CANDIDATE_SIDE = 240  # the thumbnails of a first click's candidate masks
-BRUSH_ADD = (34, 197, 94)  # the brush colours offered in the brush editor: paint in, paint out
-BRUSH_REMOVE = (239, 68, 68)
 EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background", "outpaint": "Extend canvas",
               "upscale-2": "Upscale ×2", "upscale-4": "Upscale ×4"}
 UPSCALES = {"upscale-2": 2, "upscale-4": 4}  # the edits that enlarge the whole photo: no selection, no prompt
@@ -56,8 +53,12 @@ NEEDS_INPAINTER = ("fill", "background", "outpaint", "generative-erase")
 NEEDS_DETECTOR = ("select-by-name", "select-text", "click-mode")
 CANCELLED = "Cancelled."
 PROMPTED = ("fill", "background", "outpaint")  # the edits Enter in the prompt repeats (the last used)
-CLICK_MODES = [("Object (+)", "add"), ("Not object (−)", "remove"), ("Box: 2 corners", "box"),
+CLICK_MODES = [("Object +", "add"), ("Not object −", "remove"), ("Box", "box"),
+               ("Brush +", "paint"), ("Brush −", "unpaint"),
                ("Drop a found box", "drop")]  # the last one needs the detector
+PAINT_MODES = ("paint", "unpaint")  # a drag paints the selection in or out (the canvas script's strokes)
+PAINTED = ("Painted into the selection: [ and ] change the brush size.",
+           "Painted out of the selection: [ and ] change the brush size.")
 CONTROL_OUTPUTS = len(NEEDS_INPAINTER) + len(NEEDS_DETECTOR) + 1  # what `Handlers.controls` returns
 
 Image = np.ndarray
@@ -281,13 +282,15 @@ class Handlers:
 
     def click(self, session: Session, mode: ClickMode, evt: gr.SelectData) -> tuple:
         """A click on the canvas: `evt.index` is [x, y] in the displayed image's pixels."""
-        if evt.index is None:
+        if evt.index is None or mode in PAINT_MODES:  # the canvas script paints (`stroke`)
             return (gr.skip(), gr.skip())
         session.click(*_display_to_original(session, [float(evt.index[0]), float(evt.index[1])]), mode)
         return self._outputs_or_undo(session)
 
     def point(self, session: Session, mode: ClickMode, clicked: str | None) -> tuple:
         """A click on the zoomed canvas: `clicked` is JSON [x, y], sub-pixel, in the displayed image's pixels."""
+        if mode in PAINT_MODES:
+            return (gr.skip(), gr.skip())
         session.click(*_display_to_original(session, _numbers(clicked, 2, "a click is two numbers [x, y]")), mode)
         return self._outputs_or_undo(session)
 
@@ -347,22 +350,21 @@ class Handlers:
             return (gr.skip(), gr.skip())
         return self._selection_outputs(session)
 
-    def brush_load(self, session: Session) -> tuple:
-        """Show the photo with its selection in the brush editor, with no strokes yet."""
-        if not session.has_image:
-            return ("Open a photo first, then paint the selection here.", None)
-        return ("Paint green to add to the selection, red to remove; then press Apply strokes.",
-                _editor_value(self._canvas(session)))
-
-    def brush_apply(self, session: Session, value: dict | None) -> tuple:
-        """Add the green strokes to the selection and remove the red ones."""
-        add, remove = _strokes(value)
-        if add is None or not (add.any() or remove.any()):
-            raise EditorError("paint on the photo first: green adds to the selection, red removes")
+    def stroke(self, session: Session, mode: str, painted: str | None) -> tuple:
+        """A brush stroke on the canvas, applied at once: `painted` is JSON [radius, x0, y0, x1, y1, ...]
+        in the displayed image's pixels (sub-pixel), rasterised at the photo's full resolution."""
+        values = _numbers(painted, None, "a stroke is a radius and points [radius, x0, y0, x1, y1, ...]")
+        if len(values) < 3 or len(values) % 2 == 0 or values[0] <= 0:
+            raise EditorError(f"a stroke is a radius and points [radius, x0, y0, ...], got {str(painted)[:60]!r}")
         height, width = session.image.shape[:2]
-        session.paint(_resize_mask(add, width, height), _resize_mask(remove, width, height))
-        status, canvas = self._selection_outputs(session, "Strokes applied.")
-        return status, canvas, _editor_value(canvas)
+        scale = views.display_scale(width, height)
+        points = [_display_to_original(session, values[i:i + 2]) for i in range(1, len(values), 2)]
+        stroke = masks.stroke((height, width), points, min(values[0] / scale, max(width, height)))
+        if mode == "unpaint":
+            session.paint(None, stroke)
+        else:
+            session.paint(stroke, None)
+        return self._selection_outputs(session, PAINTED[mode == "unpaint"])
 
     def candidates(self, session: Session) -> Any:
         """After each selection step: the masks a first click alone could mean, as thumbnails to choose
@@ -684,13 +686,13 @@ class Handlers:
 _UNCHANGED = tuple(gr.skip() for _ in range(PHOTO_OUTPUTS - 2))  # the photo outputs a selection step leaves
 
 
-def _numbers(text: str | None, count: int, expected: str) -> list[float]:
-    """`count` finite numbers from the page's script, as a JSON list."""
+def _numbers(text: str | None, count: int | None, expected: str) -> list[float]:
+    """`count` (None: any number of) finite numbers from the page's script, as a JSON list."""
     try:
         values = json.loads(text or "")
     except ValueError:
         values = None
-    if not isinstance(values, list) or len(values) != count or not all(
+    if not isinstance(values, list) or (count is not None and len(values) != count) or not all(
             isinstance(value, (int, float)) and np.isfinite(value) for value in values):
         raise EditorError(f"{expected}, got {str(text)[:60]!r}")
     return [float(value) for value in values]
@@ -828,39 +830,6 @@ def page_extend(image: np.ndarray, aspect: str | None, sides: tuple[float | None
     if any(side is not None and side != int(side) for side in sides):
         raise EditorError(f"the pixels per side must be whole numbers, got {sides}")
     return canvas_geometry.check_extend(tuple(int(side or 0) for side in sides))
-
-
-def _editor_value(background: np.ndarray) -> dict[str, Any]:
-    return {"background": background, "layers": [], "composite": None}
-
-
-def _strokes(value: dict | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Green and red strokes of the brush editor's layers, as bool masks in display pixels."""
-    layers = [layer for layer in (value or {}).get("layers") or [] if layer is not None]
-    if not layers:
-        return None, None
-    add = np.zeros(layers[0].shape[:2], bool)
-    remove = np.zeros_like(add)
-    for layer in layers:
-        layer = np.asarray(layer)
-        if layer.ndim != 3 or layer.shape[2] != 4 or layer.shape[:2] != add.shape:
-            continue
-        painted = layer[..., 3] >= 128
-        rgb = layer[..., :3].astype(np.int32)
-        greener = _distance(rgb, BRUSH_ADD) < _distance(rgb, BRUSH_REMOVE)
-        add |= painted & greener
-        remove |= painted & ~greener
-    return add, remove
-
-
-def _distance(rgb: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
-    return np.abs(rgb - np.array(color, np.int32)).sum(axis=2)
-
-
-def _resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    if mask.shape == (height, width):
-        return mask
-    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def _safe_name(name: str) -> str:

@@ -22,8 +22,6 @@ from editor.engine.ops import Engine
 from editor.ui.api import Api
 from editor.session.store import SessionStore
 from editor.ui.handlers import (
-    BRUSH_ADD,
-    BRUSH_REMOVE,
     CLICK_MODES,
     NEEDS_DETECTOR,
     NEEDS_INPAINTER,
@@ -82,6 +80,9 @@ ENTER_APPLIES = """() => {
 #   a drag with the middle button, or with Space held, pans.
 # - A drag further than a few pixels draws a box; a click stays a point. While zoomed, a click goes to
 #   the server with sub-pixel coordinates (Gradio's own click mapping rounds, and assumes no zoom).
+# - In the Brush + / Brush − modes a drag paints: a circle shows the brush ([ and ] change its size),
+#   the stroke shows semi-transparent as it is painted, and as it ends goes to the server (its points
+#   and radius), which draws it at the photo's full resolution into the selection.
 # Coordinates go to the server in the displayed image's pixel grid (as Gradio's own clicks do),
 # through hidden text boxes and buttons.
 CANVAS_SCRIPT = """() => {
@@ -94,7 +95,8 @@ CANVAS_SCRIPT = """() => {
     box.dispatchEvent(new Event("input", {bubbles: true}));
     setTimeout(() => press(`${id}-go`), 0);
   };
-  const typing = (target) => target.closest && target.closest("input, textarea, select, [contenteditable='true']");
+  const typing = (target) => target.closest && target.closest(
+    "input:not([type=radio]):not([type=checkbox]), textarea, select, [contenteditable='true']");
   const canvasImage = (target) => (target && target.tagName === "IMG" && target.closest("#canvas")) ? target : null;
   const view = {scale: 1, x: 0, y: 0, size: ""};  // the zoom, and the pan in CSS pixels
   const badge = document.createElement("div");
@@ -124,16 +126,70 @@ CANVAS_SCRIPT = """() => {
     view.y = Math.min(0, Math.max(height - height * view.scale, y));
     show(img);
   };
-  const pixel = (img, event) => {  // the photo is shown whole (object-fit: contain), never enlarged but by the zoom
-    const rect = img.getBoundingClientRect();
-    const scale = Math.min(rect.width / img.naturalWidth, rect.height / img.naturalHeight, view.scale);
+  const shownScale = (img) => {  // screen pixels per image pixel: the photo is shown whole (object-fit:
+    const rect = img.getBoundingClientRect();  // contain), never enlarged but by the zoom
+    return Math.min(rect.width / img.naturalWidth, rect.height / img.naturalHeight, view.scale);
+  };
+  const pixel = (img, event) => {
+    const rect = img.getBoundingClientRect(), scale = shownScale(img);
     const left = rect.left + (rect.width - img.naturalWidth * scale) / 2;
     const top = rect.top + (rect.height - img.naturalHeight * scale) / 2;
     const clamp = (v, size) => Math.min(Math.max(v, 0), size - 1);
     return [clamp((event.clientX - left) / scale - 0.5, img.naturalWidth),
             clamp((event.clientY - top) / scale - 0.5, img.naturalHeight)];
   };
-  document.addEventListener("load", (event) => { if (canvasImage(event.target)) show(event.target); }, true);
+  const brush = {size: 24, strokes: [], painting: null, pointer: null};  // size: the diameter in screen pixels
+  const paintMode = () => {
+    const checked = document.querySelector("#click-mode input:checked");
+    return checked && ["paint", "unpaint"].includes(checked.value) ? checked.value : null;
+  };
+  const ring = document.createElement("div");
+  ring.id = "brush-cursor";
+  ring.style.cssText = "position:fixed;box-sizing:border-box;border:1.5px solid #fff;box-shadow:0 0 0 1px rgba(0,0,0,0.7);border-radius:50%;pointer-events:none;display:none;z-index:1001";
+  const layer = document.createElement("canvas");
+  layer.id = "brush-stroke";
+  layer.style.cssText = "position:fixed;pointer-events:none;display:none;z-index:1000";
+  document.body.append(ring, layer);
+  const showRing = (event) => {
+    const img = event && canvasImage(event.target), on = !!(img && paintMode() && !space);
+    ring.style.display = on ? "block" : "none";
+    if (img) img.style.cursor = on ? "none" : "";
+    if (!on) return;
+    Object.assign(ring.style, {left: event.clientX - brush.size / 2 + "px", top: event.clientY - brush.size / 2 + "px",
+      width: brush.size + "px", height: brush.size + "px"});
+  };
+  const drawStrokes = () => {  // the strokes not yet on the canvas's image, each evenly semi-transparent
+    const all = brush.painting ? [...brush.strokes, brush.painting] : brush.strokes;
+    const img = document.querySelector("#canvas img");
+    layer.style.display = all.length && img ? "block" : "none";
+    if (!all.length || !img) return;
+    const frame = img.parentElement.getBoundingClientRect();
+    Object.assign(layer.style, {left: frame.left + "px", top: frame.top + "px", width: frame.width + "px",
+      height: frame.height + "px"});
+    layer.width = frame.width; layer.height = frame.height;
+    const context = layer.getContext("2d");
+    for (const stroke of all) {
+      const color = stroke.mode === "paint" ? "rgba(34, 197, 94, 0.5)" : "rgba(239, 68, 68, 0.5)";
+      Object.assign(context, {strokeStyle: color, fillStyle: color, lineWidth: stroke.size, lineCap: "round",
+        lineJoin: "round"});
+      const [x0, y0] = stroke.client[0];
+      context.beginPath();
+      if (stroke.client.length === 1) {
+        context.arc(x0 - frame.left, y0 - frame.top, stroke.size / 2, 0, 2 * Math.PI);
+        context.fill();
+        continue;
+      }
+      context.moveTo(x0 - frame.left, y0 - frame.top);
+      for (const [x, y] of stroke.client.slice(1)) context.lineTo(x - frame.left, y - frame.top);
+      context.stroke();
+    }
+  };
+  document.addEventListener("load", (event) => {
+    if (!canvasImage(event.target)) return;
+    show(event.target);
+    brush.strokes = [];  // the canvas now shows them (or the error that refused them)
+    drawStrokes();
+  }, true);
   let hovering = false, space = false;
   document.addEventListener("mouseover", (event) => { hovering = !!canvasImage(event.target); }, true);
   document.addEventListener("keydown", (event) => {
@@ -143,9 +199,13 @@ CANVAS_SCRIPT = """() => {
     else if (ctrl && key === "y") { event.preventDefault(); press("key-redo"); }
     else if (key === "escape") { press("clear"); }
     else if (key === "0" && !ctrl) { view.scale = 1; panTo(document.querySelector("#canvas img"), 0, 0); }
-    else if (key === " " && hovering) { event.preventDefault(); space = true; }
+    else if (key === " " && hovering) { event.preventDefault(); space = true; showRing(brush.pointer); }
+    else if (key === "[" || key === "]") {
+      brush.size = Math.min(400, Math.max(2, key === "]" ? brush.size * 1.25 : brush.size / 1.25));
+      showRing(brush.pointer);
+    }
   });
-  document.addEventListener("keyup", (event) => { if (event.key === " ") space = false; });
+  document.addEventListener("keyup", (event) => { if (event.key === " ") { space = false; showRing(brush.pointer); } });
   document.addEventListener("wheel", (event) => {
     const img = canvasImage(event.target);
     if (!img) return;
@@ -167,12 +227,28 @@ CANVAS_SCRIPT = """() => {
     if (event.button === 1 || (event.button === 0 && space)) {
       event.preventDefault();
       pan = {img, x: event.clientX, y: event.clientY, from: [view.x, view.y]};
+    } else if (event.button === 0 && paintMode()) {
+      event.preventDefault();
+      brush.painting = {img, mode: paintMode(), size: brush.size, client: [[event.clientX, event.clientY]],
+        points: pixel(img, event), radius: brush.size / 2 / shownScale(img)};
+      drawStrokes();
     } else if (event.button === 0) {
       event.preventDefault();
       drag = {img, x: event.clientX, y: event.clientY, moved: false, from: pixel(img, event)};
     }
   }, true);
   document.addEventListener("mousemove", (event) => {
+    brush.pointer = event;
+    showRing(event);
+    const stroke = brush.painting;
+    if (stroke) {
+      const [x, y] = stroke.client[stroke.client.length - 1];
+      if (Math.hypot(event.clientX - x, event.clientY - y) < 2) return;
+      stroke.client.push([event.clientX, event.clientY]);
+      stroke.points.push(...pixel(stroke.img, event));
+      drawStrokes();
+      return;
+    }
     if (pan) { panTo(pan.img, pan.from[0] + event.clientX - pan.x, pan.from[1] + event.clientY - pan.y); return; }
     if (!drag) return;
     if (Math.abs(event.clientX - drag.x) + Math.abs(event.clientY - drag.y) > 6) drag.moved = true;
@@ -182,6 +258,14 @@ CANVAS_SCRIPT = """() => {
       height: Math.abs(event.clientY - drag.y) + "px"});
   }, true);
   document.addEventListener("mouseup", (event) => {
+    if (brush.painting) {
+      const stroke = brush.painting;
+      brush.painting = null;
+      brush.strokes.push(stroke);
+      swallow(event);
+      send("stroke", [stroke.radius, ...stroke.points]);
+      return;
+    }
     if (pan) { pan = null; swallow(event); return; }
     if (!drag) return;
     const done = drag; drag = null; band.style.display = "none";
@@ -361,14 +445,6 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
                 show_label=False, height=CANVAS_HEIGHT, buttons=["fullscreen"],
                 placeholder="Drop a photo here, click to upload, or pick an example below",
             )
-        with gr.Tab("Brush", id="brush") as brush_tab:
-            brush = gr.ImageEditor(
-                elem_id="brush", format="png", type="numpy", image_mode="RGBA", show_label=False,
-                height="calc(var(--canvas-height) - 50px)", layers=False, transforms=(), sources=(), buttons=[],
-                brush=gr.Brush(colors=[_hex(BRUSH_ADD), _hex(BRUSH_REMOVE)], color_mode="fixed", default_size=24),
-                eraser=gr.Eraser(default_size=24),
-            )
-            apply_brush = gr.Button("Apply strokes to the selection", elem_id="apply-brush", variant="primary")
         with gr.Tab("Before / after", id="compare"):
             result = gr.ImageSlider(elem_id="result", format="png", show_label=False, interactive=False,
                                     max_height=CANVAS_HEIGHT)
@@ -378,6 +454,8 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
         drag_go = gr.Button(elem_id="drag-box-go")
         point = gr.Textbox(elem_id="point", show_label=False, container=False)
         point_go = gr.Button(elem_id="point-go")
+        painted = gr.Textbox(elem_id="stroke", show_label=False, container=False)
+        paint_go = gr.Button(elem_id="stroke-go")
         key_undo = gr.Button(elem_id="key-undo")
         key_redo = gr.Button(elem_id="key-redo")
     with gr.Row(elem_id="under-canvas"):
@@ -388,10 +466,9 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
         example_gallery = gr.Gallery([str(path) for path in examples], label="Example photos", elem_id="examples",
                                      columns=8, rows=1, height=76, allow_preview=False, object_fit="cover",
                                      fit_columns=False, buttons=[], scale=2)
-    return dict(candidates=candidates, canvas=canvas, brush_tab=brush_tab, brush=brush, apply_brush=apply_brush, result=result,
-                status=status, examples=example_gallery, dragged=dragged, drag_go=drag_go, point=point, point_go=point_go,
-                key_undo=key_undo,
-                key_redo=key_redo)
+    return dict(candidates=candidates, canvas=canvas, result=result, status=status, examples=example_gallery,
+                dragged=dragged, drag_go=drag_go, point=point, point_go=point_go, painted=painted, paint_go=paint_go,
+                key_undo=key_undo, key_redo=key_redo)
 
 
 def _wire_controls(demo: gr.Blocks, handlers: Handlers, controls: dict[str, Any], tooltips: gr.Textbox) -> None:
@@ -571,9 +648,9 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     for slider in (controls["grow"], controls["feather"]):
         slider.release(select(handlers.refine), [state, controls["grow"], controls["feather"]], selection_out,
                        **segmenting)
-    view["brush_tab"].select(guard(bind(handlers.brush_load), 2), [state], [status, view["brush"]], **segmenting)
-    view["apply_brush"].click(guard(bind(handlers.brush_apply), 3), [state, view["brush"]],
-                              [status, canvas, view["brush"]], **segmenting)
+    # A brush stroke (Brush + or −), applied as it ends, at full resolution.
+    view["paint_go"].click(select(handlers.stroke), [state, controls["mode"], view["painted"]], selection_out,
+                           **segmenting, trigger_mode="multiple")
 
     # Editing: mark the session busy at once (so Cancel works while waiting, and the history
     # stays put), then queue the model work; afterwards the history buttons come back.
@@ -645,7 +722,3 @@ def _api(api: Api, config: Config) -> None:
     trigger.click(api.erase, [image, mask, options], [images_out, info_out], api_name="erase", **generate)
     trigger.click(api.replace_background, [image, mask, prompt, options], [images_out, info_out],
                   api_name="replace_background", **generate)
-
-
-def _hex(color: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*color)

@@ -204,3 +204,68 @@ def test_the_brush_paints_at_full_resolution_as_it_ends(served: tuple[str, Path]
     columns = np.flatnonzero(painted[140])
     assert columns[0] == pytest.approx(200.5 - radius, abs=1.2) and columns[-1] == pytest.approx(250.5 + radius, abs=1.2)
     assert not page.locator("#brush-stroke").is_visible(), "the canvas shows the stroke once applied"
+
+
+@pytest.fixture(scope="module")
+def served_sd2(sam_sd2_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The page with tiny SAM and SD 2 inpainting: a Fill of 100 steps runs for seconds."""
+    models = tmp_path_factory.mktemp("busy-models")
+    with serving(build_ui(sam_sd2_engine, tiny_config(models, "inpaint.steps=100"))) as url:
+        yield url
+
+
+TRACKER = '#status > [data-testid="status-tracker"]:not(.hide)'  # an event's progress, queue position
+
+
+def fill_running(page: Any) -> bool:
+    return page.locator(TRACKER).count() > 0 and page.locator(TRACKER).first.bounding_box() is not None \
+        and page.locator(TRACKER).first.bounding_box()["height"] > 0
+
+
+def start_fill(page: Any) -> None:
+    if fill_running(page):
+        return
+    page.locator("#prompt textarea").fill("a stone")
+    page.locator("#fill").click()
+    page.wait_for_function(f"() => {{ const t = document.querySelector('{TRACKER}');"
+                           " return t && t.getBoundingClientRect().height > 0; }", timeout=30_000)
+
+
+def timed_click(page: Any, x: float, y: float) -> float:
+    """Seconds from a click on photo pixel (x, y) to the canvas showing its selection."""
+    import time
+
+    before = page.evaluate("() => document.querySelector('#canvas img').src")
+    started = time.perf_counter()
+    page.mouse.click(*on_screen(page, x, y))
+    page.wait_for_function("(before) => { const img = document.querySelector('#canvas img');"
+                           " return img && img.src !== before && img.complete; }", arg=before, timeout=60_000)
+    return time.perf_counter() - started
+
+
+def test_the_photo_stays_and_takes_clicks_while_another_tab_fills(served_sd2: str, browser: Any) -> None:
+    """While tab A fills, its photo stays on the canvas with the progress over it (clicks go through),
+    and tab B's clicks come back within twice the time they take with nothing else running."""
+    import statistics
+
+    filler, clicker = opened_page(browser, served_sd2), opened_page(browser, served_sd2)
+    filler.mouse.click(*on_screen(filler, 225, 150))
+    wait_for_status(filler, "Selected")
+    spots = [(150 + 12 * i, 100 + 7 * (i % 3)) for i in range(8)]
+    timed_click(clicker, 225, 150)  # the first click of a photo also warms its caches
+    idle = statistics.median(timed_click(clicker, x, y) for x, y in spots)
+
+    start_fill(filler)
+    canvas, tracker = filler.locator("#canvas").first.bounding_box(), filler.locator(TRACKER).first.bounding_box()
+    assert tracker["y"] >= canvas["y"] and tracker["y"] + tracker["height"] <= canvas["y"] + canvas["height"], \
+        "the progress shows over the photo"
+    assert filler.evaluate("() => { const img = document.querySelector('#canvas img');"
+                           " const r = img.getBoundingClientRect();"
+                           " return img.complete && img.naturalWidth > 0 &&"
+                           " document.elementFromPoint(r.left + r.width / 2, r.top + 20) === img; }"), \
+        "the photo is shown under the progress, and a click there reaches it"
+    busy = []
+    for x, y in spots:
+        start_fill(filler)  # a new one when the last has finished: every click is timed during a fill
+        busy.append(timed_click(clicker, x + 3, y + 40))
+    assert statistics.median(busy) <= 2 * idle, f"idle clicks {idle:.3f} s, during a fill {busy}"

@@ -60,7 +60,8 @@ def test_selection_and_generation_wait_in_separate_queues(fallback_engine: Engin
 
 def test_no_event_draws_its_progress_over_the_canvas(fallback_engine: Engine, tmp_path: Path) -> None:
     """Gradio draws an event's progress (spinner, queue position, progress bar) over its outputs
-    unless told where: every event that changes the canvas shows it on the status line instead."""
+    unless told where, hiding the photo: every event that changes the canvas shows it in the status
+    line's tracker instead (the page floats it over the photo: test_canvas_browser checks it there)."""
     demo = build_ui(fallback_engine, tiny_config(tmp_path))
     canvas, status = _by_id(demo, "canvas"), _by_id(demo, "status")
     drawing = [fn for fn in demo.fns.values() if any(block._id == canvas._id for block in fn.outputs)]

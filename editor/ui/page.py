@@ -5,7 +5,8 @@ name, the API's segment and select_by_text) one at a time, as the segmenter has 
 generation (the edits and the API's) with `config.server.concurrency` slots. A click never
 waits for another tab's generation (on a CPU the generation even pauses at its next step while
 a click runs: `editor.engine.priority`); the others (history, cancel) run at once. No event
-covers the photo with its progress: it shows on the status line (`progress_on_status`).
+replaces the photo with its progress: it goes to the status line (`progress_on_status`), whose
+tracker the page's CSS floats over the top of the photo, letting clicks through.
 """
 from __future__ import annotations
 
@@ -306,7 +307,15 @@ CSS = """
 #workspace { gap: 10px !important; flex-wrap: nowrap !important; }
 .step { gap: 6px !important; padding: 8px !important; }
 .step-title h3 { margin: 0 !important; font-size: 0.95rem; }
-#status { min-height: 1.4em; }
+#status { min-height: 1.4em; position: static !important; }
+/* Progress, queue position and "preparing" float over the top of the photo, which stays visible and
+   takes clicks through them (their tracker lives in #status: show_progress_on). */
+#view-column { position: relative; }
+#status > [data-testid="status-tracker"]:not(.hide) { top: 50px !important; left: 10px !important;
+  right: 10px !important; bottom: auto !important; width: auto !important; height: auto !important;
+  min-height: 40px; padding: 4px 10px !important; border-radius: 8px; pointer-events: none; z-index: 20;
+  background: rgba(255, 255, 255, 0.78) !important; box-shadow: 0 1px 4px rgba(0, 0, 0, 0.25); }
+#status > [data-testid="status-tracker"]:not(.hide) svg { max-height: 32px; }
 #examples .grid-container { padding-top: 2px !important; grid-auto-rows: 66px !important; }
 #examples .thumbnail-item { height: 66px !important; }
 #under-canvas { gap: 8px !important; flex-wrap: nowrap !important; }
@@ -591,7 +600,8 @@ def queues(config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def progress_on_status(view: dict[str, Any]) -> dict[str, Any]:
-    """Progress, queue position and "preparing" on the status line, never over the photo."""
+    """Progress, queue position and "preparing" in the status line's tracker (floated over the top of
+    the photo by the CSS, which keeps the photo shown and clickable), never in place of the photo."""
     return dict(show_progress="full", show_progress_on=[view["status"]])
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from editor.core.display import display_scale
 from editor.core.errors import EditorError
 from editor.engine.ops import Engine
-from editor.ui import views
 from tests.test_ui_handlers import OPTIONS, click_at, handlers_for, opened, uploads  # noqa: F401 - fixture
 
 BOX = (150, 80, 330, 240)  # around the cat's head in chelsea.png (full resolution = display here)
@@ -38,7 +38,7 @@ def test_a_dragged_box_maps_from_the_scaled_display_and_is_clamped(fallback_engi
     big[600:900, 1100:1500] = (220, 30, 30)
     save_png(big, uploads / "big.png")
     session, _ = opened(handlers, uploads / "big.png")
-    assert views.display_scale(2560, 1500) == 0.5
+    assert display_scale(2560, 1500) == 0.5
     handlers.drag_box(session, json.dumps([540, 290, 760, 460]))
     assert session.selection.current.prompts.box == (1080.5, 580.5, 1520.5, 920.5)  # pixel centres
     handlers.drag_box(session, json.dumps([-50, -50, 100, 2000]))  # past the photo's edges

@@ -10,6 +10,7 @@ import pytest
 
 from editor.core import masks
 from editor.ui import views
+from editor.core.display import display_scale
 from editor.core.errors import EditorError, SelectionError
 from editor.session.history import THUMB_SIDE
 from editor.core.prompts import Prompts
@@ -188,7 +189,7 @@ def test_overlay_tints_the_selection_outlines_it_and_marks_points() -> None:
 
 
 def test_display_coordinates_map_back_to_the_original() -> None:
-    scale = views.display_scale(4000, 3000)
+    scale = display_scale(4000, 3000)
     assert scale == pytest.approx(1280 / 4000)
     x, y = views.to_original(639.5, 479.5, scale, 4000, 3000)
     assert x == pytest.approx(1999.5, abs=1) and y == pytest.approx(1499.5, abs=1)

@@ -22,6 +22,7 @@ import gradio as gr
 import numpy as np
 
 from editor.core import canvas as canvas_geometry, masks
+from editor.core.display import display_scale
 from editor.ui import views
 from editor.core.config import Config
 from editor.engine.ops import (
@@ -357,7 +358,7 @@ class Handlers:
         if len(values) < 3 or len(values) % 2 == 0 or values[0] <= 0:
             raise EditorError(f"a stroke is a radius and points [radius, x0, y0, ...], got {str(painted)[:60]!r}")
         height, width = session.image.shape[:2]
-        scale = views.display_scale(width, height)
+        scale = display_scale(width, height)
         points = [_display_to_original(session, values[i:i + 2]) for i in range(1, len(values), 2)]
         stroke = masks.stroke((height, width), points, min(values[0] / scale, max(width, height)))
         if mode == "unpaint":
@@ -700,7 +701,7 @@ def _numbers(text: str | None, count: int | None, expected: str) -> list[float]:
 
 def _display_to_original(session: Session, point: list[float]) -> tuple[float, float]:
     height, width = session.image.shape[:2]
-    return views.to_original(point[0], point[1], views.display_scale(width, height), width, height)
+    return views.to_original(point[0], point[1], display_scale(width, height), width, height)
 
 
 def _again_mode(session: Session) -> str:
@@ -741,7 +742,7 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
     display copy: the same picture as `Session.preview_mask`, without full-resolution work."""
     image = session.image
     height, width = image.shape[:2]
-    scale = views.display_scale(width, height)
+    scale = display_scale(width, height)
     selection = session.selection
     markers, boxes, names = [], [], []
     for part in selection.parts:
@@ -766,7 +767,7 @@ def candidate_thumbnails(session: Session, found: list[tuple[int, np.ndarray]], 
     """Each candidate mask drawn on a small copy of the photo, captioned with its number and size;
     the one the selection uses now is marked."""
     image = session.image
-    scale = views.display_scale(image.shape[1], image.shape[0], max_side=CANDIDATE_SIDE)
+    scale = display_scale(image.shape[1], image.shape[0], max_side=CANDIDATE_SIDE)
     small = session.photo_info.to_srgb(views.downscale(image, scale))
     thumbnails = []
     for candidate, mask in found:
@@ -814,7 +815,7 @@ def compare_view(session: Session) -> tuple[Image, Image] | None:
     previous = session.previous
     if previous is None:
         return None
-    scale = views.display_scale(*session.image.shape[1::-1], max_side=COMPARE_SIDE)
+    scale = display_scale(*session.image.shape[1::-1], max_side=COMPARE_SIDE)
     before = session.image_of(previous.number)
     if before.shape != session.image.shape:
         return None

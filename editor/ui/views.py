@@ -14,7 +14,6 @@ import numpy as np
 
 from editor.core.prompts import Box, Point
 
-DISPLAY_MAX_SIDE = 1280  # larger photos are shown scaled down; edits always use the original
 TINT = (30, 144, 255)  # the selection's colour
 TINT_OPACITY = 0.45
 OUTLINE = (255, 255, 255)
@@ -30,11 +29,6 @@ class Marker:
     x: float
     y: float
     kind: MarkerKind
-
-
-def display_scale(width: int, height: int, max_side: int = DISPLAY_MAX_SIDE) -> float:
-    """Display pixels per original pixel (1.0 for photos that fit)."""
-    return min(1.0, max_side / max(width, height))
 
 
 def downscale(image: np.ndarray, scale: float) -> np.ndarray:

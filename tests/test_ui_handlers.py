@@ -459,3 +459,23 @@ def test_a_brush_stroke_is_drawn_at_full_resolution_and_applied_at_once(fallback
         with pytest.raises(EditorError):
             handlers.stroke(session, "paint", bad)
     assert np.array_equal(session.selection_mask(fallback_engine.select) > 0, expected), "a bad stroke changes nothing"
+
+
+def test_grow_and_soft_edge_are_pixels_of_the_photo_as_shown(fallback_engine: Engine, tmp_path: Path,
+                                                             uploads: Path) -> None:
+    """Grow 6 on a 2560 px photo (shown at half size) grows the edit by 12 of its pixels, and the
+    canvas draws the same band, in shown pixels, as on a photo that is shown whole."""
+    handlers = handlers_for(fallback_engine, tmp_path)
+    bands = []
+    for side, name in ((1280, "small.png"), (2560, "big.png")):
+        photo = np.full((side * 3 // 4, side, 3), 128, np.uint8)
+        save_png(photo, uploads / name)
+        session, _ = opened(handlers, uploads / name)
+        handlers.refine(session, 6, 0)
+        handlers.stroke(session, "paint", "[20, 640, 480]")  # a disc of 20 shown pixels
+        selected = session.selection_mask(fallback_engine.select)
+        scale = 1280 / side
+        assert np.array_equal(session.edit_mask(fallback_engine.select), masks.grow(selected, round(6 / scale)))
+        _, canvas = handlers.refine(session, 6, 4)
+        bands.append(np.count_nonzero(np.any(canvas != 128, axis=2)))
+    assert bands[1] == pytest.approx(bands[0], rel=0.03), "the band looks the same on both photos"

@@ -20,6 +20,7 @@ import numpy as np
 
 from editor.session import history
 from editor.core import masks
+from editor.core.display import display_scale
 from editor.core.errors import EditorError, SelectionError
 from editor.core.photo_io import PhotoInfo
 from editor.session.history import Box, History, Version
@@ -173,6 +174,8 @@ class Session:
                 self._names[self._history.root(self._history.working)] = str(value)
                 self._save()
 
+    # Grow and Soft edge are set by eye: in pixels of the photo as shown (its display copy), so that
+    # a band looks the same on any photo. The edits use them in the photo's pixels (`photo_px`).
     @property
     def grow_px(self) -> int:
         return self._grow_px
@@ -188,6 +191,14 @@ class Session:
     @feather_px.setter
     def feather_px(self, value: int) -> None:
         self._set_setting("_feather_px", int(value))
+
+    @_locked
+    def photo_px(self, shown_px: int) -> int:
+        """A size set on the photo as shown, in the working photo's own pixels."""
+        if not self.has_image:
+            return shown_px
+        height, width = self.image.shape[:2]
+        return round(shown_px / display_scale(width, height))
 
     @_locked
     def _set_setting(self, attribute: str, value: int) -> None:
@@ -554,12 +565,12 @@ class Session:
     @_locked
     def edit_mask(self, segment: Segment) -> np.ndarray:
         """The mask an edit uses: the selection grown (or shrunk) by the grow slider."""
-        return masks.grow(self.selection_mask(segment), self.grow_px)
+        return masks.grow(self.selection_mask(segment), self.photo_px(self.grow_px))
 
     @_locked
     def preview_mask(self, segment: Segment) -> np.ndarray:
         """What the page shows: grown, with the soft edge the paste-back will have."""
-        return masks.refine(self.selection_mask(segment), self.grow_px, self.feather_px)
+        return masks.refine(self.selection_mask(segment), self.photo_px(self.grow_px), self.photo_px(self.feather_px))
 
     # --- a running edit ------------------------------------------------------------------------
 

@@ -345,7 +345,7 @@ class Handlers:
         return self._selection_outputs(session)
 
     def refine(self, session: Session, grow_px: float, feather_px: float) -> tuple:
-        """The grow and soft-edge sliders."""
+        """The grow and soft-edge sliders, in pixels of the photo as shown (the same look on any photo)."""
         session.grow_px, session.feather_px = int(grow_px), int(feather_px)
         if not session.has_image:
             return (gr.skip(), gr.skip())
@@ -520,8 +520,8 @@ class Handlers:
             strength=None if mode == "erase" else float(strength),  # erase keeps its classical pre-fill
             seed=None if seed is None or seed < 0 else int(seed),
             num_images=int(count),
-            grow=session.grow_px,  # the band drawn on the canvas is the band pasted back
-            feather=session.feather_px,
+            grow=session.photo_px(session.grow_px),  # the band drawn on the canvas is the band pasted back
+            feather=session.photo_px(session.feather_px),
             generative=bool(generative),
         )
         engine = self.engine
@@ -664,7 +664,7 @@ class Handlers:
         off = gr.DownloadButton(value=None, interactive=False)
         if not session.has_image or session.selection.is_empty:
             return off
-        options = EditOptions(grow=session.grow_px, feather=session.feather_px)
+        options = EditOptions(grow=session.photo_px(session.grow_px), feather=session.photo_px(session.feather_px))
         try:
             rgba = self.engine.cutout(session.image, session.selection_mask(self.engine.select), options)
         except SelectionError:  # nothing selected (yet): the button says so by being off
@@ -758,7 +758,8 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
     shown_mask = None
     if mask is not None:
         small = masks.binary(views.downscale(mask, scale))
-        shown_mask = masks.refine(small, round(session.grow_px * scale), round(session.feather_px * scale))
+        grow, feather = (round(session.photo_px(px) * scale) for px in (session.grow_px, session.feather_px))
+        shown_mask = masks.refine(small, grow, feather)
     shown = session.photo_info.to_srgb(views.downscale(image, scale))  # the browser shows sRGB
     return views.draw(shown, shown_mask, markers, boxes, pending, names)
 

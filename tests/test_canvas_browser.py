@@ -269,3 +269,39 @@ def test_the_photo_stays_and_takes_clicks_while_another_tab_fills(served_sd2: st
         start_fill(filler)  # a new one when the last has finished: every click is timed during a fill
         busy.append(timed_click(clicker, x + 3, y + 40))
     assert statistics.median(busy) <= 2 * idle, f"idle clicks {idle:.3f} s, during a fill {busy}"
+
+
+def test_zoomed_in_the_canvas_shows_the_photo_at_full_resolution(served: tuple[str, Path], browser: Any,
+                                                                  tmp_path: Path) -> None:
+    """A 2560 px photo is shown from a 1280 px copy: zoomed 4x, the part in view comes at the photo's
+    own resolution (two of its pixels to each of the copy's), laid exactly over the frame."""
+    from editor.core.photo_io import save_png
+
+    path = tmp_path / "noise.png"
+    save_png(np.random.default_rng(1).integers(0, 255, (1500, 2560, 3), dtype=np.uint8), path)
+    page = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()
+    page.goto(served[0])
+    wait_for_session(page)
+    page.locator("#canvas input[type=file]").set_input_files(str(path))
+    wait_for_status(page, "Ready")
+    img = page.locator("#canvas img").first
+    box = img.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -700)  # e^1.4: about 4x
+    sharp = page.locator("#zoom-sharp")
+    sharp.wait_for(state="visible", timeout=30_000)
+    shown = page.evaluate("""() => {
+      const img = document.querySelector('#canvas img'), sharp = document.getElementById('zoom-sharp');
+      const rect = img.getBoundingClientRect(), scale = Math.min(rect.width / img.naturalWidth, rect.height / img.naturalHeight);
+      const frame = img.parentElement.getBoundingClientRect(), over = sharp.getBoundingClientRect();
+      return {pixels: sharp.naturalWidth / (over.width / scale), frame: [frame.left, frame.top, frame.right, frame.bottom],
+              over: [over.left, over.top, over.right, over.bottom]};
+    }""")
+    assert shown["pixels"] == pytest.approx(2.0, rel=0.05), "two photo pixels to each pixel of the display copy"
+    frame, over = shown["frame"], shown["over"]
+    assert over[0] <= frame[0] + 1 and over[1] <= frame[1] + 1 and over[2] >= frame[2] - 1 and over[3] >= frame[3] - 1
+    assert over[2] - over[0] <= frame[2] - frame[0] + 2 * shown["pixels"] * 4 + 8, "the part in view, not the photo"
+    page.keyboard.press("0")
+    assert not sharp.is_visible(), "shown whole, the display copy is sharp enough"
+    page.mouse.wheel(0, -700)  # the same view again: the same part, found again
+    sharp.wait_for(state="visible", timeout=30_000)

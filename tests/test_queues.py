@@ -31,7 +31,7 @@ from tests.test_app_client import free_port
 from tests.test_browser import CAT, CHROMIUM, CHROMIUM_ARGS, click_photo, wait_for_session, wait_for_status
 
 SELECTION_EVENTS = {"click", "prepare", "prepare_quietly", "select_by_name", "undo_click", "clear", "invert",
-                    "refine", "stroke", "drag_box", "point"}
+                    "refine", "stroke", "drag_box", "point", "zoom_detail"}
 
 
 def _by_id(demo: Any, elem_id: str) -> Any:

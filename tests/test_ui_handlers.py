@@ -1,6 +1,7 @@
 """The page's handlers with the tiny models: what a person sees after each step."""
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -479,3 +480,23 @@ def test_grow_and_soft_edge_are_pixels_of_the_photo_as_shown(fallback_engine: En
         _, canvas = handlers.refine(session, 6, 4)
         bands.append(np.count_nonzero(np.any(canvas != 128, axis=2)))
     assert bands[1] == pytest.approx(bands[0], rel=0.03), "the band looks the same on both photos"
+
+
+def test_a_zoomed_canvas_gets_the_part_in_view_at_full_resolution(fallback_engine: Engine, tmp_path: Path,
+                                                                   uploads: Path) -> None:
+    handlers = handlers_for(fallback_engine, tmp_path)
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 255, (1500, 2560, 3), dtype=np.uint8)  # detail the display copy averages away
+    save_png(photo, uploads / "detail.png")
+    session, _ = opened(handlers, uploads / "detail.png")
+    handlers.refine(session, 0, 0)
+    handlers.stroke(session, "paint", "[10, 150, 125]")
+    detail, placed = handlers.zoom_detail(session, "[7, 100, 100, 200, 150]")
+    assert json.loads(placed) == [7, 100.0, 100.0, 201.0, 151.0]  # the photo pixels 200..401 x 200..301
+    assert detail.shape == (102, 202, 3), "every photo pixel in view, not the display copy's"
+    selected = session.selection_mask(fallback_engine.select)[200:302, 200:402] > 0
+    far = ~(masks.grow(masks.from_bool(selected), 4) > 0)
+    assert np.array_equal(detail[far], photo[200:302, 200:402][far]), "outside the selection: the photo itself"
+    assert np.any(detail[selected] != photo[200:302, 200:402][selected]), "the selection is drawn on it"
+    small, _ = opened(handlers)
+    assert handlers.zoom_detail(small, "[1, 10, 10, 50, 50]") == (gr.skip(), gr.skip()), "a photo shown whole has no more"

@@ -46,6 +46,7 @@ PHOTO_OUTPUTS = 8  # what `Handlers._photo_outputs` returns
 DOWNLOAD_COMPRESSION = 1  # zlib level of the download PNG: lossless all the same, several times faster than 6
 COMPARE_SIDE = 1024  # before/after view
 CANDIDATE_SIDE = 240  # the thumbnails of a first click's candidate masks
+DETAIL_MAX_PIXELS = 6_000_000  # the largest part of a photo a zoomed canvas gets at full resolution
 EDIT_NAMES = {"fill": "Fill", "erase": "Erase", "background": "Replace background", "outpaint": "Extend canvas",
               "upscale-2": "Upscale ×2", "upscale-4": "Upscale ×4"}
 UPSCALES = {"upscale-2": 2, "upscale-4": 4}  # the edits that enlarge the whole photo: no selection, no prompt
@@ -366,6 +367,25 @@ class Handlers:
         else:
             session.paint(stroke, None)
         return self._selection_outputs(session, PAINTED[mode == "unpaint"])
+
+    def zoom_detail(self, session: Session, region: str | None) -> tuple:
+        """The part of the photo a zoomed canvas shows (`region`: JSON [request, x0, y0, x1, y1], in the
+        displayed image's pixels) at the photo's own resolution, and where it lies on the displayed image
+        (JSON [request, x0, y0, x1, y1]: the script's request number, so that it knows its answer)."""
+        request, x0, y0, x1, y1 = _numbers(region, 5, "a zoomed region is five numbers [request, x0, y0, x1, y1]")
+        height, width = session.image.shape[:2]
+        scale = display_scale(width, height)
+        if scale >= 1.0:  # the canvas shows every pixel already
+            return gr.skip(), gr.skip()
+        left, top = _display_to_original(session, [min(x0, x1), min(y0, y1)])
+        right, bottom = _display_to_original(session, [max(x0, x1), max(y0, y1)])
+        box = (int(left), int(top), min(width, int(right) + 2), min(height, int(bottom) + 2))
+        if (box[2] - box[0]) * (box[3] - box[1]) > DETAIL_MAX_PIXELS:
+            return gr.skip(), gr.skip()  # zoomed too little for the photo's own pixels to show more
+        detail = canvas_detail(session, session.selection_mask(self.engine.select), box)
+        # Photo pixel x covers [x, x + 1) of the photo, [x * scale, (x + 1) * scale) of the displayed image.
+        placed = [request, box[0] * scale, box[1] * scale, box[2] * scale, box[3] * scale]
+        return detail, json.dumps([round(value, 3) for value in placed])
 
     def candidates(self, session: Session) -> Any:
         """After each selection step: the masks a first click alone could mean, as thumbnails to choose
@@ -743,25 +763,43 @@ def canvas_view(session: Session, mask: np.ndarray | None) -> Image:
     image = session.image
     height, width = image.shape[:2]
     scale = display_scale(width, height)
-    selection = session.selection
-    markers, boxes, names = [], [], []
-    for part in selection.parts:
-        for (x, y), label in zip(part.prompts.points, part.prompts.labels):
-            kind = "remove" if not label else ("cut" if part.subtract else "add")
-            markers.append(Marker(*views.to_display((x, y), scale), kind))
-        if part.prompts.box is not None:
-            x1, y1 = views.to_display(part.prompts.box[:2], scale)
-            x2, y2 = views.to_display(part.prompts.box[2:], scale)
-            boxes.append((x1, y1, x2, y2))
-            names.append(part.label)
-    pending = None if selection.pending_corner is None else views.to_display(selection.pending_corner, scale)
     shown_mask = None
     if mask is not None:
         small = masks.binary(views.downscale(mask, scale))
         grow, feather = (round(session.photo_px(px) * scale) for px in (session.grow_px, session.feather_px))
         shown_mask = masks.refine(small, grow, feather)
     shown = session.photo_info.to_srgb(views.downscale(image, scale))  # the browser shows sRGB
-    return views.draw(shown, shown_mask, markers, boxes, pending, names)
+    return views.draw(shown, shown_mask, *_prompt_marks(session, lambda point: views.to_display(point, scale)))
+
+
+def canvas_detail(session: Session, mask: np.ndarray | None, box: tuple[int, int, int, int]) -> Image:
+    """What `canvas_view` draws, for the part `box` (x0, y0, x1, y1 in photo pixels) of the photo at its
+    own resolution: what a zoomed canvas shows, sharper than the display copy enlarged."""
+    x0, y0, x1, y1 = box
+    grow, feather = session.photo_px(session.grow_px), session.photo_px(session.feather_px)
+    pad = abs(grow) + feather + 2  # the band and the outline see the selection beyond the edges
+    height, width = session.image.shape[:2]
+    outer = (max(0, x0 - pad), max(0, y0 - pad), min(width, x1 + pad), min(height, y1 + pad))
+    window = np.s_[outer[1]:outer[3], outer[0]:outer[2]]
+    shown_mask = None if mask is None else masks.refine(masks.binary(mask[window]), grow, feather)
+    shown = session.photo_info.to_srgb(np.ascontiguousarray(session.image[window]))
+    drawn = views.draw(shown, shown_mask, *_prompt_marks(session, lambda p: (p[0] - outer[0], p[1] - outer[1])))
+    return drawn[y0 - outer[1]:y1 - outer[1], x0 - outer[0]:x1 - outer[0]]
+
+
+def _prompt_marks(session: Session, to_view: Callable[[tuple[float, float]], tuple[float, float]]) -> tuple:
+    """The selection's point markers, boxes, pending corner and box names, in the coordinates `to_view` gives."""
+    selection = session.selection
+    markers, boxes, names = [], [], []
+    for part in selection.parts:
+        for (x, y), label in zip(part.prompts.points, part.prompts.labels):
+            kind = "remove" if not label else ("cut" if part.subtract else "add")
+            markers.append(Marker(*to_view((x, y)), kind))
+        if part.prompts.box is not None:
+            boxes.append((*to_view(part.prompts.box[:2]), *to_view(part.prompts.box[2:])))
+            names.append(part.label)
+    pending = None if selection.pending_corner is None else to_view(selection.pending_corner)
+    return markers, boxes, pending, names
 
 
 def candidate_thumbnails(session: Session, found: list[tuple[int, np.ndarray]], taken: int | None) -> Gallery:

@@ -84,6 +84,8 @@ ENTER_APPLIES = """() => {
 # - In the Brush + / Brush − modes a drag paints: a circle shows the brush ([ and ] change its size),
 #   the stroke shows semi-transparent as it is painted, and as it ends goes to the server (its points
 #   and radius), which draws it at the photo's full resolution into the selection.
+# - Zoomed past the displayed image's own pixels, the part in view is fetched at the photo's full
+#   resolution once the zoom and pan rest, and laid over the enlarged display copy.
 # Coordinates go to the server in the displayed image's pixel grid (as Gradio's own clicks do),
 # through hidden text boxes and buttons.
 CANVAS_SCRIPT = """() => {
@@ -102,8 +104,55 @@ CANVAS_SCRIPT = """() => {
   const view = {scale: 1, x: 0, y: 0, size: ""};  // the zoom, and the pan in CSS pixels
   const badge = document.createElement("div");
   badge.id = "zoom-badge";
+  const sharp = document.createElement("img");  // the part in view at full resolution, over the zoomed copy
+  sharp.id = "zoom-sharp";
+  sharp.style.cssText = "position:absolute;pointer-events:none;display:none;z-index:4;max-width:none;max-height:none";
+  const detail = {timer: null, asked: null, requests: 0};
+  const viewKey = (img) => `${img.src}|${view.scale}|${view.x}|${view.y}`;
+  const askDetail = (img) => {  // the displayed image's region in view, in its pixels' edge coordinates
+    const frame = img.parentElement.getBoundingClientRect(), rect = img.getBoundingClientRect();
+    const scale = shownScale(img);
+    if (scale <= 1.01) return;
+    const left = rect.left + (rect.width - img.naturalWidth * scale) / 2;
+    const top = rect.top + (rect.height - img.naturalHeight * scale) / 2;
+    const clampX = (v) => Math.min(Math.max(v, 0), img.naturalWidth), clampY = (v) => Math.min(Math.max(v, 0), img.naturalHeight);
+    detail.asked = viewKey(img);
+    const request = ++detail.requests;
+    const wait = (tries) => {  // the hidden image is never loaded (lazy): its address goes to the overlay
+      if (detail.asked !== viewKey(img)) return;
+      const answered = placedBox();
+      const fetched = (document.querySelector("#zoom-detail img") || {}).src;
+      if (answered && answered[0] === request && fetched) {
+        if (sharp.src === fetched && sharp.complete) placeDetail();
+        else { sharp.onload = placeDetail; sharp.src = fetched; }
+      } else if (tries > 0) setTimeout(() => wait(tries - 1), 100);
+    };
+    setTimeout(() => wait(300), 100);
+    send("zoom-region", [request, clampX((frame.left - left) / scale), clampY((frame.top - top) / scale),
+                         clampX((frame.right - left) / scale), clampY((frame.bottom - top) / scale)]);
+  };
+  const placedBox = () => {  // [request, x0, y0, x1, y1]: the answer to a request, where its part lies
+    const box = document.querySelector("#zoom-placed textarea, #zoom-placed input");
+    return box && box.value ? JSON.parse(box.value) : null;
+  };
+  const placeDetail = () => {  // the fetched part, where it lies on the displayed image now
+    const img = document.querySelector("#canvas img"), placed = placedBox();
+    if (!img || !placed || detail.asked !== viewKey(img)) return;
+    const [, x0, y0, x1, y1] = placed, scale = shownScale(img);
+    const frame = img.parentElement, frameRect = frame.getBoundingClientRect(), rect = img.getBoundingClientRect();
+    const left = rect.left + (rect.width - img.naturalWidth * scale) / 2 - frameRect.left;
+    const top = rect.top + (rect.height - img.naturalHeight * scale) / 2 - frameRect.top;
+    if (getComputedStyle(frame).position === "static") frame.style.position = "relative";
+    if (sharp.parentElement !== frame) frame.appendChild(sharp);
+    Object.assign(sharp.style, {display: "block", left: left + x0 * scale + "px", top: top + y0 * scale + "px",
+      width: (x1 - x0) * scale + "px", height: (y1 - y0) * scale + "px"});
+  };
   const show = (img) => {
     if (!img) return;
+    sharp.style.display = "none";
+    clearTimeout(detail.timer);
+    detail.asked = null;
+    if (view.scale > 1) detail.timer = setTimeout(() => askDetail(img), 250);
     const size = `${img.naturalWidth}x${img.naturalHeight}`;
     if (img.naturalWidth && size !== view.size) Object.assign(view, {scale: 1, x: 0, y: 0, size});  // another photo
     img.style.transformOrigin = "0 0";
@@ -463,6 +512,11 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
         drag_go = gr.Button(elem_id="drag-box-go")
         point = gr.Textbox(elem_id="point", show_label=False, container=False)
         point_go = gr.Button(elem_id="point-go")
+        zoom_region = gr.Textbox(elem_id="zoom-region", show_label=False, container=False)
+        zoom_go = gr.Button(elem_id="zoom-region-go")
+        zoom_detail = gr.Image(elem_id="zoom-detail", format="png", show_label=False, container=False,
+                               interactive=False)
+        zoom_placed = gr.Textbox(elem_id="zoom-placed", show_label=False, container=False)
         painted = gr.Textbox(elem_id="stroke", show_label=False, container=False)
         paint_go = gr.Button(elem_id="stroke-go")
         key_undo = gr.Button(elem_id="key-undo")
@@ -476,6 +530,7 @@ def _view_column(examples: list[Path]) -> dict[str, Any]:
                                      columns=8, rows=1, height=76, allow_preview=False, object_fit="cover",
                                      fit_columns=False, buttons=[], scale=2)
     return dict(candidates=candidates, canvas=canvas, result=result, status=status, examples=example_gallery,
+                zoom_region=zoom_region, zoom_go=zoom_go, zoom_detail=zoom_detail, zoom_placed=zoom_placed,
                 dragged=dragged, drag_go=drag_go, point=point, point_go=point_go, painted=painted, paint_go=paint_go,
                 key_undo=key_undo, key_redo=key_redo)
 
@@ -658,6 +713,10 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
     for slider in (controls["grow"], controls["feather"]):
         slider.release(select(handlers.refine), [state, controls["grow"], controls["feather"]], selection_out,
                        **segmenting)
+    # Zoomed in: the part in view at full resolution (the latest asked for; an older one is dropped).
+    view["zoom_go"].click(quietly(bind(handlers.zoom_detail), (gr.skip(), gr.skip())), [state, view["zoom_region"]],
+                          [view["zoom_detail"], view["zoom_placed"]], **dict(segmenting, show_progress="hidden"),
+                          trigger_mode="always_last")
     # A brush stroke (Brush + or −), applied as it ends, at full resolution.
     view["paint_go"].click(select(handlers.stroke), [state, controls["mode"], view["painted"]], selection_out,
                            **segmenting, trigger_mode="multiple")

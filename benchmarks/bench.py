@@ -716,6 +716,7 @@ def _bench_ui_overhead(photo: np.ndarray, models: _Models, report: Report, store
     """An edit's wall time in the page's handler minus the engine's (model) time, on a 24 MP photo
     with 30 versions in the history; beside the work today's design did in the queue per edit
     (every thumbnail from a full copy, the download PNG at zlib level 6, a full copy), same run."""
+    from editor.core.display import display_scale
     from editor.ui import views
     from editor.core.photo_io import encode_png
     from editor.ui.handlers import Handlers, canvas_view, compare_view
@@ -758,7 +759,7 @@ def _bench_ui_overhead(photo: np.ndarray, models: _Models, report: Report, store
         started = time.perf_counter()
         np.array(full[-1], copy=True)
         for image in full:
-            views.downscale(image, views.display_scale(image.shape[1], image.shape[0], 160))
+            views.downscale(image, display_scale(image.shape[1], image.shape[0], 160))
         encode_png(full[-1])
         canvas_view(session, session.selection_mask(engine.select))
         compare_view(session)

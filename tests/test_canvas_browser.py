@@ -305,3 +305,37 @@ def test_zoomed_in_the_canvas_shows_the_photo_at_full_resolution(served: tuple[s
     assert not sharp.is_visible(), "shown whole, the display copy is sharp enough"
     page.mouse.wheel(0, -700)  # the same view again: the same part, found again
     sharp.wait_for(state="visible", timeout=30_000)
+
+
+def test_an_adobe_rgb_camera_jpeg_keeps_its_profile_exif_and_pixels_through_an_erase(
+        served: tuple[str, Path], browser: Any, tmp_path: Path) -> None:
+    """As a photographer does it: upload, click the disc, Erase, Download; the file has the photo's
+    ICC profile and camera EXIF, and every pixel away from the disc is the decoded JPEG's."""
+    from editor.core.photo_io import load_image
+    from tests.test_colour import ADOBE_RGB, CAMERA, SATURATED, camera_jpeg, exif_of, icc_of
+
+    jpeg = camera_jpeg(tmp_path / "camera.jpg")
+    decoded = load_image(jpeg, 10**8)
+    disc = np.all(np.abs(decoded.astype(int) - SATURATED) < 30, axis=2)
+    ys, xs = np.nonzero(disc)
+    page = browser.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True).new_page()
+    page.goto(served[0])
+    wait_for_session(page)
+    page.locator("#canvas input[type=file]").set_input_files(str(jpeg))
+    wait_for_status(page, "Ready")
+    page.mouse.click(*on_photo(page, xs.mean(), ys.mean(), decoded.shape[1], decoded.shape[0]))
+    wait_for_status(page, "Selected")
+    page.locator("#erase").click()
+    wait_for_status(page, "done in")
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download").click()
+    path = tmp_path / "download.png"
+    download.value.save_as(path)
+    assert icc_of(path) == ADOBE_RGB, "the photo's own colour profile"
+    exif = exif_of(path)
+    assert {tag: exif[tag] for tag in CAMERA} == CAMERA, "the camera's EXIF"
+    result = load_image(path, 10**8)
+    near = np.zeros(disc.shape, bool)
+    near[max(0, ys.min() - 40):ys.max() + 40, max(0, xs.min() - 40):xs.max() + 40] = True
+    assert np.array_equal(result[~near], decoded[~near]), "away from the erased disc, bit for bit the photo"
+    assert not np.array_equal(result[disc], decoded[disc]), "the disc is erased"

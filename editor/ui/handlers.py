@@ -355,12 +355,14 @@ class Handlers:
     def stroke(self, session: Session, mode: str, painted: str | None) -> tuple:
         """A brush stroke on the canvas, applied at once: `painted` is JSON [radius, x0, y0, x1, y1, ...]
         in the displayed image's pixels (sub-pixel), rasterised at the photo's full resolution."""
-        values = _numbers(painted, None, "a stroke is a radius and points [radius, x0, y0, x1, y1, ...]")
+        expected = "a stroke is a radius and points [radius, x0, y0, x1, y1, ...]"
+        values = _numbers(painted, None, expected)
         if len(values) < 3 or len(values) % 2 == 0 or values[0] <= 0:
-            raise EditorError(f"a stroke is a radius and points [radius, x0, y0, ...], got {str(painted)[:60]!r}")
+            raise EditorError(f"{expected}, got {str(painted)[:60]!r}")
         height, width = session.image.shape[:2]
         scale = display_scale(width, height)
-        points = [_display_to_original(session, values[i:i + 2]) for i in range(1, len(values), 2)]
+        points = [views.to_original(values[i], values[i + 1], scale, width, height)
+                  for i in range(1, len(values), 2)]
         stroke = masks.stroke((height, width), points, min(values[0] / scale, max(width, height)))
         if mode == "unpaint":
             session.paint(None, stroke)

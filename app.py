@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         from editor.build import build_engine, check_concurrency, plan_backends
         from editor.models.weights import Downloads
 
-        check_concurrency(config, plan_backends(config))  # before anything loads or the page is built
+        if config.serving.backend == "local":  # (the deployments' replicas each run one model)
+            check_concurrency(config, plan_backends(config))  # before anything loads or the page is built
         downloads = Downloads()  # missing models are fetched behind the page; its header follows them
         engine = build_engine(config, downloads=downloads)
     except EditorError as exc:

@@ -411,22 +411,45 @@ def build_engine(config: Config, show_progress: bool = True, downloads: weights.
     """The planned models, ready to load: each loads on first use (or at `Engine.warm_up`), so
     that building the engine takes no time; `downloads` follows the fetches for the page.
     Generative erase needs no eraser of its own: the engine erases through the inpainter then.
+    With `serving.backend: ray` the models are the Ray Serve deployments `python -m editor serve` runs.
     """
-    from editor.models.opencv import OpenCvEraser
+    if config.serving.backend == "ray":
+        from editor.serving.cluster import remote_engine
 
+        return remote_engine(config)
     plan = plan_backends(config)
     backends = describe(plan, config)
     build = functools.partial(build_model, config=config, device=plan.device, show_progress=show_progress,
                               downloads=downloads)
-    segmenter = build(plan.segmenter, description=backends.segmenter)
-    inpainter = build(plan.inpaint, description=backends.inpainter)
-    detector = build(plan.detector, description=backends.detector)
-    eraser = None if plan.eraser.name == GENERATIVE else build(plan.eraser, description=backends.eraser)
     # The built-in Lanczos is no model: the engine resizes itself, and says so, when it has none.
-    upscaler = None if _plain_resize(plan.upscaler) else build(plan.upscaler, description=backends.upscaler)
+    return assemble_engine(config, backends, build(plan.segmenter, description=backends.segmenter),
+                           inpainter=build(plan.inpaint, description=backends.inpainter),
+                           detector=build(plan.detector, description=backends.detector),
+                           eraser=None if not served(plan, "eraser") else build(plan.eraser, description=backends.eraser),
+                           upscaler=None if not served(plan, "upscaler") else build(plan.upscaler,
+                                                                                    description=backends.upscaler))
+
+
+def served(plan: Plan, kind: Kind) -> bool:
+    """Does `kind` need a model object of its own? Not generative erase (the inpainter erases), not the
+    built-in Lanczos resize (the engine resizes), not a kind with nothing to run."""
+    choice = plan.choice(kind)
+    if kind == "eraser" and choice.name == GENERATIVE:
+        return False
+    if kind == "upscaler" and _plain_resize(choice):
+        return False
+    return choice.runs
+
+
+def assemble_engine(config: Config, backends: Backends, segmenter: Any, *, inpainter: Any, detector: Any,
+                    eraser: Any, upscaler: Any, priority: Any = None) -> Engine:
+    """The engine over these models (in this process or remote), with the settings' defaults and limits."""
+    from editor.models.opencv import OpenCvEraser
+
     return Engine(segmenter, inpainter, backends, config.inpaint, config.composite, config.erase, detector,
                   limits=config.limits, prefill=OpenCvEraser(), eraser=eraser, eraser_config=config.eraser,
-                  max_pixels=config.max_image_pixels, upscaler=upscaler, upscaler_config=config.upscaler)
+                  max_pixels=config.max_image_pixels, upscaler=upscaler, upscaler_config=config.upscaler,
+                  priority=priority)
 
 
 def download_target(what: str, config: Config, device: str) -> ModelEntry:

@@ -133,6 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--csv", metavar="PREFIX", help="keep Locust's CSV files as PREFIX_stats.csv, ...")
     load.set_defaults(run=_loadtest)
 
+    serve = commands.add_parser("serve", parents=[common],
+                                help="run the models as Ray Serve deployments for `app.py --set serving.backend=ray`")
+    serve.set_defaults(run=_serve)
+
     info = commands.add_parser("info", parents=[common], help="show the backends that will be used")
     info.add_argument("--load", action="store_true",
                       help="also load every model now and report any that fails to load (takes as long as loading)")
@@ -313,6 +317,17 @@ def _loadtest(args: argparse.Namespace, config: Config) -> int:
         print(f"  {name}: {row['requests']} requests, {row['failures']} failures, p50 {row['p50_ms']:.0f} ms, "
               f"p95 {row['p95_ms']:.0f} ms")
     return 1 if report["failures"] else 0
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    """Until Ctrl+C (or SIGTERM): the deployments of `serving.*`, on a local Ray or `serving.ray_address`."""
+    import signal
+
+    from editor.serving.cluster import serve_forever
+
+    quiet_libraries()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a service manager's stop ends it like Ctrl+C
+    return serve_forever(config)
 
 
 def _info(args: argparse.Namespace, config: Config) -> int:

@@ -163,6 +163,43 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class AutoscalingConfig:
+    enabled: bool = False  # false: num_replicas, fixed
+    min_replicas: int = 1
+    max_replicas: int = 2
+    target_ongoing_requests: float = 1  # requests per replica Serve scales to keep
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """One model kind as a Ray Serve deployment (serving.backend: ray)."""
+
+    num_replicas: int = 1
+    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
+    num_gpus: float = 0  # a fraction shares a GPU (e.g. 0.25 for the segmenter beside the eraser)
+    num_cpus: float = 0.5  # what Ray reserves for a replica; the model may use more threads
+    max_ongoing_requests: int = 2  # requests one replica runs at once (1 or 2 for a GPU model)
+    max_queued_requests: int = 16  # past it a request is refused at once: "busy, try again"
+
+
+def _deployment(**values: Any) -> Any:
+    return field(default_factory=lambda: DeploymentConfig(**values))
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    backend: Literal["local", "ray"] = "local"  # local: the models run in the app | ray: Ray Serve deployments
+    ray_address: str = ""  # "": the local Ray instance `python -m editor serve` started | HOST:6379 | ray://HOST:10001
+    app_name: str = "photo-editor"  # the Serve application holding the deployments
+    request_timeout_s: float = 900  # a model call that takes longer fails in one line
+    segmenter: DeploymentConfig = _deployment(max_ongoing_requests=4)
+    eraser: DeploymentConfig = _deployment()
+    inpainter: DeploymentConfig = _deployment(num_cpus=1, max_ongoing_requests=1)
+    detector: DeploymentConfig = _deployment(num_cpus=0.25, max_ongoing_requests=1)
+    upscaler: DeploymentConfig = _deployment(num_cpus=0.25, max_ongoing_requests=1)
+
+
+@dataclass(frozen=True)
 class Config:
     device: Device = "auto"
     models_dir: str = "checkpoints"
@@ -178,19 +215,25 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
 
+_SERVED_KINDS = ("segmenter", "eraser", "inpainter", "detector", "upscaler")
 _POSITIVE = {
     "segmenter.embedding_cache_mb", "eraser.max_side", "inpaint.steps", "inpaint.num_images", "inpaint.memory_budget_gb",
     "max_image_pixels", "detector.max_detections", "server.port", "server.concurrency", "server.max_upload_mb",
     "server.session_memory_mb", "server.session_ttl_minutes", "upscaler.tile",
     "limits.points", "limits.steps", "limits.variations", "limits.prompt_chars", "limits.json_chars",
-    "limits.json_depth",
+    "limits.json_depth", "serving.request_timeout_s",
+    *(f"serving.{kind}.{key}" for kind in _SERVED_KINDS
+      for key in ("num_replicas", "max_ongoing_requests", "max_queued_requests", "autoscaling.min_replicas",
+                  "autoscaling.max_replicas", "autoscaling.target_ongoing_requests")),
 }
 _NON_NEGATIVE = {
     "eraser.margin_px", "eraser.grow_px", "upscaler.overlap",
     "inpaint.guidance", "composite.context", "composite.min_context_px",
     "composite.grow", "composite.feather",
+    *(f"serving.{kind}.{key}" for kind in _SERVED_KINDS for key in ("num_gpus", "num_cpus")),
 }
 _UNIT_INTERVAL = {"inpaint.strength", "erase.strength"}
 _CLOSED_UNIT_INTERVAL = {"detector.box_threshold", "detector.text_threshold"}
@@ -348,6 +391,11 @@ def _check_ranges(config: Config) -> None:
     for key, value, allowed, hint in checks:
         if value not in allowed:
             raise ConfigError(f"config key '{key}' must be {allowed.describe()}{hint}, got {value!r}")
+    for kind in _SERVED_KINDS:
+        scaling = getattr(config.serving, kind).autoscaling
+        if scaling.enabled and scaling.min_replicas > scaling.max_replicas:
+            raise ConfigError(f"config key 'serving.{kind}.autoscaling.min_replicas' ({scaling.min_replicas}) must not "
+                              f"exceed max_replicas ({scaling.max_replicas})")
     texts = [("inpaint.negative_prompt", config.inpaint.negative_prompt), ("erase.prompt", config.erase.prompt),
              ("erase.negative_prompt", config.erase.negative_prompt)]
     for key, text in texts:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from editor.core.errors import ModelLoadError
+from editor.models.base import ImageRef
 from editor.models.embedding_cache import SegmenterCache
 from editor.models.loading import LoadOnce
 from editor.models.opencv import GrabCutSegmenter
@@ -53,6 +54,16 @@ class SharedSegmenter(Generic[M]):
     @property
     def cache_budget(self) -> int:
         return self._cache.budget
+
+    def embedding(self, key: str) -> object | None:
+        """The kept embedding of the image prepared as `key` (to hand to another process), or None."""
+        with self._lock:
+            return self._cache.embedding(key)
+
+    def adopt(self, ref: ImageRef, embedding: object) -> None:
+        """Keep an embedding another process computed for `ref`'s image (same model), as if prepared here."""
+        with self._lock:
+            self._cache.put_embedding(ref.key, embedding, embedding.nbytes)  # type: ignore[attr-defined]
 
     def load(self) -> None:
         """Load the model now (it otherwise loads at the first photo); a failure is remembered."""

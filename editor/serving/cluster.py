@@ -1,0 +1,151 @@
+"""Starting the model deployments on Ray Serve, and connecting the app to them.
+
+`python -m editor serve` (`serve_forever`) plans the models from the settings, as the app would,
+and runs one Serve application per kind that has a model to run (`APP_NAME-segmenter`, ...), each
+with the replicas, resources and queue bounds of `serving.KIND`. Without `serving.ray_address` it
+starts a local Ray instance that lives as long as the command; several app processes
+(`python app.py --set serving.backend=ray`) then connect to it (`remote_engine`) and share the
+deployments.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+from typing import Any
+
+from editor.core.config import Config, DeploymentConfig
+from editor.core.errors import ConfigError
+from editor.models.base import KINDS, Kind
+
+RAY_ENV = {"RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}  # a local tool: nothing phones home
+MIN_OBJECT_STORE = 80 * 1024**2  # Ray refuses a smaller object store
+
+
+def app_name(config: Config, kind: Kind) -> str:
+    return f"{config.serving.app_name}-{kind}"
+
+
+def deployment_options(config: Config, kind: Kind) -> dict[str, Any]:
+    """Serve's options for `kind`'s deployment, from `serving.KIND`."""
+    settings: DeploymentConfig = getattr(config.serving, kind)
+    options: dict[str, Any] = {
+        "name": kind,
+        "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_queued_requests": settings.max_queued_requests,
+        "health_check_period_s": 2,
+        "graceful_shutdown_timeout_s": 5,
+    }
+    scaling = settings.autoscaling
+    if scaling.enabled:
+        options["autoscaling_config"] = {"min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas,
+                                         "target_ongoing_requests": scaling.target_ongoing_requests}
+    else:
+        options["num_replicas"] = settings.num_replicas
+    return options
+
+
+def served_kinds(config: Config) -> list[Kind]:
+    """The kinds with a model of their own to run (what `build_engine` would build in the app)."""
+    from editor.build import plan_backends, served
+
+    plan = plan_backends(config)
+    return [kind for kind in KINDS if kind == "segmenter" or served(plan, kind)]
+
+
+def start_ray(config: Config, object_store_bytes: int | None = None) -> None:
+    """Connect to `serving.ray_address`, or start a local Ray instance with enough logical CPUs
+    for the replicas asked for (Ray's CPUs are a reservation, not a limit on threads)."""
+    import ray
+
+    os.environ.update(RAY_ENV)
+    if config.serving.ray_address:
+        _connect(config.serving.ray_address)
+        return
+    wanted = sum(_replicas(config, kind) * getattr(config.serving, kind).num_cpus for kind in KINDS)
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(wanted)), include_dashboard=False, log_to_driver=False,
+             object_store_memory=None if object_store_bytes is None else max(object_store_bytes, MIN_OBJECT_STORE))
+
+
+def _replicas(config: Config, kind: Kind) -> int:
+    settings: DeploymentConfig = getattr(config.serving, kind)
+    return settings.autoscaling.max_replicas if settings.autoscaling.enabled else settings.num_replicas
+
+
+def deploy(config: Config) -> list[Kind]:
+    """Run (or update) one Serve application per served kind; returns once every replica is ready."""
+    from ray import serve
+
+    from editor.serving.replicas import REPLICAS
+
+    serve.start(proxy_location="Disabled")  # the app calls the handles: no HTTP proxy is needed
+    kinds = served_kinds(config)
+    for kind in kinds:
+        deployment = serve.deployment(REPLICAS[kind]).options(**deployment_options(config, kind))
+        serve.run(deployment.bind(config), name=app_name(config, kind), route_prefix=None)
+    for kind in KINDS:  # a kind the settings no longer serve must not answer the apps
+        if kind not in kinds and app_name(config, kind) in serve.status().applications:
+            serve.delete(app_name(config, kind))
+    return kinds
+
+
+def serve_forever(config: Config, stop: threading.Event | None = None) -> int:
+    """`python -m editor serve`: start Ray (or join the cluster), deploy, say `ready:`, wait for Ctrl+C."""
+    import ray
+
+    start_ray(config)
+    try:
+        kinds = deploy(config)
+        where = config.serving.ray_address or f"a local Ray instance ({ray.get_runtime_context().gcs_address})"
+        replicas = ", ".join(f"{kind} x{_replicas(config, kind)}" for kind in kinds)
+        print(f"ready: {replicas} on {where}; start pages with: python app.py --set serving.backend=ray",
+              file=sys.stderr, flush=True)
+        (stop or threading.Event()).wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if not config.serving.ray_address:
+            ray.shutdown()  # the local instance ends with the command; a cluster's deployments stay
+    return 0
+
+
+def _connect(address: str) -> None:
+    import ray
+
+    os.environ.update(RAY_ENV)
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = address if address != "auto" else "this machine"
+        raise ConfigError(f"cannot reach a Ray cluster on {where} ({first[:120]}): start the models with "
+                          "`python -m editor serve`, or run them in the app with --set serving.backend=local") from None
+
+
+def remote_engine(config: Config) -> Any:
+    """An engine whose models are the deployments: the engine, sessions and page cannot tell."""
+    from ray import serve
+
+    from editor.build import assemble_engine
+    from editor.engine.priority import SelectionFirst
+    from editor.serving.remote import CLIENTS, Deployment
+
+    _connect(config.serving.ray_address or "auto")
+    running = serve.status().applications
+    if app_name(config, "segmenter") not in running:
+        raise ConfigError(f"no {app_name(config, 'segmenter')} deployment on the Ray cluster: start the models with "
+                          "`python -m editor serve` (same settings), or use --set serving.backend=local")
+    models: dict[str, Any] = {}
+    for kind in KINDS:
+        if app_name(config, kind) in running:
+            handle = serve.get_app_handle(app_name(config, kind))
+            models[kind] = CLIENTS[kind](Deployment(kind, handle, config.serving.request_timeout_s))
+    backends = models["segmenter"].deployment.info().backends
+    # Selections and generations run in other processes: nothing here to pause for a click.
+    return assemble_engine(config, backends, models["segmenter"], inpainter=models.get("inpainter"),
+                           detector=models.get("detector"), eraser=models.get("eraser"),
+                           upscaler=models.get("upscaler"), priority=SelectionFirst(enabled=False))

@@ -5,6 +5,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,14 +124,24 @@ def settings_args(plan: Plan) -> list[str]:
     return args
 
 
+def served_address(log: Path) -> str | None:
+    """The Ray address in `python -m editor serve`'s `ready:` line, once it has said it."""
+    for line in log.read_text(errors="replace").splitlines():
+        found = re.search(r"serving\.ray_address=(\S+)", line) if line.startswith("ready:") else None
+        if found:
+            return found.group(1)
+    return None
+
+
 def start_app(stack: ExitStack, plan: Plan, logs: Path) -> str:
     """`python -m editor serve` first for Ray (its `ready:` line), then `python app.py`; the app's URL."""
     settings = settings_args(plan)
     if plan.backend == "ray":
         settings += ["--set", "serving.backend=ray"]
         serve = start(stack, [sys.executable, "-m", "editor", "serve", *settings], logs / "serve.log")
-        wait_until(lambda: any(line.startswith("ready:") for line in (logs / "serve.log").read_text().splitlines()),
-                   serve, logs / "serve.log", "python -m editor serve", plan.start_timeout_s)
+        wait_until(lambda: served_address(logs / "serve.log") is not None, serve, logs / "serve.log",
+                   "python -m editor serve", plan.start_timeout_s)
+        settings += ["--set", f"serving.ray_address={served_address(logs / 'serve.log')}"]  # this run's Ray, no other
     port = free_port()
     app = start(stack, [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), *settings],
                 logs / "app.log")

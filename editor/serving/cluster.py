@@ -19,8 +19,15 @@ from editor.core.config import Config, DeploymentConfig
 from editor.core.errors import ConfigError
 from editor.models.base import KINDS, Kind
 
-RAY_ENV = {"RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}  # a local tool: nothing phones home
+# Nothing phones home; and a page joining by address must send the cluster's token (~/.ray/auth_token, or
+# RAY_AUTH_TOKEN), as Ray only reads it unasked for `address="auto"` (RAY_AUTH_MODE=disabled for a cluster without).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
 MIN_OBJECT_STORE = 80 * 1024**2  # Ray refuses a smaller object store
+
+
+def _ray_environment() -> None:
+    for name, value in RAY_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def app_name(config: Config, kind: Kind) -> str:
@@ -58,9 +65,9 @@ def served_kinds(config: Config) -> list[Kind]:
 def start_ray(config: Config, object_store_bytes: int | None = None) -> None:
     """Connect to `serving.ray_address`, or start a local Ray instance with enough logical CPUs
     for the replicas asked for (Ray's CPUs are a reservation, not a limit on threads)."""
+    _ray_environment()  # before Ray is imported: it reads RAY_AUTH_MODE once
     import ray
 
-    os.environ.update(RAY_ENV)
     if config.serving.ray_address:
         _connect(config.serving.ray_address)
         return
@@ -93,14 +100,15 @@ def deploy(config: Config) -> list[Kind]:
 
 def serve_forever(config: Config, stop: threading.Event | None = None) -> int:
     """`python -m editor serve`: start Ray (or join the cluster), deploy, say `ready:`, wait for Ctrl+C."""
+    start_ray(config)
     import ray
 
-    start_ray(config)
     try:
         kinds = deploy(config)
-        where = config.serving.ray_address or f"a local Ray instance ({ray.get_runtime_context().gcs_address})"
+        address = config.serving.ray_address or ray.get_runtime_context().gcs_address
         replicas = ", ".join(f"{kind} x{_replicas(config, kind)}" for kind in kinds)
-        print(f"ready: {replicas} on {where}; start pages with: python app.py --set serving.backend=ray",
+        print(f"ready: {replicas} on {'the cluster' if config.serving.ray_address else 'a local Ray instance'}; "
+              f"pages: python app.py --set serving.backend=ray --set serving.ray_address={address}",
               file=sys.stderr, flush=True)
         (stop or threading.Event()).wait()
     except KeyboardInterrupt:
@@ -112,9 +120,9 @@ def serve_forever(config: Config, stop: threading.Event | None = None) -> int:
 
 
 def _connect(address: str) -> None:
+    _ray_environment()
     import ray
 
-    os.environ.update(RAY_ENV)
     if ray.is_initialized():
         return
     try:
@@ -128,13 +136,13 @@ def _connect(address: str) -> None:
 
 def remote_engine(config: Config) -> Any:
     """An engine whose models are the deployments: the engine, sessions and page cannot tell."""
+    _connect(config.serving.ray_address or "auto")  # first: Ray reads its environment when imported
     from ray import serve
 
     from editor.build import assemble_engine
     from editor.engine.priority import SelectionFirst
     from editor.serving.remote import CLIENTS, Deployment
 
-    _connect(config.serving.ray_address or "auto")
     running = serve.status().applications
     if app_name(config, "segmenter") not in running:
         raise ConfigError(f"no {app_name(config, 'segmenter')} deployment on the Ray cluster: start the models with "

@@ -15,14 +15,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "editor"
 
 # What each layer may import of the editor (prefixes of dotted module names). Entry points
-# (editor.cli, editor.__main__) and the composition root (editor.build) may import every layer.
+# (editor.cli, editor.__main__) may import every layer. The composition root (editor.build) and the
+# serving backend beside it (editor.serving: it builds the models in the replicas and assembles the
+# app's engine over them) compose the models and the engine, never the session or the page.
 ALLOWED = {
     "editor.core": ("editor.core",),
     "editor.models": ("editor.core", "editor.models"),
     "editor.engine": ("editor.core", "editor.models.base", "editor.engine"),
     "editor.session": ("editor.core", "editor.models.base", "editor.engine", "editor.session"),
     "editor.ui": ("editor.core", "editor.models.base", "editor.engine", "editor.session", "editor.ui"),
-    "editor.build": ("editor.core", "editor.models", "editor.engine"),
+    "editor.build": ("editor.core", "editor.models", "editor.engine", "editor.serving"),
+    "editor.serving": ("editor.core", "editor.models", "editor.engine", "editor.build", "editor.serving"),
 }
 NO_DEEP_LEARNING = ("editor.core", "editor.engine", "editor.session", "editor.models.base", "editor.models.registry")
 

@@ -150,6 +150,38 @@ def test_a_page_without_deployments_is_told_in_one_line(served: tuple[Engine, En
         cluster.remote_engine(config)
 
 
+def test_the_manifests_import_paths_build_the_deployments_a_page_finds(served: tuple[Engine, Engine],
+                                                                        tiny_sam_path: Path, empty_models_dir: Path,
+                                                                        tmp_path: Path, photo: np.ndarray) -> None:
+    """deploy/rayservice.yaml's segmenter application, built as Serve builds a config file's (import
+    path and args), under its own name: a page with the default app_name finds it and selects."""
+    import yaml
+    from ray import serve
+    from ray._common.utils import import_attr
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from editor.build import build_engine
+
+    service = next(doc for doc in yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+                   if doc["kind"] == "RayService")
+    apps = {app["name"]: app for app in yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]}
+    manifest = apps["photo-editor-segmenter"]
+    settings = tmp_path / "config.yaml"  # what /app/config.yaml holds in the image, here the tiny SAM
+    settings.write_text(f"device: cpu\nmodels_dir: {empty_models_dir}\nauto_download: false\n"
+                        f"segmenter:\n  model: {tiny_sam_path}\n", encoding="utf-8")
+    args = {**manifest["args"], "config": str(settings), "set": ["serving.segmenter.num_cpus=0.25"]}
+    application = call_user_app_builder_with_args_if_necessary(import_attr(manifest["import_path"]), args)
+    serve.run(application, name=manifest["name"], route_prefix=None)
+    try:
+        page = build_engine(tiny_config(empty_models_dir, f"segmenter.model={tiny_sam_path}", "serving.backend=ray"))
+        prompts = Prompts(((160.0, 120.0),), (1,))
+        assert np.array_equal(page.select(photo, prompts), served[1].select(photo, prompts))
+        assert serve.status().applications[manifest["name"]].deployments.keys() == {
+            deployment["name"] for deployment in manifest["deployments"]}
+    finally:
+        serve.delete(manifest["name"])
+
+
 def test_a_replica_killed_mid_generation_fails_in_one_line_and_is_replaced(served: tuple[Engine, Engine],
                                                                           photo: np.ndarray) -> None:
     import ray

@@ -81,17 +81,23 @@ def _replicas(config: Config, kind: Kind) -> int:
     return settings.autoscaling.max_replicas if settings.autoscaling.enabled else settings.num_replicas
 
 
-def deploy(config: Config) -> list[Kind]:
-    """Run (or update) one Serve application per served kind; returns once every replica is ready."""
+def application(config: Config, kind: Kind) -> Any:
+    """`kind`'s Serve application: its replica class with the options of `serving.KIND`, bound to the settings."""
     from ray import serve
 
     from editor.serving.replicas import REPLICAS
 
+    return serve.deployment(REPLICAS[kind]).options(**deployment_options(config, kind)).bind(config)
+
+
+def deploy(config: Config) -> list[Kind]:
+    """Run (or update) one Serve application per served kind; returns once every replica is ready."""
+    from ray import serve
+
     serve.start(proxy_location="Disabled")  # the app calls the handles: no HTTP proxy is needed
     kinds = served_kinds(config)
     for kind in kinds:
-        deployment = serve.deployment(REPLICAS[kind]).options(**deployment_options(config, kind))
-        serve.run(deployment.bind(config), name=app_name(config, kind), route_prefix=None)
+        serve.run(application(config, kind), name=app_name(config, kind), route_prefix=None)
     for kind in KINDS:  # a kind the settings no longer serve must not answer the apps
         if kind not in kinds and app_name(config, kind) in serve.status().applications:
             serve.delete(app_name(config, kind))
@@ -157,3 +163,32 @@ def remote_engine(config: Config) -> Any:
     return assemble_engine(config, backends, models["segmenter"], inpainter=models.get("inpainter"),
                            detector=models.get("detector"), eraser=models.get("eraser"),
                            upscaler=models.get("upscaler"), priority=SelectionFirst(enabled=False))
+
+
+# Application builders for a Serve config file (KubeRay's serveConfigV2, `serve deploy`): the import
+# path `editor.serving.cluster:segmenter_app` with `args: {config: PATH, set: [KEY=VALUE, ...]}`. The
+# deployment options the config file gives for a deployment (named after its kind) override these.
+def _built(kind: Kind, args: dict[str, Any]) -> Any:
+    from editor.core.config import load_config
+
+    return application(load_config(args.get("config") or None, list(args.get("set") or [])), kind)
+
+
+def segmenter_app(args: dict[str, Any]) -> Any:
+    return _built("segmenter", args)
+
+
+def eraser_app(args: dict[str, Any]) -> Any:
+    return _built("eraser", args)
+
+
+def inpainter_app(args: dict[str, Any]) -> Any:
+    return _built("inpainter", args)
+
+
+def detector_app(args: dict[str, Any]) -> Any:
+    return _built("detector", args)
+
+
+def upscaler_app(args: dict[str, Any]) -> Any:
+    return _built("upscaler", args)

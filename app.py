@@ -14,14 +14,17 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from editor.cli import DEFAULT_CONFIG, OneLineParser, config_path, quiet_libraries
 from editor.core.config import Config, load_config
-from editor.core.errors import ConfigError, EditorError
+from editor.core.errors import BackendUnreachable, ConfigError, EditorError
 
 if TYPE_CHECKING:
     from editor.engine.ops import Engine
+    from editor.models.weights import Downloads
 
 AUTH_ENV = ("EDITOR_USERNAME", "EDITOR_PASSWORD")
 
@@ -79,6 +82,36 @@ def check_address(host: str, port: int) -> None:
             raise ConfigError(f"{where}: server.host {host} is not an address of this machine") from None
 
 
+def ask_at_terminal(question: str) -> bool:
+    """A yes from the person at the terminal; no when nobody is there to answer (a service, a pipe)."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def engine_for(config: Config, downloads: Downloads, ask: Callable[[str], bool] = ask_at_terminal
+               ) -> tuple[Engine, Config]:
+    """The engine the settings ask for, and the settings it runs under: when the Ray cluster cannot be
+    reached, the local backend instead if `serving.on_unreachable` says so or the person agrees."""
+    from editor.build import build_engine, check_concurrency, plan_backends
+
+    try:
+        if config.serving.backend == "local":  # (the deployments' replicas each run one model)
+            check_concurrency(config, plan_backends(config))  # before anything loads or the page is built
+        return build_engine(config, downloads=downloads), config
+    except BackendUnreachable as exc:
+        choice = config.serving.on_unreachable
+        if choice == "stop" or (choice == "ask" and not ask(f"{exc}.\nRun the models in this app instead? [y/N] ")):
+            raise
+        print(f"warning: {exc.problem}; the models run in this app instead (serving.backend=local)", file=sys.stderr)
+        local = replace(config, serving=replace(config.serving, backend="local"))
+        check_concurrency(local, plan_backends(local))
+        return build_engine(local, downloads=downloads), local
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -87,13 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         check_address(config.server.host, config.server.port)
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: nothing phones home
         quiet_libraries()
-        from editor.build import build_engine, check_concurrency, plan_backends
         from editor.models.weights import Downloads
 
-        if config.serving.backend == "local":  # (the deployments' replicas each run one model)
-            check_concurrency(config, plan_backends(config))  # before anything loads or the page is built
         downloads = Downloads()  # missing models are fetched behind the page; its header follows them
-        engine = build_engine(config, downloads=downloads)
+        engine, config = engine_for(config, downloads)
     except EditorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

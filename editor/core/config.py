@@ -192,6 +192,8 @@ class ServingConfig:
     ray_address: str = ""  # "": the local Ray instance `python -m editor serve` started | HOST:6379 | ray://HOST:10001
     app_name: str = "photo-editor"  # the Serve application holding the deployments
     request_timeout_s: float = 900  # a model call that takes longer fails in one line
+    on_unreachable: Literal["ask", "local", "stop"] = "ask"  # a page whose cluster is down: ask (at a terminal,
+    # else stop) | local: run the models in the app instead | stop: exit with the one line
     segmenter: DeploymentConfig = _deployment(max_ongoing_requests=4)
     eraser: DeploymentConfig = _deployment()
     inpainter: DeploymentConfig = _deployment(num_cpus=1, max_ongoing_requests=1)

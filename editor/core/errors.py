@@ -15,6 +15,15 @@ class ConfigError(EditorError):
     """config.yaml or a --set override names an unknown key or holds a bad value."""
 
 
+class BackendUnreachable(ConfigError):
+    """serving.backend: ray, and the Ray cluster cannot be reached or runs none of the deployments."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}: start the models with `python -m editor serve`, "
+                         "or run them in the app with --set serving.backend=local")
+        self.problem = problem
+
+
 class ImageError(EditorError):
     """An input image is missing, empty, corrupt, not an image, or too large."""
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import threading
 from typing import Any
 
 from editor.core.config import Config, DeploymentConfig
-from editor.core.errors import ConfigError
+from editor.core.errors import BackendUnreachable, ConfigError
 from editor.models.base import KINDS, Kind
 
 # Nothing phones home; and a page joining by address must send the cluster's token (~/.ray/auth_token, or
@@ -126,6 +127,9 @@ def serve_forever(config: Config, stop: threading.Event | None = None) -> int:
 
 
 def _connect(address: str) -> None:
+    """Join the Ray cluster at `address` ("auto": the one this machine runs), or say in one line that it is not there."""
+    if address != "auto":
+        _probe(address)  # before ray.init, which waits minutes on an address nobody answers
     _ray_environment()
     import ray
 
@@ -135,9 +139,26 @@ def _connect(address: str) -> None:
         ray.init(address=address, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        where = address if address != "auto" else "this machine"
-        raise ConfigError(f"cannot reach a Ray cluster on {where} ({first[:120]}): start the models with "
-                          "`python -m editor serve`, or run them in the app with --set serving.backend=local") from None
+        raise _unreachable(address, first[:120]) from None
+
+
+def _probe(address: str, timeout_s: float = 3) -> None:
+    """Does anything answer at HOST:PORT (or ray://HOST:PORT)? Ray's own ports when none is given."""
+    client = address.startswith("ray://")
+    host, _, port = address.removeprefix("ray://").rstrip("/").rpartition(":")
+    if not host or port.endswith("]"):  # no port: "HOST", "[::1]"
+        host, port = f"{host}:{port}" if host else port, "10001" if client else "6379"
+    if not port.isdigit():
+        raise ConfigError(f"serving.ray_address {address!r} is not HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise _unreachable(address, exc.strerror or type(exc).__name__) from None
+
+
+def _unreachable(address: str, reason: str) -> BackendUnreachable:
+    where = address if address != "auto" else "this machine"
+    return BackendUnreachable(f"cannot reach a Ray cluster on {where} ({reason})")
 
 
 def remote_engine(config: Config) -> Any:
@@ -151,8 +172,8 @@ def remote_engine(config: Config) -> Any:
 
     running = serve.status().applications
     if app_name(config, "segmenter") not in running:
-        raise ConfigError(f"no {app_name(config, 'segmenter')} deployment on the Ray cluster: start the models with "
-                          "`python -m editor serve` (same settings), or use --set serving.backend=local")
+        raise BackendUnreachable(f"no {app_name(config, 'segmenter')} deployment on the Ray cluster "
+                                 "(is `python -m editor serve` running with the same settings?)")
     models: dict[str, Any] = {}
     for kind in KINDS:
         if app_name(config, kind) in running:

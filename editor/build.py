@@ -84,6 +84,7 @@ class Plan:
     inpaint: Choice
     detector: Choice
     upscaler: Choice = Choice("upscaler", "lanczos", registry.get("lanczos"))
+    more_inpainters: tuple[Choice, ...] = ()  # inpaint.models: offered beside inpaint.model, per edit
 
     def choice(self, kind: Kind) -> Choice:
         return {"segmenter": self.segmenter, "eraser": self.eraser, "inpainter": self.inpaint,
@@ -131,7 +132,21 @@ def plan_backends(config: Config) -> Plan:
     inpaint = _resolve(config, "inpainter", device, network)
     eraser = _resolve_eraser(config, device, network, inpaint)
     return Plan(device, segmenter, eraser, inpaint, _resolve(config, "detector", device, network),
-                _resolve(config, "upscaler", device, network))
+                _resolve(config, "upscaler", device, network), _resolve_more_inpainters(config, device, network))
+
+
+def _resolve_more_inpainters(config: Config, device: str, network: _Network) -> tuple[Choice, ...]:
+    """inpaint.models, each resolved as inpaint.model would be (a registry name, a folder, a hub id)."""
+    choices = []
+    for name in dict.fromkeys(config.inpaint.models):
+        if name.strip() in ("", config.inpaint.model):
+            continue
+        try:
+            choices.append(_resolve(replace(config, inpaint=replace(config.inpaint, model=name)), "inpainter",
+                                    device, network))
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(SETTINGS["inpainter"], "inpaint.models:", 1)) from None
+    return tuple(choices)
 
 
 def setting(config: Config, kind: Kind) -> str:
@@ -324,12 +339,20 @@ def _precision(device: str, config: Config) -> str:
 
 
 def _inpainter_line(plan: Plan, config: Config) -> str:
-    choice = plan.inpaint
+    line = _one_inpainter_line(plan.inpaint, plan.device, config)
+    if not plan.inpaint.runs or not plan.more_inpainters:
+        return line
+    offered = [_one_inpainter_line(choice, plan.device, config) for choice in plan.more_inpainters if choice.runs]
+    missing = [f"{choice.wanted or choice.name} ({choice.why})" for choice in plan.more_inpainters if not choice.runs]
+    return "; ".join([line, *(f"also {more}" for more in offered), *(f"not offered: {gone}" for gone in missing)])
+
+
+def _one_inpainter_line(choice: Choice, device: str, config: Config) -> str:
     if not choice.runs:
         return f"none ({choice.why})"
     label = f"diffusers inpainting ({choice.path})" if choice.local else f"{choice.name} inpainting {_where(choice)}"
     later = " (downloads at the first edit)" if choice.fetch else ""
-    return f"{label} {_precision(plan.device, config)}{later}"
+    return f"{label} {_precision(device, config)}{later}"
 
 
 def _eraser_line(plan: Plan) -> str:
@@ -389,7 +412,7 @@ def check_concurrency(config: Config, plan: Plan) -> None:
 
 
 def build_model(choice: Choice, config: Config, device: str, description: str, show_progress: bool = True,
-                downloads: weights.Downloads | None = None) -> Any:
+                downloads: weights.Downloads | None = None, shared_cache: Any = None) -> Any:
     """The model object for `choice` through its backend's `load`, or None when nothing runs.
 
     A model that is not here yet is fetched (and verified) when it first loads.
@@ -399,8 +422,23 @@ def build_model(choice: Choice, config: Config, device: str, description: str, s
     fetch = None
     if choice.fetch:
         fetch = functools.partial(_fetch, choice.entry, config, show_progress, downloads)
-    context = LoadContext(config, device, show_progress, description, fetch)
+    context = LoadContext(config, device, show_progress, description, fetch, shared_cache)
     return registry.loader(choice.entry)(choice.entry, choice.path, context)
+
+
+def build_inpainter(plan: Plan, config: Config, description: str, show_progress: bool = True,
+                    downloads: weights.Downloads | None = None) -> Any:
+    """inpaint.model's inpainter (None when it cannot run); with inpaint.models, a pool of them that
+    share one pipeline cache, so that together they stay under inpaint.memory_budget_gb."""
+    more = [choice for choice in plan.more_inpainters if choice.runs]
+    if not plan.inpaint.runs or not more:
+        return build_model(plan.inpaint, config, plan.device, description, show_progress, downloads)
+    from editor.models.diffusers_inpaint import PipelineCache, pipeline_options
+    from editor.models.inpaint_pool import InpainterPool
+
+    shared = PipelineCache(pipeline_options(config, plan.device), workers=config.server.concurrency)
+    return InpainterPool([build_model(choice, config, plan.device, _one_inpainter_line(choice, plan.device, config),
+                                      show_progress, downloads, shared) for choice in (plan.inpaint, *more)])
 
 
 def _fetch(entry: ModelEntry, config: Config, show_progress: bool, downloads: weights.Downloads | None) -> Path:
@@ -423,7 +461,7 @@ def build_engine(config: Config, show_progress: bool = True, downloads: weights.
                               downloads=downloads)
     # The built-in Lanczos is no model: the engine resizes itself, and says so, when it has none.
     return assemble_engine(config, backends, build(plan.segmenter, description=backends.segmenter),
-                           inpainter=build(plan.inpaint, description=backends.inpainter),
+                           inpainter=build_inpainter(plan, config, backends.inpainter, show_progress, downloads),
                            detector=build(plan.detector, description=backends.detector),
                            eraser=None if not served(plan, "eraser") else build(plan.eraser, description=backends.eraser),
                            upscaler=None if not served(plan, "upscaler") else build(plan.upscaler,

@@ -167,6 +167,8 @@ def _add_edit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-images", type=int, help="number of variations")
     parser.add_argument("--generative", action="store_true",
                         help="erase with the inpainting model instead of the eraser (LaMa or OpenCV)")
+    parser.add_argument("--model", default="", metavar="NAME",
+                        help="the inpainting model, one of inpaint.model (the default) and inpaint.models")
     parser.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM",
                         help="outpaint: pixels to add on each side (outpaint and upscale take no selection)")
     parser.add_argument("--aspect", metavar="W:H",

@@ -102,7 +102,7 @@ def selection(engine: Engine, image: np.ndarray, args: argparse.Namespace, mask_
 
 def edit_options(args: argparse.Namespace) -> EditOptions:
     return EditOptions(args.negative_prompt, args.steps, args.guidance, args.strength, args.seed, args.num_images,
-                       generative=args.generative)
+                       generative=args.generative, model=args.model)
 
 
 def apply_mode(engine: Engine, image: np.ndarray, mask: np.ndarray | None, args: argparse.Namespace,

@@ -182,6 +182,39 @@ def test_the_manifests_import_paths_build_the_deployments_a_page_finds(served: t
         serve.delete(manifest["name"])
 
 
+def test_the_inpainting_models_share_one_deployment_each_request_painted_by_the_one_it_names(
+        served: tuple[Engine, Engine], tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_sdxl_dir: Path,
+        empty_models_dir: Path) -> None:
+    """inpaint.models on Ray: one inpainter application holds both models (one pipeline cache); the
+    page's client has one member per model, and each request paints as that model does in the app."""
+    from ray import serve
+
+    from editor.build import build_engine
+    from editor.models.base import InpaintRequest
+    from editor.serving.remote import Deployment, remote_inpainter
+
+    config = _settings(tiny_sam_path, tiny_sd2_dir, empty_models_dir, "serving.app_name=test-pool",
+                       f"inpaint.models=[{tiny_sdxl_dir}]")
+    name = cluster.app_name(config, "inpainter")
+    serve.run(cluster.application(config, "inpainter"), name=name, route_prefix=None)
+    try:
+        pool = remote_inpainter(Deployment("inpainter", serve.get_app_handle(name), 300))
+        assert pool.names == (str(tiny_sd2_dir), str(tiny_sdxl_dir))
+        image = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        hole = np.zeros((64, 64), np.uint8)
+        hole[16:48, 16:48] = 255
+        request = InpaintRequest("a red ball", "blurry", 2, 7.5, 1.0, 11)
+        for model in (tiny_sd2_dir, tiny_sdxl_dir):
+            here = build_engine(tiny_config(empty_models_dir, f"inpaint.model={model}"), show_progress=False).inpainter
+            with _one_thread():
+                expected = here.inpaint(image, hole, request)[0]
+            member = pool.member(str(model))
+            assert member.native_size == here.native_size
+            assert np.array_equal(member.inpaint(image, hole, request)[0], expected)
+    finally:
+        serve.delete(name)
+
+
 def test_a_replica_killed_mid_generation_fails_in_one_line_and_is_replaced(served: tuple[Engine, Engine],
                                                                           photo: np.ndarray) -> None:
     import ray

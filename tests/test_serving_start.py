@@ -1,4 +1,5 @@
-"""A page set to serving.backend: ray whose cluster is not there: one line within seconds, and the local backend offered."""
+"""A page set to serving.backend: ray whose cluster is not there: one line within seconds, and the
+local backend offered."""
 from __future__ import annotations
 
 import socket

@@ -46,6 +46,9 @@ class InpaintConfig:
     vae_tiling: bool = True  # decode large images tile by tile
     compile: bool = False  # torch.compile the UNet (slow first edit per size bucket, faster after)
     memory_budget_gb: float = 24.0  # loaded pipelines beyond this are released, oldest first
+    # More models a person may choose per edit, beside inpaint.model (the default): registry names, HUB_IDs or
+    # LOCAL_DIRs. They share the loaded pipelines' memory_budget_gb: the least recently used is released first.
+    models: tuple[str, ...] = ()
     steps: int = 30
     guidance: float = 7.5
     strength: float = 0.99
@@ -318,6 +321,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 def _coerce(key: str, hint: Any, value: Any) -> Any:
     origin = typing.get_origin(hint)
+    if origin is tuple:  # tuple[str, ...]: a YAML list, or one item
+        items = value if isinstance(value, list) else [] if value in (None, "") else [value]
+        return tuple(_coerce(f"{key}[{index}]", typing.get_args(hint)[0], item) for index, item in enumerate(items))
     if origin is Literal:
         choices = typing.get_args(hint)
         if isinstance(value, bool) and ("off" if not value else "on") in choices:

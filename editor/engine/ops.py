@@ -25,7 +25,7 @@ from editor.engine import strategy
 from editor.engine.priority import SelectionFirst
 from editor.models.base import (
     LANCZOS_NAME, Detector, Eraser, ImageExpired, ImageRef, Inpainter, InpaintRequest, Progress, Segmenter, Upscaler,
-    fetch_command,
+    choose_inpainter, fetch_command, inpainter_names,
 )
 
 DOWNLOAD_HINT = fetch_command("inpainter")
@@ -57,6 +57,7 @@ class EditOptions:
     grow: int | None = None  # paste-back band: the selection grown (negative: shrunk) by this many pixels
     feather: int | None = None  # then softened over this many pixels; None: composite.grow / .feather
     generative: bool = False  # Erase with the inpainting model (and the erase prompts) rather than the eraser
+    model: str = ""  # the inpainting model, by name, among inpaint.model and inpaint.models; "" the default
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,10 @@ class Engine:
             status = replace(status, upscaler=f"lanczos: a plain resize ({self.upscaler.model_name} failed to load)")
             errors.append(f"{upscaler_error}; Upscale is a plain Lanczos resize")
         return replace(status, errors=status.errors + tuple(errors))
+
+    def inpaint_models(self) -> tuple[str, ...]:
+        """The inpainting models a person may choose per edit (`EditOptions.model`), the default first."""
+        return inpainter_names(self.inpainter)
 
     def warm_up(self, detector: bool = False, upscaler: bool = False) -> None:
         """Load the models now (e.g. in the background while the page is served): SAM first,
@@ -392,9 +397,9 @@ class Engine:
             raise EditorError(f"the extended photo would be {new_width}x{new_height} "
                               f"({new_width * new_height / 1e6:.1f} MP), above max_image_pixels "
                               f"({self.max_pixels / 1e6:g} MP): extend less")
-        inpainter = self._require_inpainter("outpaint")
         request = self._request(prompt.strip() or OUTPAINT_PROMPT, options, self.defaults.negative_prompt,
                                 self.defaults.strength)
+        inpainter = self._require_inpainter("outpaint", request.model)
         border = canvas.border_mask(width, height, extend)
         prefilled = canvas.extend_canvas(image, extend)
         feather = self._feather(options)
@@ -434,6 +439,7 @@ class Engine:
             strength=pick(options.strength, strength),
             seed=pick(options.seed, secrets.randbelow(2**31)),
             num_images=pick(options.num_images, self.defaults.num_images),
+            model=options.model,
         )
         _check_request(request, self.limits)
         return request
@@ -453,7 +459,7 @@ class Engine:
                   alpha: np.ndarray, progress: Progress | None, cancel: threading.Event | None,
                   prefill: bool = False, match_color: bool = True) -> EditResult:
         """Inpaint the crop around `alpha` (the paste-back weights) and paste each output through it."""
-        inpainter = self._require_inpainter(mode)
+        inpainter = self._require_inpainter(mode, request.model)
         steps = self._paced(progress, cancel)
         band = masks.binary(alpha > 0)
         plan = composite.plan_crop(band, inpainter.native_size, self.composite.context, self.composite.min_context_px)
@@ -531,13 +537,14 @@ class Engine:
 
         return enlarge
 
-    def _require_inpainter(self, mode: str) -> Inpainter:
+    def _require_inpainter(self, mode: str, model: str = "") -> Inpainter:
+        """The inpainting model `model` names ("" the default), or one line saying there is none."""
         if self.inpainter is None:
             raise ModelUnavailableError(
                 f"{mode} needs an inpainting model and none is on this machine: run `{DOWNLOAD_HINT}` "
                 "or set inpaint.model to a local diffusers folder"
             )
-        return self.inpainter
+        return choose_inpainter(self.inpainter, model)
 
     def _chosen_eraser(self) -> Eraser | None:
         """What erases without asking for generative erase: the eraser, else (None) the inpainting

@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from editor.core.errors import EditorError
+from editor.core.errors import EditorError, ModelUnavailableError
 from editor.core.prompts import Detection, Prompts
 
 Kind = Literal["segmenter", "eraser", "inpainter", "detector", "upscaler"]
@@ -102,6 +102,7 @@ class InpaintRequest:
     strength: float
     seed: int
     num_images: int = 1
+    model: str = ""  # which inpainting model paints it (inpaint.models); "" the default, inpaint.model
 
 
 class Inpainter(Protocol):
@@ -125,6 +126,33 @@ class Inpainter(Protocol):
 
         Returns `request.num_images` images of the same size; OutOfMemory on a full device.
         """
+
+
+@runtime_checkable
+class InpainterChoice(Protocol):
+    """Several inpainting models behind one `Inpainter` (inpaint.model, then inpaint.models)."""
+
+    names: tuple[str, ...]  # the default first
+
+    def member(self, name: str) -> Inpainter:
+        """The model `name` ("" the default); ModelUnavailableError when it holds none of that name."""
+
+
+def inpainter_names(inpainter: Inpainter | None) -> tuple[str, ...]:
+    """The inpainting models a person may choose among, the default first; none without an inpainter."""
+    if inpainter is None:
+        return ()
+    return inpainter.names if isinstance(inpainter, InpainterChoice) else (inpainter.model_name,)
+
+
+def choose_inpainter(inpainter: Inpainter, name: str) -> Inpainter:
+    """The model `name` ("" the default) of a choice of inpainters, or of one when it is that one."""
+    if isinstance(inpainter, InpainterChoice):
+        return inpainter.member(name)
+    if name in ("", inpainter.model_name):
+        return inpainter
+    raise ModelUnavailableError(f"no inpainting model {name!r} here: this editor runs {inpainter.model_name} "
+                                "(more with inpaint.models)")
 
 
 class Detector(Protocol):

@@ -394,9 +394,10 @@ class FetchedInpainter:
 
 
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> DiffusersInpainter | FetchedInpainter:
-    """The registry's `load` for Stable Diffusion inpainting: one pipeline cache per model object."""
-    pipelines = PipelineCache(pipeline_options(context.config, context.device),
-                              workers=context.config.server.concurrency)
+    """The registry's `load` for Stable Diffusion inpainting: one pipeline cache per model object, or the
+    one the models of a pool share (`LoadContext.shared_cache`)."""
+    pipelines = context.shared_cache or PipelineCache(pipeline_options(context.config, context.device),
+                                                      workers=context.config.server.concurrency)
     description = context.description or entry.title
 
     def make(folder: Path) -> DiffusersInpainter:

@@ -61,6 +61,7 @@ class LoadContext:
     show_progress: bool = True
     description: str = ""  # the line `info` and the page show for the model
     fetch: Callable[[], Path] | None = None  # path None: how the weights get here, called at the first load
+    shared_cache: Any = None  # the inpainters of one pool: the PipelineCache they share (one memory budget)
 
     def locate(self, entry: ModelEntry, path: Path | None) -> Path:
         """The weights of `entry`: `path`, or fetched now (at the model's first load) when they are not here."""

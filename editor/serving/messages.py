@@ -38,4 +38,5 @@ class Info:
     model_name: str = ""
     load_error: str | None = None
     backends: Any = None  # the replica's `Backends` (every kind's planned line), for the app's status
-    attributes: dict[str, Any] = field(default_factory=dict)  # multiple, max_side, native_size, scale, tile
+    # multiple, max_side, native_size, scale, tile; the inpainter's native_sizes (model name -> side)
+    attributes: dict[str, Any] = field(default_factory=dict)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from editor.core.errors import EditCancelled, EditorError, ModelUnavailableError
 from editor.core.prompts import Detection, Prompts
 from editor.models.base import ImageExpired, ImageRef, InpaintRequest, Kind, Progress, Segmentation
 from editor.models.embedding_cache import ImageKeys
+from editor.models.inpaint_pool import InpainterPool
 from editor.serving.messages import Info, decode_png, encode_png
 
 INFO_TTL_S = 2.0  # how long a replica's status (its load error) is trusted before it is asked again
@@ -65,9 +67,9 @@ class Deployment:
                 raise as_editor_error(self.kind, exc) from None
         raise AssertionError("unreachable")
 
-    def stream(self, method: str, *args: Any) -> Any:
+    def stream(self, method: str, *args: Any, route: str | None = None) -> Any:
         """The response generator of a streaming method (its items, each when it comes)."""
-        return self._options(method, None, stream=True).remote(*args)
+        return self._options(method, route, stream=True).remote(*args)
 
     def _options(self, method: str, route: str | None, stream: bool = False) -> DeploymentHandle:
         options: dict[str, Any] = {"method_name": method, "stream": stream}
@@ -166,13 +168,23 @@ class RemoteEraser(_RemoteModel):
 
 
 class RemoteInpainter(_RemoteModel):
-    """A generation streamed from its replica: each step reaches `progress`; Cancel stops it there."""
+    """A generation streamed from its replica: each step reaches `progress`; Cancel stops it there.
+
+    `model` names one of the replicas' inpainting models (inpaint.models; "" the default): its
+    requests carry that name as Serve's multiplexed id, to a replica that has it loaded."""
 
     native_size: int
+    native_sizes: dict[str, int]  # each model the replicas hold, the default first
+
+    def __init__(self, deployment: Deployment, model: str = "") -> None:
+        super().__init__(deployment)
+        if model:
+            self.model_name, self.native_size = model, self.native_sizes[model]
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: InpaintRequest,
                 progress: Progress | None = None, cancel: threading.Event | None = None) -> list[np.ndarray]:
-        stream = self.deployment.stream("inpaint", encode_png(image), encode_png(mask), request)
+        stream = self.deployment.stream("inpaint", encode_png(image), encode_png(mask),
+                                        replace(request, model=self.model_name), route=self.model_name)
         for item in _items(stream, self.deployment):
             if cancel is not None and cancel.is_set():
                 stream.cancel()  # the replica stops the generation within its step
@@ -205,6 +217,14 @@ class RemoteUpscaler(_RemoteModel):
         return decode_png(self.deployment.call("upscale", encode_png(image)))
 
 
-CLIENTS: dict[Kind, Callable[[Deployment], _RemoteModel]] = {
-    "segmenter": RemoteSegmenter, "eraser": RemoteEraser, "inpainter": RemoteInpainter,
+def remote_inpainter(deployment: Deployment) -> RemoteInpainter | InpainterPool:
+    """One client per inpainting model the replicas hold: a pool of them when there are several."""
+    names = list(deployment.info(fresh=True).attributes.get("native_sizes", {}))
+    if len(names) <= 1:
+        return RemoteInpainter(deployment)
+    return InpainterPool([RemoteInpainter(deployment, name) for name in names])
+
+
+CLIENTS: dict[Kind, Callable[[Deployment], Any]] = {
+    "segmenter": RemoteSegmenter, "eraser": RemoteEraser, "inpainter": remote_inpainter,
     "detector": RemoteDetector, "upscaler": RemoteUpscaler}

@@ -18,6 +18,7 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,26 +28,27 @@ from ray import serve
 from editor.core.config import Config
 from editor.core.errors import EditCancelled, ModelLoadError
 from editor.core.prompts import Detection, Prompts
-from editor.models.base import ImageRef, InpaintRequest, Kind
+from editor.models.base import ImageRef, InpaintRequest, Kind, choose_inpainter, inpainter_names
 from editor.serving.messages import Info, decode_png, encode_png
 
 IMAGES_KEPT = 8  # decoded photos a segmenter replica holds for GrabCut (the app owns the photos)
 SHARED_KEPT = 8  # embeddings a segmenter replica keeps in the object store for other replicas
-MODELS_PER_REPLICA = 16  # photo keys one segmenter replica is routed by (embeddings are bounded by the cache)
+MODELS_PER_REPLICA = 16  # multiplexed ids a replica is routed by: photo keys, model names (the caches bound memory)
 
 
 class _Replica:
     """One kind's model, loaded at start, and what the app needs to know of it."""
 
     def __init__(self, config: Config, kind: Kind) -> None:
-        from editor.build import build_model, describe, plan_backends
+        from editor.build import build_inpainter, build_model, describe, plan_backends
 
         self.kind = kind
         self.config = config
         plan = plan_backends(config)
         self.backends = describe(plan, config)
-        self.model: Any = build_model(plan.choice(kind), config, plan.device, getattr(self.backends, kind),
-                                      show_progress=False)
+        description = getattr(self.backends, kind)
+        self.model: Any = (build_inpainter(plan, config, description, show_progress=False) if kind == "inpainter"
+                           else build_model(plan.choice(kind), config, plan.device, description, show_progress=False))
         self.device = plan.device
         self.replica = f"{kind}-{os.getpid()}"
         try:
@@ -67,6 +69,12 @@ class _Replica:
         if self.model is not None:
             self.model.load()
 
+    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
+    async def _route(self, model_id: str) -> str:
+        """Registers a multiplexed id (a photo's key, an inpainting model's name) with Serve's router,
+        so that its requests come to this replica, which holds its embedding or pipeline."""
+        return model_id
+
 
 class SegmenterReplica(_Replica):
     def __init__(self, config: Config) -> None:
@@ -75,11 +83,6 @@ class SegmenterReplica(_Replica):
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()  # GrabCut selects on the photo itself
         self._shared: OrderedDict[str, ray.ObjectRef] = OrderedDict()
         self._lock = threading.Lock()
-
-    @serve.multiplexed(max_num_models_per_replica=MODELS_PER_REPLICA)
-    async def _route(self, key: str) -> str:
-        """Registers the photo's key with Serve's router, so that its clicks come to this replica."""
-        return key
 
     async def prepare(self, photo_png: bytes) -> dict[str, Any]:
         key = serve.get_multiplexed_model_id()
@@ -138,8 +141,16 @@ class EraserReplica(_Replica):
 
 
 class InpainterReplica(_Replica):
+    """inpaint.model, and inpaint.models beside it: one pool of pipelines under the memory budget. A request
+    names its model as Serve's multiplexed id, so it goes to a replica that has painted with it lately."""
+
     def __init__(self, config: Config) -> None:
         super().__init__(config, "inpainter")
+
+    def info(self) -> Info:
+        info = super().info()
+        sizes = {name: choose_inpainter(self.model, name).native_size for name in inpainter_names(self.model)}
+        return replace(info, attributes={**info.attributes, "native_sizes": sizes})
 
     async def inpaint(self, image_png: bytes, mask_png: bytes, request: InpaintRequest):  # noqa: ANN201
         """Streams ("step", done, total) at each denoising step, then ("images", [PNG, ...]).
@@ -153,8 +164,11 @@ class InpainterReplica(_Replica):
         def progress(done: int, total: int) -> None:
             loop.call_soon_threadsafe(steps.put_nowait, (done, total))
 
+        if serve.get_multiplexed_model_id():
+            await self._route(serve.get_multiplexed_model_id())
+        model = choose_inpainter(self.model, request.model)
         image, mask = decode_png(image_png), decode_png(mask_png)
-        work = asyncio.ensure_future(asyncio.to_thread(self.model.inpaint, image, mask, request, progress, cancel))
+        work = asyncio.ensure_future(asyncio.to_thread(model.inpaint, image, mask, request, progress, cancel))
         try:
             while not work.done() or not steps.empty():
                 step = asyncio.ensure_future(steps.get())

@@ -33,7 +33,7 @@ from editor.core.prompts import Prompts, check_prompt_count
 from editor.ui.uploads import checked_upload
 
 OPTION_KEYS = {"negative_prompt": str, "steps": int, "guidance": float, "strength": float, "seed": int,
-               "num_images": int, "generative": bool}
+               "num_images": int, "generative": bool, "model": str}
 CLIENT_CHECK_S = 0.2  # how often a running job looks whether its client is still there
 
 log = logging.getLogger(__name__)

@@ -458,11 +458,11 @@ class Handlers:
         return CANCELLED if session.request_cancel() else "Nothing is running."
 
     def edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
-             strength: float, seed: float | None, count: float, generative: bool = False,
+             strength: float, seed: float | None, count: float, generative: bool = False, model: str | None = "",
              progress: gr.Progress = gr.Progress(), extend: canvas_geometry.Extend | None = None,
              again: bool = False) -> tuple:
         """Fill, erase, replace the background or extend the canvas (by `extend`), then make the
-        chosen result the working photo.
+        chosen result the working photo. `model`: the inpainting model chosen ("" the default).
 
         The result is attached to the version the edit started from, whatever happened meanwhile;
         `again`: from the working version's parent (Generate again), beside the working version.
@@ -477,7 +477,7 @@ class Handlers:
             base = session.version.parent if again else session.version.number
             image = session.image_of(base) if again else session.image
             result, took = self._run_edit(mode, session, prompt, negative, steps, guidance, strength, seed,
-                                          count, generative, progress, extend, image)
+                                          count, generative, progress, extend, image, model or "")
         finally:
             if alone:
                 session.end_edit()
@@ -496,16 +496,16 @@ class Handlers:
     def edit_last(self, session: Session, prompt: str, negative: str, steps: float, guidance: float,
                   strength: float, seed: float | None, count: float, generative: bool, aspect: str | None,
                   left: float | None, top: float | None, right: float | None, bottom: float | None,
-                  progress: gr.Progress = gr.Progress()) -> tuple:
+                  model: str | None = "", progress: gr.Progress = gr.Progress()) -> tuple:
         """Enter in the prompt: the action last used of Fill, Replace background and Extend canvas."""
         options = (prompt, negative, steps, guidance, strength, seed, count, generative)
         if session.last_action == "outpaint":
-            return self.outpaint(session, *options, aspect, left, top, right, bottom, progress=progress)
-        return self.edit(session.last_action, session, *options, progress=progress)
+            return self.outpaint(session, *options, aspect, left, top, right, bottom, model=model, progress=progress)
+        return self.edit(session.last_action, session, *options, model=model, progress=progress)
 
     def again(self, session: Session, prompt: str, negative: str, steps: float, guidance: float, strength: float,
               seed: float | None, count: float, generative: bool, aspect: str | None, left: float | None,
-              top: float | None, right: float | None, bottom: float | None,
+              top: float | None, right: float | None, bottom: float | None, model: str | None = "",
               progress: gr.Progress = gr.Progress()) -> tuple:
         """Generate again: the edit that made the working version, once more from the version it started
         from, on the selection (kept from that edit), with the prompt and options as they are now and a
@@ -515,7 +515,7 @@ class Handlers:
         if mode == "outpaint":
             extend = page_extend(session.image_of(session.version.parent), aspect, (left, top, right, bottom))
         return self.edit(mode, session, prompt, negative, steps, guidance, strength, -1, count, generative,
-                         progress=progress, extend=extend, again=True)
+                         model=model, progress=progress, extend=extend, again=True)
 
     def use_seed(self, session: Session) -> tuple:
         """"Use this seed": the seed of the working version's edit (the variation shown) into the Seed box."""
@@ -530,7 +530,7 @@ class Handlers:
     def _run_edit(self, mode: str, session: Session, prompt: str, negative: str, steps: float, guidance: float,
                   strength: float, seed: float | None, count: float, generative: bool,
                   progress: gr.Progress, extend: canvas_geometry.Extend | None = None,
-                  image: np.ndarray | None = None) -> tuple[EditResult, float]:
+                  image: np.ndarray | None = None, model: str = "") -> tuple[EditResult, float]:
         image = session.image if image is None else image
         if mode in UPSCALES:
             return self._run_upscale(UPSCALES[mode], session, progress)
@@ -545,6 +545,7 @@ class Handlers:
             grow=session.photo_px(session.grow_px),  # the band drawn on the canvas is the band pasted back
             feather=session.photo_px(session.feather_px),
             generative=bool(generative),
+            model=model,
         )
         engine = self.engine
         if session.cancel.is_set():
@@ -583,12 +584,12 @@ class Handlers:
     def outpaint(self, session: Session, prompt: str, negative: str, steps: float, guidance: float,
                  strength: float, seed: float | None, count: float, generative: bool, aspect: str | None,
                  left: float | None, top: float | None, right: float | None, bottom: float | None,
-                 progress: gr.Progress = gr.Progress()) -> tuple:
+                 model: str | None = "", progress: gr.Progress = gr.Progress()) -> tuple:
         """Extend the canvas: to the chosen aspect, or (aspect "none") by the pixels per side.
         An empty prompt continues the scene (`OUTPAINT_PROMPT`); `generative` is not used."""
         extend = page_extend(session.image, aspect, (left, top, right, bottom))
         return self.edit("outpaint", session, prompt, negative, steps, guidance, strength, seed, count,
-                         progress=progress, extend=extend)
+                         model=model, progress=progress, extend=extend)
 
     def choose_variation(self, session: Session, evt: gr.SelectData) -> tuple:
         _no_edit_running(session)

@@ -475,7 +475,7 @@ def build_ui(engine: Engine, config: Config, examples: list[Path] | None = None,
             with gr.Column(scale=5, min_width=400, elem_id="view-column"):
                 view = _view_column(examples)
             with gr.Column(scale=3, min_width=330, elem_id="controls-column"):
-                controls = _controls_column(config, control_settings(missing_models(engine)))
+                controls = _controls_column(config, control_settings(missing_models(engine)), engine.inpaint_models())
             with gr.Column(scale=1, min_width=210, elem_id="history-column"):
                 controls.update(_history_column())
         tooltips = gr.Textbox(visible=False)
@@ -544,8 +544,9 @@ def _wire_controls(demo: gr.Blocks, handlers: Handlers, controls: dict[str, Any]
         None, [tooltips], None, js=SET_TOOLTIPS, concurrency_limit=None, api_visibility="private")
 
 
-def _controls_column(config: Config, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """`settings`: the initial settings of the controls an optional model serves (`control_settings`)."""
+def _controls_column(config: Config, settings: dict[str, dict[str, Any]], models: tuple[str, ...]) -> dict[str, Any]:
+    """`settings`: the initial settings of the controls an optional model serves (`control_settings`);
+    `models`: the inpainting models to choose among (a choice is shown only when there are several)."""
     defaults = config.inpaint
     ranges = config.limits.ranges  # the engine accepts exactly these: a slider never refuses a default
     with gr.Column(variant="panel", elem_classes="step"):
@@ -582,7 +583,11 @@ def _controls_column(config: Config, settings: dict[str, dict[str, Any]]) -> dic
         with gr.Row(elem_classes="compact-buttons"):  # after an edit: the same area, another seed
             again = gr.Button("↻ Generate again", elem_id="again", size="sm")
             use_seed = gr.Button("Use this seed", elem_id="use-seed", size="sm")
-        with gr.Accordion("Options: negative prompt, steps, seed, variations", open=False, elem_id="options"):
+        title = "Options: negative prompt, steps, seed, variations" + (", model" if len(models) > 1 else "")
+        with gr.Accordion(title, open=False, elem_id="options"):
+            model = gr.Dropdown([(Path(name).name or name, name) for name in models],
+                                value=models[0] if models else None, visible=len(models) > 1, elem_id="inpaint-model",
+                                label="Inpainting model (the others load when chosen, within the memory budget)")
             negative = gr.Textbox(defaults.negative_prompt, label="Negative prompt (Fill, Replace background)",
                                   elem_id="negative-prompt", lines=1)
             with gr.Row():
@@ -611,7 +616,7 @@ def _controls_column(config: Config, settings: dict[str, dict[str, Any]]) -> dic
     return dict(query=query, find=find, mode=mode, undo_click=undo_click, clear=clear, invert=invert, add_part=add_part,
                 subtract_part=subtract_part, grow=grow, feather=feather, prompt=prompt, fill=fill, erase=erase,
                 background=background, cancel=cancel, negative=negative, steps=steps, guidance=guidance,
-                strength=strength, count=count, seed=seed, generative=generative, variations=variations,
+                strength=strength, count=count, seed=seed, generative=generative, model=model, variations=variations,
                 upscale_2=upscale_2, upscale_4=upscale_4, again=again, use_seed=use_seed, **extend)
 
 
@@ -727,11 +732,12 @@ def _wire(handlers: Handlers, config: Config, state: gr.State, view: dict[str, A
                                            "generative")]
     history_buttons = [controls["undo"], controls["redo"]]
     extend = [controls["extend_aspect"], *(controls[f"extend_{side}"] for side in SIDES)]
-    edits = [(controls[mode].click, functools.partial(handlers.edit, mode), options)
+    model = [controls["model"]]  # last: the handlers take it as the keyword `model`
+    edits = [(controls[mode].click, functools.partial(handlers.edit, mode), options + model)
              for mode in ("fill", "erase", "background")]
-    edits += [(controls["prompt"].submit, handlers.edit_last, options + extend),
-              (controls["outpaint"].click, handlers.outpaint, options + extend),
-              (controls["again"].click, handlers.again, options + extend)]
+    edits += [(controls["prompt"].submit, handlers.edit_last, options + extend + model),
+              (controls["outpaint"].click, handlers.outpaint, options + extend + model),
+              (controls["again"].click, handlers.again, options + extend + model)]
     edits += [(controls[f"upscale_{factor}"].click, functools.partial(handlers.edit, f"upscale-{factor}"), options)
               for factor in (2, 4)]
     runs = []  # Cancel drops them from the queue at once; their `edit_ended` runs all the same

@@ -184,35 +184,33 @@ def test_the_manifests_import_paths_build_the_deployments_a_page_finds(served: t
 
 def test_the_inpainting_models_share_one_deployment_each_request_painted_by_the_one_it_names(
         served: tuple[Engine, Engine], tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_sdxl_dir: Path,
-        empty_models_dir: Path) -> None:
-    """inpaint.models on Ray: one inpainter application holds both models (one pipeline cache); the
-    page's client has one member per model, and each request paints as that model does in the app."""
+        empty_models_dir: Path, photo: np.ndarray) -> None:
+    """inpaint.models on Ray: one inpainter application holds both models (one pipeline cache); a page
+    over the deployments offers both, and a fill paints as the model it names does in the app."""
     from ray import serve
 
     from editor.build import build_engine
-    from editor.models.base import InpaintRequest
-    from editor.serving.remote import Deployment, remote_inpainter
+    from editor.serving.remote import RemoteInpainter
 
-    config = _settings(tiny_sam_path, tiny_sd2_dir, empty_models_dir, "serving.app_name=test-pool",
+    config = _settings(tiny_sam_path, tiny_sd2_dir, empty_models_dir, "serving.backend=ray",
+                       "serving.app_name=test-pool", "serving.segmenter.num_replicas=1",
                        f"inpaint.models=[{tiny_sdxl_dir}]")
-    name = cluster.app_name(config, "inpainter")
-    serve.run(cluster.application(config, "inpainter"), name=name, route_prefix=None)
     try:
-        pool = remote_inpainter(Deployment("inpainter", serve.get_app_handle(name), 300))
-        assert pool.names == (str(tiny_sd2_dir), str(tiny_sdxl_dir))
-        image = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-        hole = np.zeros((64, 64), np.uint8)
-        hole[16:48, 16:48] = 255
-        request = InpaintRequest("a red ball", "blurry", 2, 7.5, 1.0, 11)
+        assert cluster.deploy(config) == ["segmenter", "eraser", "inpainter"]
+        page = build_engine(config)
+        assert isinstance(page.inpainter.default, RemoteInpainter)
+        assert page.inpaint_models() == (str(tiny_sd2_dir), str(tiny_sdxl_dir))
+        mask = np.zeros(photo.shape[:2], np.uint8)
+        mask[60:140, 100:220] = 255
         for model in (tiny_sd2_dir, tiny_sdxl_dir):
-            here = build_engine(tiny_config(empty_models_dir, f"inpaint.model={model}"), show_progress=False).inpainter
+            here = build_engine(tiny_config(empty_models_dir, f"inpaint.model={model}"), show_progress=False)
             with _one_thread():
-                expected = here.inpaint(image, hole, request)[0]
-            member = pool.member(str(model))
-            assert member.native_size == here.native_size
-            assert np.array_equal(member.inpaint(image, hole, request)[0], expected)
+                expected = here.fill(photo, mask, "a red ball", EditOptions(seed=11)).images[0]
+            filled = page.fill(photo, mask, "a red ball", EditOptions(seed=11, model=str(model)))
+            assert np.array_equal(filled.images[0], expected) and filled.metadata["model"] == str(model)
     finally:
-        serve.delete(name)
+        for kind in ("segmenter", "eraser", "inpainter"):
+            serve.delete(cluster.app_name(config, kind))
 
 
 def test_a_replica_killed_mid_generation_fails_in_one_line_and_is_replaced(served: tuple[Engine, Engine],

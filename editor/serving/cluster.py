@@ -138,8 +138,8 @@ def _connect(address: str) -> None:
     try:
         ray.init(address=address, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _unreachable(address, first[:120]) from None
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        raise _unreachable(address, first[:120]) from None  # its first sentence: Ray's next ones name Ray's flags
 
 
 def _probe(address: str, timeout_s: float = 3) -> None:

@@ -71,6 +71,7 @@ def test_good_prompts_are_read() -> None:
     ('{"negative_prompt": {"a": {"b": {"c": {"d": 1}}}}}', "nested"),
     ('{"negative_prompt": 5}', "text"),
     ('{"generative": 1}', "generative must be true or false"),
+    ('{"model": 2}', "model must be text"),
 ])
 def test_bad_options_are_refused_in_one_line(text: str, phrase: str) -> None:
     assert phrase in refused(lambda: parse_options(text, LIMITS))
@@ -79,6 +80,11 @@ def test_bad_options_are_refused_in_one_line(text: str, phrase: str) -> None:
 def test_generative_erase_is_an_option() -> None:
     assert parse_options('{"generative": true, "steps": 3}', LIMITS).generative
     assert not parse_options('{"steps": 3}', LIMITS).generative
+
+
+def test_the_inpainting_model_is_an_option() -> None:
+    assert parse_options('{"model": "sdxl"}', LIMITS).model == "sdxl"
+    assert parse_options('{"steps": 3}', LIMITS).model == ""  # the default, inpaint.model
 
 
 # --- one description of a failure, shared by the API and the page ------------------------------------

@@ -128,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="local: the models in the app's process; ray: `python -m editor serve` first")
     load.add_argument("--url", help="a running app on this machine (loopback only) instead of starting one")
     load.add_argument("--photo", default="assets/chelsea.png", help="the photo each person edits")
+    load.add_argument("--models", default="", metavar="NAME,NAME",
+                      help="each person's fills take turns with these inpainting models (of inpaint.model and "
+                           "inpaint.models; default: the default model)")
     load.add_argument("--json", metavar="FILE", help="write {backend, replicas, users, run_time_s, requests, "
                                                      "failures, p50_ms, p95_ms, rps, endpoints} here")
     load.add_argument("--csv", metavar="PREFIX", help="keep Locust's CSV files as PREFIX_stats.csv, ...")
@@ -310,7 +313,8 @@ def _loadtest(args: argparse.Namespace, config: Config) -> int:
     serving = getattr(config, "serving", None)
     backend = args.backend or getattr(serving, "backend", "local")
     plan = Plan(users=args.users, spawn_rate=args.spawn_rate, run_time_s=args.run_time, backend=backend,
-                config=args.config, overrides=list(args.set), url=args.url, photo=Path(args.photo))
+                config=args.config, overrides=list(args.set), url=args.url, photo=Path(args.photo),
+                models=tuple(name.strip() for name in args.models.split(",") if name.strip()))
     report = run(plan, config, Path(args.json) if args.json else None, args.csv)
     print(f"{report['backend']}: {report['users']} users, {report['run_time_s']} s: {report['requests']} requests, "
           f"{report['failures']} failures, p50 {report['p50_ms']:.0f} ms, p95 {report['p95_ms']:.0f} ms, "

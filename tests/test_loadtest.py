@@ -18,9 +18,13 @@ FIELDS = {"backend", "replicas", "users", "run_time_s", "requests", "failures", 
 
 def test_a_short_load_test_on_the_local_backend_has_no_failures(tmp_path: Path) -> None:
     config = write_tiny_setup(tmp_path / "tiny")
+    first = next((tmp_path / "tiny").glob("tiny-sd2*"))
+    second = tmp_path / "tiny" / "another-inpainter"  # the same weights under another name: a second model
+    second.symlink_to(first, target_is_directory=True)
     out = tmp_path / "out.json"
     done = subprocess.run([sys.executable, "-m", "editor", "loadtest", "--config", str(config), "--users", "2",
-                           "--spawn-rate", "2", "--run-time", "6", "--json", str(out), "--csv", str(tmp_path / "run")],
+                           "--spawn-rate", "2", "--run-time", "6", "--json", str(out), "--csv", str(tmp_path / "run"),
+                           "--set", f"inpaint.models=[{second}]", "--models", f"{second},{first}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
@@ -29,6 +33,7 @@ def test_a_short_load_test_on_the_local_backend_has_no_failures(tmp_path: Path) 
     assert report["requests"] > 0 and report["failures"] == 0
     assert 0 < report["p50_ms"] <= report["p95_ms"] and report["rps"] > 0
     assert report["endpoints"]["/segment"]["requests"] > 0  # every person clicks before editing
+    assert "/fill another-inpainter" in report["endpoints"]  # the first person's first edit is a fill with it
     assert (tmp_path / "run_stats.csv").is_file()
 
 

@@ -37,6 +37,7 @@ class Plan:
     overrides: list[str]
     url: str | None
     photo: Path
+    models: tuple[str, ...] = ()  # the inpainting models fills take turns with; () the default
     start_timeout_s: float = 300
 
 
@@ -155,7 +156,8 @@ def run_locust(plan: Plan, url: str, csv_prefix: Path, logs: Path, stack: ExitSt
 
     with Image.open(plan.photo) as image:
         size = list(image.size)
-    env = {"LOADTEST_PHOTO": str(plan.photo.resolve()), "LOADTEST_SIZE": json.dumps(size)}
+    env = {"LOADTEST_PHOTO": str(plan.photo.resolve()), "LOADTEST_SIZE": json.dumps(size),
+           "LOADTEST_MODELS": json.dumps(list(plan.models))}
     os.environ.update(env)  # inherited by the Locust child
     argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
             "--users", str(plan.users), "--spawn-rate", str(plan.spawn_rate), "--run-time", f"{plan.run_time_s}s",

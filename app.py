@@ -107,9 +107,7 @@ def engine_for(config: Config, downloads: Downloads, ask: Callable[[str], bool] 
         if choice == "stop" or (choice == "ask" and not ask(f"{exc}.\nRun the models in this app instead? [y/N] ")):
             raise
         print(f"warning: {exc.problem}; the models run in this app instead (serving.backend=local)", file=sys.stderr)
-        local = replace(config, serving=replace(config.serving, backend="local"))
-        check_concurrency(local, plan_backends(local))
-        return build_engine(local, downloads=downloads), local
+        return engine_for(replace(config, serving=replace(config.serving, backend="local")), downloads, ask)
 
 
 def main(argv: list[str] | None = None) -> int:

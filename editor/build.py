@@ -433,10 +433,10 @@ def build_inpainter(plan: Plan, config: Config, description: str, show_progress:
     more = [choice for choice in plan.more_inpainters if choice.runs]
     if not plan.inpaint.runs or not more:
         return build_model(plan.inpaint, config, plan.device, description, show_progress, downloads)
-    from editor.models.diffusers_inpaint import PipelineCache, pipeline_options
+    from editor.models.diffusers_inpaint import pipeline_cache
     from editor.models.inpaint_pool import InpainterPool
 
-    shared = PipelineCache(pipeline_options(config, plan.device), workers=config.server.concurrency)
+    shared = pipeline_cache(config, plan.device)
     return InpainterPool([build_model(choice, config, plan.device, _one_inpainter_line(choice, plan.device, config),
                                       show_progress, downloads, shared) for choice in (plan.inpaint, *more)])
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from editor.core.errors import ConfigError, ModelUnavailableError
 from editor.engine.ops import EditOptions, Engine
 from editor.core.photo_io import load_image, read_png_metadata
 from tests.conftest import tiny_config
-from tests.test_browser import CAT, CHROMIUM, CHROMIUM_ARGS, click_photo, serving, wait_for_session, wait_for_status
+from tests.test_browser import CAT, CHROMIUM, click_photo, serving, wait_for_status
+from tests.test_canvas_browser import browser, opened_page  # noqa: F401 - a fixture
 from tests.test_ui_handlers import OPTIONS, click_at, handlers_for, opened
 
 
@@ -93,20 +95,14 @@ def test_the_page_offers_the_choice_and_the_edit_uses_the_chosen_model(
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install chromium")
 def test_in_the_page_a_fill_with_the_model_chosen_is_painted_by_it(
-        tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_sdxl_dir: Path, empty_models_dir: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
+        tiny_sam_path: Path, tiny_sd2_dir: Path, tiny_sdxl_dir: Path, empty_models_dir: Path, tmp_path: Path,
+        browser: Any) -> None:
     from editor.ui.page import build_ui
 
     engine = build_engine(_two_models(empty_models_dir, tiny_sd2_dir, tiny_sdxl_dir,
                                       f"segmenter.model={tiny_sam_path}"), show_progress=False)
-    with serving(build_ui(engine, tiny_config(tmp_path))) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()
-        page.goto(url)
-        wait_for_session(page)
-        page.locator("#canvas input[type=file]").set_input_files(str(CAT))
-        wait_for_status(page, "Ready")
+    with serving(build_ui(engine, tiny_config(tmp_path))) as url:
+        page = opened_page(browser, url)
         click_photo(page, 230, 150, *load_image(CAT, 10**8).shape[1::-1])
         wait_for_status(page, "Selected")
         page.get_by_text("Options: negative prompt, steps, seed, variations, model").click()
@@ -116,4 +112,3 @@ def test_in_the_page_a_fill_with_the_model_chosen_is_painted_by_it(
         page.locator("#fill").click()
         wait_for_status(page, "Fill done")
         assert str(tiny_sdxl_dir) in page.locator("#status").inner_text()
-        browser.close()

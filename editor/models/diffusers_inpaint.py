@@ -339,6 +339,11 @@ def pipeline_options(config: Config, device: str) -> PipelineOptions:
                            int(settings.memory_budget_gb * 2**30), settings.compile)
 
 
+def pipeline_cache(config: Config, device: str) -> PipelineCache:
+    """The pipeline cache the settings ask for: one model's, or the one the models of a pool share."""
+    return PipelineCache(pipeline_options(config, device), workers=config.server.concurrency)
+
+
 def model_source(entry: ModelEntry, path: Path) -> ModelSource:
     """A registry entry's diffusers folder, with its variant and fp16-safe VAE (a companion repo)."""
     if entry.source is None:  # a local folder: everything is read from it
@@ -396,8 +401,7 @@ class FetchedInpainter:
 def load(entry: ModelEntry, path: Path | None, context: LoadContext) -> DiffusersInpainter | FetchedInpainter:
     """The registry's `load` for Stable Diffusion inpainting: one pipeline cache per model object, or the
     one the models of a pool share (`LoadContext.shared_cache`)."""
-    pipelines = context.shared_cache or PipelineCache(pipeline_options(context.config, context.device),
-                                                      workers=context.config.server.concurrency)
+    pipelines = context.shared_cache or pipeline_cache(context.config, context.device)
     description = context.description or entry.title
 
     def make(folder: Path) -> DiffusersInpainter:

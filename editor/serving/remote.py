@@ -101,7 +101,7 @@ class _RemoteModel:
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
-        first = deployment.info(fresh=True)
+        first = deployment.info()  # the first ask of a new Deployment; a pool's members share its answer
         for name, value in first.attributes.items():
             setattr(self, name, value)
         self.model_name = first.model_name

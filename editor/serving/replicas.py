@@ -164,8 +164,9 @@ class InpainterReplica(_Replica):
         def progress(done: int, total: int) -> None:
             loop.call_soon_threadsafe(steps.put_nowait, (done, total))
 
-        if serve.get_multiplexed_model_id():
-            await self._route(serve.get_multiplexed_model_id())
+        model_id = serve.get_multiplexed_model_id()
+        if model_id:
+            await self._route(model_id)
         model = choose_inpainter(self.model, request.model)
         image, mask = decode_png(image_png), decode_png(mask_png)
         work = asyncio.ensure_future(asyncio.to_thread(model.inpaint, image, mask, request, progress, cancel))
